@@ -100,7 +100,7 @@ class APOTrainer(DPOTrainer):
                                           torch.as_tensor(c, dtype=torch.float32, device=device).reshape(())])
                              for s, c in pairs.values()])
         total = self.accelerator.gather(local.unsqueeze(0)).sum(0)
-        return {f'{prefix}{name}': (s / c).item() for name, (s, c) in zip(pairs, total.tolist())}
+        return {f'{prefix}{name}': s / c for name, (s, c) in zip(pairs, total.tolist())}
 
     def _per_source_rewards(self, result: APOLossOutput, mask: torch.Tensor, sources: Optional[List[List[str]]],
                             prefix: str) -> Dict[str, float]:
