@@ -14,6 +14,12 @@ Qwen's real id), a ``Qwen2_5_VLProcessor`` and a ``generation_config.json``. ms-
 ``build_tiny_text_model`` writes a tiny text-only ``Qwen2ForCausalLM`` with the same tokenizer (Qwen2.5-Instruct
 chat template); ms-swift: ``--model_type qwen2 --template qwen2_5``.
 
+Tokenizer: transformers' ``Qwen2Tokenizer`` over a ``tokenizers`` byte-level BPE with Qwen's pre-tokenizer regex,
+ids 0..255 = the byte alphabet in Qwen's order (e.g. 'Ċ'=198, 'Ġ'=220), inert filler tokens up to 151642, no merges
+(so one token per UTF-8 byte), specials at 151643..151664. Like real Qwen it NFC-normalizes its input, so
+``decode(encode(s)) == s`` holds for every NFC string (all scripts, emoji, control chars), while a decomposed
+sequence such as 'e\u0301' comes back composed ('é').
+
 Both builders are deterministic for a given seed and idempotent: a directory already holding a complete model
 built with the same parameters is returned untouched. They write into a temporary sibling directory and rename it
 into place at the end, so a half-written model directory is never left behind.

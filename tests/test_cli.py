@@ -1,0 +1,165 @@
+"""End to end through the real ``swift rlhf --rlhf_type apo`` CLI on tiny random models (CPU).
+
+Each run is a real ms-swift child process (and torchrun ranks for NPROC_PER_NODE), so these tests
+also prove that the installed import hook reaches every interpreter ms-swift starts.
+"""
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from conftest import TEXT_FLAGS, VL_FLAGS, mean_log_1_plus_k, read_logs, run_swift, write_apo_rows
+
+TRAIN_KS = [1, 3, 7]
+VAL_KS = [2, 4]
+
+
+def _vl_lora_args(model, data_dir: Path, *extra):
+    return ['--rlhf_type', 'apo', '--model', model, *VL_FLAGS, '--tuner_type', 'lora', '--split_dataset_ratio', '0',
+            '--dataset', str(data_dir / 'train.jsonl'), '--val_dataset', str(data_dir / 'val.jsonl'),
+            '--per_device_train_batch_size', '3', '--per_device_eval_batch_size', '2',
+            '--gradient_accumulation_steps', '1', '--learning_rate', '5e-3', '--lora_rank', '8', '--beta', '0.1',
+            '--max_steps', '4', '--eval_strategy', 'steps', '--eval_steps', '4', '--save_strategy', 'steps',
+            '--save_steps', '2', *extra]
+
+
+@pytest.fixture(scope='module')
+def lora_run(tiny_vl_model, tmp_path_factory):
+    """LoRA on a vision-language model: mixed K (1, 3, 7) in one batch, evaluation, checkpoints."""
+    root = tmp_path_factory.mktemp('lora')
+    write_apo_rows(root / 'data' / 'train.jsonl', TRAIN_KS, easy=True)
+    write_apo_rows(root / 'data' / 'val.jsonl', VAL_KS, easy=True)
+    run_swift('rlhf', _vl_lora_args(tiny_vl_model, root / 'data'), root / 'out')
+    logs = read_logs(root / 'out')
+    return root, [line for line in logs if 'loss' in line], [line for line in logs if 'eval_loss' in line]
+
+
+def test_first_loss_is_mean_log_one_plus_k(lora_run):
+    _, train, _ = lora_run
+    assert train[0]['loss'] == pytest.approx(mean_log_1_plus_k(TRAIN_KS), abs=1e-4)
+    assert train[0]['rewards/margins'] == pytest.approx(0, abs=1e-6)
+
+
+def test_training_moves_margins_up(lora_run):
+    _, train, _ = lora_run
+    margins = [line['rewards/margins'] for line in train]
+    assert len(margins) == 4
+    assert margins[-1] > margins[1] > 0, margins
+    assert train[-1]['loss'] < train[0]['loss']
+    assert train[-1]['rewards/accuracies'] == 1.0
+
+
+def test_logged_metrics(lora_run):
+    _, train, _ = lora_run
+    line = train[0]
+    assert line['num_rejected'] == pytest.approx(sum(TRAIN_KS) / len(TRAIN_KS), rel=1e-6)
+    for key in ['rewards/chosen', 'rewards/rejected', 'rewards/accuracies', 'logps/chosen', 'logps/rejected']:
+        assert key in line
+    assert {k for k in line if k.startswith('rewards/rejected/')} == {f'rewards/rejected/T{j}' for j in range(7)}
+    assert 'nll_loss' not in line  # only with --rpo_alpha
+    # After training, the per-source rewards are real numbers that differ by source.
+    last = train[-1]
+    assert all(math.isfinite(last[f'rewards/rejected/T{j}']) for j in range(7))
+    assert last['rewards/rejected'] < 0 < last['rewards/chosen'] or last['rewards/margins'] > 0
+
+
+def test_evaluation_logs_the_same_metrics_with_eval_prefix(lora_run):
+    _, _, evals = lora_run
+    assert len(evals) == 1
+    line = evals[0]
+    assert line['eval_num_rejected'] == pytest.approx(sum(VAL_KS) / len(VAL_KS), rel=1e-6)
+    for key in ['eval_rewards/margins', 'eval_rewards/accuracies', 'eval_logps/rejected', 'eval_rewards/rejected/T3']:
+        assert key in line
+    assert 'eval_rewards/rejected/T4' not in line  # no validation row has a fifth answer
+
+
+def test_resume_from_checkpoint_continues_the_same_run(lora_run, tiny_vl_model):
+    root, train, _ = lora_run
+    checkpoint = next((root / 'out').glob('v*/checkpoint-2'))
+    run_swift('rlhf', _vl_lora_args(tiny_vl_model, root / 'data', '--resume_from_checkpoint', str(checkpoint)),
+              root / 'resumed')
+    resumed = [line for line in read_logs(root / 'resumed') if 'loss' in line]
+    assert [line['global_step/max_steps'] for line in resumed] == ['3/4', '4/4']
+    for original, again in zip(train[2:], resumed):
+        assert again['loss'] == pytest.approx(original['loss'], abs=1e-4)
+
+
+def test_ref_adapters_make_the_sft_adapter_the_reference(lora_run, tiny_vl_model):
+    """Starting from a trained adapter with --ref_adapters on it, policy == reference: loss log(1 + K)."""
+    root, train, _ = lora_run
+    adapter = str(next((root / 'out').glob('v*/checkpoint-4')))
+    args = _vl_lora_args(tiny_vl_model, root / 'data', '--adapters', adapter, '--ref_adapters', adapter)
+    args[args.index('--max_steps') + 1] = '1'
+    args = [a for a in args if a not in ('--val_dataset', str(root / 'data' / 'val.jsonl'))]
+    run_swift('rlhf', args + ['--eval_strategy', 'no'], root / 'ref_adapters')
+    first = read_logs(root / 'ref_adapters')[0]
+    assert first['loss'] == pytest.approx(mean_log_1_plus_k(TRAIN_KS), abs=1e-4)
+    assert abs(train[-1]['loss'] - first['loss']) > 0.05, 'the adapter alone (as reference) must differ'
+
+
+def test_k1_apo_logs_the_same_losses_as_dpo(tiny_text_model, tmp_path):
+    """On DPO data (one rejected string per row) APO is DPO: same losses, full tuning, text-only model."""
+    data = write_apo_rows(tmp_path / 'dpo.jsonl', [1] * 6, images=False, sources=False)
+    # DPO's own format: a plain string, not a list.
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    data.write_text(''.join(json.dumps({**r, 'rejected_response': r['rejected_response'][0]}) + '\n' for r in rows))
+    logs = {}
+    for rlhf_type in ['dpo', 'apo']:
+        run_swift('rlhf', ['--rlhf_type', rlhf_type, '--model', tiny_text_model, *TEXT_FLAGS, '--tuner_type', 'full',
+                           '--dataset', str(data), '--split_dataset_ratio', '0', '--per_device_train_batch_size', '2',
+                           '--gradient_accumulation_steps', '1', '--learning_rate', '1e-4', '--max_steps', '3',
+                           '--save_strategy', 'no', '--rpo_alpha', '0.5'], tmp_path / rlhf_type)
+        logs[rlhf_type] = read_logs(tmp_path / rlhf_type)
+    assert len(logs['apo']) == len(logs['dpo']) == 3
+    for dpo, apo in zip(logs['dpo'], logs['apo']):
+        for key in ['loss', 'rewards/margins', 'rewards/chosen', 'rewards/rejected', 'nll_loss', 'logps/rejected']:
+            assert apo[key] == pytest.approx(dpo[key], rel=1e-5, abs=1e-7), key
+    assert logs['apo'][-1]['rewards/margins'] != 0, 'the losses must come from a run that trains'
+
+
+def test_two_ranks_with_gloo(tiny_vl_model, tmp_path):
+    """NPROC_PER_NODE=2: every torchrun rank knows apo; metrics are gathered over both ranks."""
+    ks = [1, 7, 3, 2]
+    data = write_apo_rows(tmp_path / 'train.jsonl', ks)
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    for i, row in enumerate(rows):  # sources unique to each row show which ranks' rows reach the log
+        row['rejected_sources'] = [f'row{i}-T{j}' for j in range(ks[i])]
+    data.write_text(''.join(json.dumps(row) + '\n' for row in rows))
+    run_swift('rlhf', ['--rlhf_type', 'apo', '--model', tiny_vl_model, *VL_FLAGS, '--tuner_type', 'lora',
+                       '--dataset', str(data), '--split_dataset_ratio', '0',
+                       '--per_device_train_batch_size', '2', '--gradient_accumulation_steps', '1', '--max_steps', '1',
+                       '--save_strategy', 'no', '--ddp_backend', 'gloo', '--use_cpu', 'true'],
+              tmp_path / 'out', env={'NPROC_PER_NODE': '2', 'MASTER_PORT': '29533'})
+    first = read_logs(tmp_path / 'out')[0]
+    # The logged loss is averaged over the ranks, two rows each: the mean over all four rows.
+    assert first['loss'] == pytest.approx(mean_log_1_plus_k(ks), abs=1e-4)
+    # The APO metrics are gathered over both ranks: all four rows and all their sources count.
+    assert first['num_rejected'] == pytest.approx(sum(ks) / len(ks), rel=1e-6)
+    expected_sources = {f'rewards/rejected/row{i}-T{j}' for i, k in enumerate(ks) for j in range(k)}
+    assert {k for k in first if k.startswith('rewards/rejected/')} == expected_sources
+
+
+def test_deepspeed_zero2_full_tuning(tiny_vl_model, tmp_path):
+    """Full tuning under ZeRO-2: the reference model is created automatically and stays fixed."""
+    write_apo_rows(tmp_path / 'train.jsonl', TRAIN_KS, easy=True)
+    run_swift('rlhf', ['--rlhf_type', 'apo', '--model', tiny_vl_model, *VL_FLAGS, '--tuner_type', 'full',
+                       '--deepspeed', 'zero2', '--dataset', str(tmp_path / 'train.jsonl'), '--split_dataset_ratio', '0',
+                       '--per_device_train_batch_size', '3', '--gradient_accumulation_steps', '1',
+                       '--learning_rate', '1e-3', '--max_steps', '3', '--save_strategy', 'no'],
+              tmp_path / 'out', env={'NPROC_PER_NODE': '1', 'MASTER_PORT': '29534'})
+    logs = read_logs(tmp_path / 'out')
+    assert logs[0]['loss'] == pytest.approx(mean_log_1_plus_k(TRAIN_KS), abs=1e-4)
+    assert logs[-1]['rewards/margins'] > 0.0
+    assert logs[-1]['loss'] < logs[0]['loss']
+
+
+def test_bad_row_stops_the_run_naming_file_line_and_field(tiny_vl_model, tmp_path):
+    data = write_apo_rows(tmp_path / 'train.jsonl', [2, 2, 2])
+    lines = data.read_text().splitlines()
+    lines[1] = lines[1].replace('"rejected_sources": ["T0", "T1"]', '"rejected_sources": ["T0"]')
+    data.write_text('\n'.join(lines) + '\n')
+    proc = run_swift('rlhf', ['--rlhf_type', 'apo', '--model', tiny_vl_model, *VL_FLAGS, '--tuner_type', 'lora',
+                              '--dataset', str(data), '--max_steps', '1'], tmp_path / 'out', check=False)
+    assert proc.returncode != 0
+    assert f"{data} line 2: field 'rejected_sources': has 1 entries but rejected_response has 2" in proc.stderr
