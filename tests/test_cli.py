@@ -5,11 +5,14 @@ also prove that the installed import hook reaches every interpreter ms-swift sta
 """
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import TEXT_FLAGS, VL_FLAGS, mean_log_1_plus_k, read_logs, run_swift, write_apo_rows
+from conftest import CPU_FLAGS, TEXT_FLAGS, VL_FLAGS, mean_log_1_plus_k, read_logs, run_swift, write_apo_rows
 
 TRAIN_KS = [1, 3, 7]
 VAL_KS = [2, 4]
@@ -140,11 +143,12 @@ def test_two_ranks_with_gloo(tiny_vl_model, tmp_path):
     assert {k for k in first if k.startswith('rewards/rejected/')} == expected_sources
 
 
-def test_deepspeed_zero2_full_tuning(tiny_vl_model, tmp_path):
-    """Full tuning under ZeRO-2: the reference model is created automatically and stays fixed."""
+@pytest.mark.parametrize('zero', ['zero2', 'zero3'])
+def test_deepspeed_full_tuning(tiny_vl_model, tmp_path, zero):
+    """Full tuning under DeepSpeed: the reference model is created automatically and stays fixed."""
     write_apo_rows(tmp_path / 'train.jsonl', TRAIN_KS, easy=True)
     run_swift('rlhf', ['--rlhf_type', 'apo', '--model', tiny_vl_model, *VL_FLAGS, '--tuner_type', 'full',
-                       '--deepspeed', 'zero2', '--dataset', str(tmp_path / 'train.jsonl'), '--split_dataset_ratio', '0',
+                       '--deepspeed', zero, '--dataset', str(tmp_path / 'train.jsonl'), '--split_dataset_ratio', '0',
                        '--per_device_train_batch_size', '3', '--gradient_accumulation_steps', '1',
                        '--learning_rate', '1e-3', '--max_steps', '3', '--save_strategy', 'no'],
               tmp_path / 'out', env={'NPROC_PER_NODE': '1', 'MASTER_PORT': '29534'})
@@ -163,3 +167,21 @@ def test_bad_row_stops_the_run_naming_file_line_and_field(tiny_vl_model, tmp_pat
                               '--dataset', str(data), '--max_steps', '1'], tmp_path / 'out', check=False)
     assert proc.returncode != 0
     assert f"{data} line 2: field 'rejected_sources': has 1 entries but rejected_response has 2" in proc.stderr
+
+
+def test_module_entry_point_works_without_the_installed_hook(tiny_text_model, tmp_path):
+    """`python -m swift_plugin rlhf` (the route for a checkout that is not installed) arms APO itself."""
+    ks = [2, 5]
+    data = write_apo_rows(tmp_path / 'train.jsonl', ks, images=False)
+    cmd = [sys.executable, '-m', 'swift_plugin', 'rlhf', *CPU_FLAGS, '--output_dir', str(tmp_path / 'out'),
+           '--rlhf_type', 'apo', '--model', tiny_text_model, *TEXT_FLAGS, '--tuner_type', 'lora',
+           '--dataset', str(data), '--split_dataset_ratio', '0', '--per_device_train_batch_size', '2',
+           '--gradient_accumulation_steps', '1', '--max_steps', '1', '--save_strategy', 'no']
+    env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'SWIFT_APO_DISABLE': '1'}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert read_logs(tmp_path / 'out')[0]['loss'] == pytest.approx(mean_log_1_plus_k(ks), abs=1e-4)
+    # And the installed hook really is off under SWIFT_APO_DISABLE=1: plain `swift rlhf` refuses apo.
+    refused = run_swift('rlhf', ['--rlhf_type', 'apo', '--model', tiny_text_model, *TEXT_FLAGS, '--dataset', str(data)],
+                        tmp_path / 'refused', env={'SWIFT_APO_DISABLE': '1'}, check=False)
+    assert refused.returncode != 0 and "invalid choice: 'apo'" in refused.stderr
