@@ -13,13 +13,8 @@ from typing import Literal, get_args
 
 APO = 'apo'
 TRAINER_PATH = 'swift_plugin.trainer.APOTrainer'
-# DPO features that lay out exactly two sequences per row; APO refuses them with a clear message.
-_UNSUPPORTED = {
-    'packing': 'packing',
-    'padding_free': 'padding_free',
-    'ld_alpha': 'ld_alpha',
-    'loss_weights': 'loss_weights',
-}
+# DPO features built on exactly two sequences per row; APO refuses them with a clear message.
+_UNSUPPORTED_FLAGS = ('packing', 'padding_free', 'ld_alpha', 'loss_weights')
 
 
 @contextmanager
@@ -36,11 +31,11 @@ def as_dpo(args):
 
 
 def check_apo_arguments(args) -> None:
-    problems = [f'--{flag}' for attr, flag in _UNSUPPORTED.items() if getattr(args, attr, None)]
+    problems = [f'--{flag}' for flag in _UNSUPPORTED_FLAGS if getattr(args, flag, None)]
     if getattr(args, 'sequence_parallel_size', 1) > 1:
         problems.append('--sequence_parallel_size > 1')
     if args.truncation_strategy == 'split':
-        problems.append("--truncation_strategy split")
+        problems.append('--truncation_strategy split')
     loss_type = args.loss_type
     if isinstance(loss_type, (list, tuple)) and len(loss_type) == 1:
         loss_type = loss_type[0]

@@ -4,7 +4,6 @@ Each run is a real ms-swift child process (and torchrun ranks for NPROC_PER_NODE
 also prove that the installed import hook reaches every interpreter ms-swift starts.
 """
 import json
-import math
 import os
 import subprocess
 import sys
@@ -61,10 +60,13 @@ def test_logged_metrics(lora_run):
         assert key in line
     assert {k for k in line if k.startswith('rewards/rejected/')} == {f'rewards/rejected/T{j}' for j in range(7)}
     assert 'nll_loss' not in line  # only with --rpo_alpha
-    # After training, the per-source rewards are real numbers that differ by source.
+    # After training, rewards/rejected is the answer-weighted mean of the per-source rewards
+    # (source Tj answers in every row with K > j; one micro-batch per step holds all rows).
     last = train[-1]
-    assert all(math.isfinite(last[f'rewards/rejected/T{j}']) for j in range(7))
-    assert last['rewards/rejected'] < 0 < last['rewards/chosen'] or last['rewards/margins'] > 0
+    counts = {j: sum(1 for k in TRAIN_KS if k > j) for j in range(7)}
+    weighted = sum(counts[j] * last[f'rewards/rejected/T{j}'] for j in range(7)) / sum(counts.values())
+    assert weighted == pytest.approx(last['rewards/rejected'], rel=1e-4, abs=1e-6)
+    assert last['rewards/rejected'] != 0
 
 
 def test_evaluation_logs_the_same_metrics_with_eval_prefix(lora_run):

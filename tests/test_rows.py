@@ -66,3 +66,23 @@ def test_local_dataset_file_understands_ms_swift_dataset_syntax(tmp_path):
     assert local_dataset_file(f'{path}#100') == str(path)
     assert local_dataset_file('MiaoMiaoYang/CXR-MAX') is None
     assert local_dataset_file(str(tmp_path / 'absent.jsonl')) is None
+
+
+def test_dpo_only_flags_are_refused_for_apo():
+    from types import SimpleNamespace
+
+    from swift_plugin.registration import check_apo_arguments
+
+    def args(**overrides):
+        base = dict(packing=False, padding_free=False, ld_alpha=None, loss_weights=None, sequence_parallel_size=1,
+                    truncation_strategy='delete', loss_type=None)
+        return SimpleNamespace(**{**base, **overrides})
+
+    check_apo_arguments(args())
+    check_apo_arguments(args(loss_type=['sigmoid']))
+    for overrides, flag in [({'padding_free': True}, '--padding_free'), ({'packing': True}, '--packing'),
+                            ({'sequence_parallel_size': 2}, '--sequence_parallel_size'),
+                            ({'truncation_strategy': 'split'}, '--truncation_strategy split'),
+                            ({'loss_type': 'apo_zero'}, '--loss_type apo_zero')]:
+        with pytest.raises(ValueError, match=f'--rlhf_type apo does not support: {flag}'):
+            check_apo_arguments(args(**overrides))

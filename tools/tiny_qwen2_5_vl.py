@@ -387,22 +387,18 @@ _VL_REQUIRED = [
 ]
 
 
-def _vl_config(hidden_size: int, num_layers: int, vision_depth: int):
-    from transformers import Qwen2_5_VLConfig
-
+def _text_config_kwargs(hidden_size: int, num_layers: int, rope_parameters: Dict[str, Any]) -> Dict[str, Any]:
+    """The language-model settings shared by the VL model's text part and the text-only model."""
     if hidden_size % 16:
         raise ValueError(f'hidden_size must be a multiple of 16 (head_dim 16), got {hidden_size}')
-    head_dim = 16
-    num_heads = hidden_size // head_dim
-    num_kv_heads = 2 if num_heads % 2 == 0 else 1
-    vision_hidden = 32
-    text_config = dict(
+    num_heads = hidden_size // 16
+    return dict(
         vocab_size=VOCAB_SIZE,
         hidden_size=hidden_size,
         intermediate_size=2 * hidden_size,
         num_hidden_layers=num_layers,
         num_attention_heads=num_heads,
-        num_key_value_heads=num_kv_heads,
+        num_key_value_heads=2 if num_heads % 2 == 0 else 1,
         hidden_act='silu',
         max_position_embeddings=32768,
         initializer_range=0.02,
@@ -412,18 +408,25 @@ def _vl_config(hidden_size: int, num_layers: int, vision_depth: int):
         sliding_window=32768,
         max_window_layers=num_layers,
         attention_dropout=0.0,
-        # mrope_section sums to head_dim // 2 (temporal, height, width), like Qwen's [16, 24, 24] for head_dim 128.
-        rope_parameters={
-            'rope_type': 'default',
-            'mrope_section': [2, 3, 3],
-            'rope_theta': 1000000.0,
-        },
+        rope_parameters=rope_parameters,
         bos_token_id=SPECIAL_TOKENS['<|endoftext|>'],
         eos_token_id=SPECIAL_TOKENS['<|im_end|>'],
         pad_token_id=SPECIAL_TOKENS['<|endoftext|>'],
         tie_word_embeddings=True,
         dtype='float32',
     )
+
+
+def _vl_config(hidden_size: int, num_layers: int, vision_depth: int):
+    from transformers import Qwen2_5_VLConfig
+
+    vision_hidden = 32
+    # mrope_section sums to head_dim // 2 (temporal, height, width), like Qwen's [16, 24, 24] for head_dim 128.
+    text_config = _text_config_kwargs(hidden_size, num_layers, {
+        'rope_type': 'default',
+        'mrope_section': [2, 3, 3],
+        'rope_theta': 1000000.0,
+    })
     vision_config = dict(
         depth=vision_depth,
         hidden_size=vision_hidden,
@@ -539,34 +542,8 @@ def build_tiny_text_model(out_dir: PathLike, seed: int = 0, hidden_size: int = 6
         import torch
         from transformers import Qwen2Config, Qwen2ForCausalLM
 
-        if hidden_size % 16:
-            raise ValueError(f'hidden_size must be a multiple of 16 (head_dim 16), got {hidden_size}')
-        num_heads = hidden_size // 16
         config = Qwen2Config(
-            vocab_size=VOCAB_SIZE,
-            hidden_size=hidden_size,
-            intermediate_size=2 * hidden_size,
-            num_hidden_layers=num_layers,
-            num_attention_heads=num_heads,
-            num_key_value_heads=2 if num_heads % 2 == 0 else 1,
-            hidden_act='silu',
-            max_position_embeddings=32768,
-            initializer_range=0.02,
-            rms_norm_eps=1e-6,
-            use_cache=True,
-            use_sliding_window=False,
-            sliding_window=32768,
-            max_window_layers=num_layers,
-            attention_dropout=0.0,
-            rope_parameters={
-                'rope_type': 'default',
-                'rope_theta': 1000000.0
-            },
-            bos_token_id=SPECIAL_TOKENS['<|endoftext|>'],
-            eos_token_id=SPECIAL_TOKENS['<|im_end|>'],
-            pad_token_id=SPECIAL_TOKENS['<|endoftext|>'],
-            tie_word_embeddings=True,
-            dtype='float32',
+            **_text_config_kwargs(hidden_size, num_layers, {'rope_type': 'default', 'rope_theta': 1000000.0}),
             architectures=['Qwen2ForCausalLM'],
         )
         _seed_everything(seed)
