@@ -4,7 +4,6 @@ For a checkout that is not pip-installed (so no ``swift_apo.pth``): each child i
 ms-swift starts gets this checkout on PYTHONPATH and arms the APO registration before parsing.
 """
 import os
-import sys
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
