@@ -58,9 +58,9 @@ class APOTrainer(DPOTrainer):
     def get_batch_loss_metrics(self, model, batch, train_eval='train', pair_loss_scale=None):
         policy = self.concatenated_forward(model, batch)
         ref_chosen_logps, ref_rejected_logps = self.compute_ref_log_probs(batch)
-        result = apo_loss(policy['chosen_logps'], policy['rejected_logps'], ref_chosen_logps.to(
-            policy['chosen_logps']), ref_rejected_logps.to(policy['rejected_logps']), policy['rejected_mask'],
-                          self.beta)
+        chosen_logps, rejected_logps = policy['chosen_logps'], policy['rejected_logps']
+        result = apo_loss(chosen_logps, rejected_logps, ref_chosen_logps.to(chosen_logps),
+                          ref_rejected_logps.to(rejected_logps), policy['rejected_mask'], self.beta)
         losses = result.losses
         if self.args.rpo_alpha is not None:
             losses = losses + self.args.rpo_alpha * policy['nll_loss']
