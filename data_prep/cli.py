@@ -1,0 +1,267 @@
+"""``python -m data_prep {sft,consensus,apo,report}``: the thin command line over the stages."""
+import argparse
+import json
+import os
+import sys
+from importlib import resources
+from typing import Callable, List, Optional
+
+from tqdm import tqdm
+
+from .columns import PER_STUDY, PER_TRACE, ColumnMapping, load_mapping_file, merge, parse_pairs
+from .outputs import OutputSet, Tally, derived_path, dump_row, output_set, rejects_row, write_rows
+from .records import ImagePolicy
+from .sources import DataError, SourceRow, is_local_file, iter_rows
+from .stages import (EVAL, TRAIN, ConsensusTemplate, apo_row, consensus_problem, consensus_request, kept_traces,
+                     request_fingerprint, sft_rows, split_of)
+from .studies import StudyReader
+
+
+def _common(parser: argparse.ArgumentParser, split_output: bool = False, refusals: bool = True) -> None:
+    src = parser.add_argument_group('input')
+    src.add_argument('--dataset', required=True,
+                     help='Hugging Face dataset id, local dataset folder, or .jsonl/.json/.parquet/.csv file')
+    src.add_argument('--split', default='train', help='split of a Hugging Face dataset (default: train)')
+    src.add_argument('--image-root', help='folder the image paths are relative to (default: the dataset file\'s '
+                     'folder for a local file, else the current folder)')
+    src.add_argument('--allow-outside-image-root', action='store_true',
+                     help='accept absolute image paths and paths with .. that leave the image root')
+    src.add_argument('--check-images', action='store_true', help='verify that every image exists and decodes')
+    src.add_argument('--skip-invalid', action='store_true',
+                     help='skip invalid rows (counted by reason, listed in <out>.rejects.jsonl) instead of failing')
+    cols = parser.add_argument_group('column mapping (overrides detection; see data_prep/columns.py)')
+    cols.add_argument('--mapping', help='YAML file with any of the keys below (flags win over it)')
+    cols.add_argument('--layout', choices=[PER_TRACE, PER_STUDY])
+    for name, what in [('study', 'study id'), ('subject', 'subject (patient) id'), ('image', 'image path(s)'),
+                       ('question', 'question'), ('teacher', 'teacher name (per-trace)'),
+                       ('trace', 'teacher trace (per-trace)'), ('traces', 'dict/list of all traces (per-study)'),
+                       ('labels', 'labels')]:
+        cols.add_argument(f'--{name}-column', help=f'column holding the {what}')
+    cols.add_argument('--teacher-columns', help='per-study layout, one column per teacher: NAME=COLUMN,NAME=COLUMN')
+    cols.add_argument('--teachers', help='comma-separated teacher names to accept; any other teacher is an error')
+    if refusals:
+        parser.add_argument('--drop-refusals', action='store_true',
+                            help='also drop refusals (see data_prep/text.py); empty traces are always dropped')
+    parser.add_argument('--seed', type=int, default=42, help='seed of the split and of the source order')
+    if split_output:
+        parser.add_argument('--eval-fraction', type=float, default=0.05,
+                            help='fraction of subjects (patients) held out into <out>.eval.jsonl (default 0.05)')
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='python -m data_prep',
+        description='CXR-MAX (or any dataset of its shape) to ms-swift JSONL for the three APO stages, and a drift report.')
+    commands = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
+
+    sft = commands.add_parser('sft', help='SFT rows: one per (study, teacher trace)')
+    _common(sft, split_output=True)
+    sft.add_argument('--out', required=True, help='output JSONL (train split); the eval split goes beside it')
+    sft.set_defaults(run=run_sft)
+
+    consensus = commands.add_parser('consensus', help='swift infer requests: one consensus prompt per study')
+    _common(consensus)
+    consensus.add_argument('--out', required=True, help='output JSONL of requests')
+    consensus.add_argument('--prompt-template', help='text file with {question}, {sources} and optionally '
+                           '{num_sources} (default: data_prep/templates/consensus.txt)')
+    consensus.set_defaults(run=run_consensus)
+
+    apo = commands.add_parser('apo', help='APO rows: the consensus as chosen, the teachers\' traces as rejected')
+    _common(apo, split_output=True)
+    apo.add_argument('--consensus', required=True, help='swift infer --result_path file with the consensus answers')
+    apo.add_argument('--requests', required=True, help='the requests file given to swift infer (from `consensus`)')
+    apo.add_argument('--out', required=True, help='output JSONL (train split); the eval split goes beside it')
+    apo.set_defaults(run=run_apo)
+
+    report = commands.add_parser('report', help='drift report: per teacher, per observation, teacher agreement')
+    _common(report, refusals=False)
+    report.add_argument('--out', required=True, help='output folder (drift.md, drift.json, agreement.png)')
+    report.set_defaults(run=run_report)
+    return parser
+
+
+def _given_mapping(args) -> ColumnMapping:
+    base = load_mapping_file(args.mapping) if args.mapping else ColumnMapping()
+    flags = ColumnMapping(
+        layout=args.layout, study=args.study_column, subject=args.subject_column, images=args.image_column,
+        question=args.question_column, teacher=args.teacher_column, trace=args.trace_column,
+        traces=args.traces_column, labels=args.labels_column,
+        teacher_columns=parse_pairs(args.teacher_columns, '--teacher-columns') if args.teacher_columns else {},
+        teachers=[t.strip() for t in args.teachers.split(',') if t.strip()] if args.teachers else None)
+    return merge(base, flags)
+
+
+def _image_root(args) -> str:
+    if args.image_root:
+        return args.image_root
+    return os.path.dirname(os.path.abspath(args.dataset)) if is_local_file(args.dataset) else os.getcwd()
+
+
+class Run:
+    """What every subcommand shares: the reader, the outputs, the tally and the rejects file."""
+
+    def __init__(self, args, outputs: OutputSet, rejects_of: Optional[str]):
+        self.args, self.outputs = args, outputs
+        self.tally = Tally(args.command)
+        self._rejects = None
+        if args.skip_invalid:
+            self.rejects_path = derived_path(rejects_of, 'rejects') if rejects_of.endswith('.jsonl') else \
+                os.path.join(rejects_of, 'rejects.jsonl')
+            self._rejects = outputs.open(self.rejects_path)
+            self.tally.wrote[self.rejects_path] = 0
+        self.reader = StudyReader(args.dataset, args.split, _given_mapping(args),
+                                  ImagePolicy(_image_root(args), args.allow_outside_image_root), self.tally,
+                                  check_images=args.check_images, on_invalid=self._skip if args.skip_invalid else None)
+        print(f'data_prep {args.command}: detected {self.reader.mapping.describe()}', file=sys.stderr)
+
+    def _skip(self, error: DataError, source: SourceRow) -> None:
+        self.tally.skipped[error.reason] += 1
+        self._rejects.write(json.dumps(rejects_row(source.where, error.reason, str(error), source.raw, source.row),
+                                       ensure_ascii=False, default=str) + '\n')
+        self.tally.wrote[self.rejects_path] += 1
+
+    def split_writers(self, out: str):
+        """{train: file, eval: file}; the eval file only when a fraction is held out."""
+        paths = {TRAIN: out}
+        if self.args.eval_fraction > 0:
+            paths[EVAL] = derived_path(out, 'eval')
+        handles = {split: self.outputs.open(path) for split, path in paths.items()}
+        for path in paths.values():
+            self.tally.wrote[path] = 0
+        return paths, handles
+
+    def split(self, study) -> str:
+        if self.args.eval_fraction > 0 and study.head.subject_id is None:
+            raise DataError(f'{study.where}: no subject (patient) id to split by; map one with --subject-column, '
+                            f'or pass --eval-fraction 0')
+        return split_of(study.head.subject_id, self.args.seed, self.args.eval_fraction)
+
+    def finish(self) -> None:
+        print(self.tally.format())
+
+
+def run_sft(args) -> None:
+    with output_set() as outputs:
+        run = Run(args, outputs, args.out)
+        paths, handles = run.split_writers(args.out)
+        for study in run.reader:
+            traces, dropped = kept_traces(study, args.drop_refusals)
+            for reason in dropped:
+                run.tally.drop(reason)
+            split = run.split(study)
+            write_rows(handles[split], sft_rows(study, traces), run.tally, paths[split])
+        run.finish()
+
+
+def _load_template(path: Optional[str]) -> ConsensusTemplate:
+    if path is None:
+        text = resources.files('data_prep').joinpath('templates/consensus.txt').read_text(encoding='utf-8')
+        return ConsensusTemplate.parse(text, 'data_prep/templates/consensus.txt')
+    try:
+        with open(path, encoding='utf-8') as f:
+            return ConsensusTemplate.parse(f.read(), path)
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f'{path}: cannot read the prompt template ({e})') from None
+
+
+def run_consensus(args) -> None:
+    template = _load_template(args.prompt_template)
+    with output_set() as outputs:
+        run = Run(args, outputs, args.out)
+        handle = outputs.open(args.out)
+        run.tally.wrote[args.out] = 0
+        for study in run.reader:
+            traces, dropped = kept_traces(study, args.drop_refusals)
+            for reason in dropped:
+                run.tally.drop(reason)
+            if not traces:
+                run.tally.drop('study without any usable trace')
+                continue
+            write_rows(handle, [consensus_request(study, traces, template, args.seed)], run.tally, args.out)
+        run.finish()
+
+
+def read_consensus(requests_path: str, results_path: str, drop_refusals: bool, tally: Tally):
+    """study id -> consensus answer, joining swift infer's result rows to the requests by fingerprint."""
+    keys_by_fingerprint = {}
+    for source in tqdm(iter_rows(requests_path), desc=f'reading {requests_path}', unit=' rows', disable=None):
+        study_id = _checked(source, 'study_id')
+        keys_by_fingerprint.setdefault(request_fingerprint(source.row), []).append(study_id)
+    answers, results = {}, 0
+    for source in tqdm(iter_rows(results_path), desc=f'reading {results_path}', unit=' rows', disable=None):
+        results += 1
+        answer = _checked(source, 'response', allow_empty=True)
+        keys = [source.row['study_id']] if isinstance(source.row.get('study_id'), str) else \
+            keys_by_fingerprint.get(request_fingerprint(source.row))
+        if keys is None:
+            raise DataError(f'{source.where}: field \'messages\': this answer\'s prompt and images match no request '
+                            f'in {requests_path}; were both files made from the same dataset and template?',
+                            'unknown request')
+        for key in keys:
+            if key in answers:
+                tally.drop('duplicate consensus answer (first kept)')
+                continue
+            problem = consensus_problem(answer, drop_refusals)
+            answers[key] = None if problem else answer
+            if problem:
+                tally.drop(problem)
+    tally.read[requests_path] = f'{sum(len(k) for k in keys_by_fingerprint.values())} requests'
+    tally.read[results_path] = f'{results} answers'
+    return answers
+
+
+def _checked(source: SourceRow, field: str, allow_empty: bool = False):
+    if source.problem is not None:
+        raise DataError(f'{source.where}: {source.problem}')
+    value = source.row.get(field)
+    if not isinstance(value, str) or (not allow_empty and not value.strip()):
+        problem = 'missing' if value is None else f'expected text, found {type(value).__name__}'
+        raise DataError(f'{source.where}: field {field!r}: {problem}')
+    return value
+
+
+def run_apo(args) -> None:
+    with output_set() as outputs:
+        run = Run(args, outputs, args.out)
+        answers = read_consensus(args.requests, args.consensus, args.drop_refusals, run.tally)
+        paths, handles = run.split_writers(args.out)
+        for study in run.reader:
+            if study.head.study_id not in answers:
+                run.tally.drop('study without a consensus answer')
+                continue
+            answer = answers.pop(study.head.study_id)
+            if answer is None:
+                continue  # counted when the answer was read
+            row, dropped = apo_row(study, answer, study.traces, args.drop_refusals)
+            for reason in dropped:
+                run.tally.drop(f'rejected trace: {reason}')
+            if row is None:
+                run.tally.drop('study left without a rejected answer')
+                continue
+            split = run.split(study)
+            write_rows(handles[split], [row], run.tally, paths[split])
+        if answers:
+            run.tally.notes.append(f'{len(answers)} consensus answers belong to no study of the dataset, e.g. '
+                                   f'{sorted(answers)[:3]}')
+        run.finish()
+
+
+def run_report(args) -> None:
+    from .report import DriftReport
+    with output_set() as outputs:
+        run = Run(args, outputs, args.out)
+        report = DriftReport()
+        for study in run.reader:
+            report.add(study)
+        report.write(args.out, outputs, run.tally)
+        run.finish()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except DataError as e:
+        print(f'data_prep {args.command}: error: {e}', file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,83 @@
+"""Text heuristics shared by the subcommands: refusals, whitespace, observations, similarity.
+
+All are documented here because their results are reported (and drop rows when asked):
+
+* A trace is a *refusal* when one of ``REFUSAL_PATTERNS`` matches within its first
+  ``REFUSAL_WINDOW`` characters: teachers that decline do so up front ("I'm sorry, but I can't
+  provide a diagnosis..."), while a real answer that ends with "consult a radiologist" is kept.
+* Two texts are *the same answer* when they are equal after collapsing every run of whitespace to
+  one space and stripping the ends.
+* Teacher agreement is the Jaccard similarity of the two traces' sets of content words (lower case
+  letters/digits, stop words removed): |A & B| / |A | B|, 1 for identical vocabularies, 0 for
+  disjoint ones. It is cheap enough for every pair of every study and ignores order and length,
+  which is what drift between teachers' wording and findings looks like at dataset scale.
+* A question's *observations* are the CheXpert observation names (and common synonyms) it mentions.
+"""
+import re
+from typing import FrozenSet, List, Tuple
+
+OBSERVATIONS = ('Atelectasis', 'Cardiomegaly', 'Consolidation', 'Edema', 'Enlarged Cardiomediastinum', 'Fracture',
+                'Lung Lesion', 'Lung Opacity', 'Pleural Effusion', 'Pleural Other', 'Pneumonia', 'Pneumothorax',
+                'Support Devices', 'No Finding')
+_SYNONYMS = {
+    'Pleural Effusion': ('pleural effusion', 'pleural effusions', 'effusion', 'effusions'),
+    'Edema': ('edema', 'oedema'),
+    'Enlarged Cardiomediastinum': ('enlarged cardiomediastinum', 'widened mediastinum'),
+    'Lung Lesion': ('lung lesion', 'nodule', 'mass'),
+    'Support Devices': ('support devices', 'support device', 'tube', 'catheter', 'pacemaker'),
+    'Cardiomegaly': ('cardiomegaly', 'enlarged heart', 'enlarged cardiac silhouette'),
+}
+_OBSERVATION_PATTERNS = [
+    (name, re.compile(r'\b(' + '|'.join(re.escape(s) for s in _SYNONYMS.get(name, (name.lower(),))) + r')\b', re.I))
+    for name in OBSERVATIONS]
+
+REFUSAL_WINDOW = 200
+REFUSAL_PATTERNS = (
+    r"\bI(?:'m| am) sorry\b", r"\bI (?:cannot|can't|can not|am unable to|'m unable to|am not able to)\b",
+    r"\bI'm not able to\b", r'\bunable to (?:provide|interpret|view|analy[sz]e|assess|access|see)\b',
+    r'\bas an AI\b', r'\bnot (?:able|qualified) to (?:provide|give|make) (?:a )?(?:medical|diagnos)',
+    r'\bI (?:do not|don\'t) have (?:access to|the ability to)\b', r'\bno image (?:was|is|has been) (?:provided|attached)',
+)
+_REFUSAL = re.compile('|'.join(REFUSAL_PATTERNS), re.I)
+_WORD = re.compile(r'[a-z0-9]+')
+STOP_WORDS = frozenset(
+    'a an and are as at be been but by can could do does for from has have if in into is it its may might no not of '
+    'on or such that the their there these this to was were which with without would'.split())
+
+
+def normalise_name(name: str) -> str:
+    return re.sub(r'[\s_.\-]+', '', str(name)).lower()
+
+
+def normalise_whitespace(text: str) -> str:
+    return ' '.join(text.split())
+
+
+def is_empty(text: str) -> bool:
+    return not text.strip()
+
+
+def is_refusal(text: str) -> bool:
+    return bool(_REFUSAL.search(text[:REFUSAL_WINDOW]))
+
+
+def observations_in(text: str) -> List[str]:
+    return [name for name, pattern in _OBSERVATION_PATTERNS if pattern.search(text)]
+
+
+def content_words(text: str) -> FrozenSet[str]:
+    return frozenset(w for w in _WORD.findall(text.lower()) if w not in STOP_WORDS)
+
+
+def jaccard(a: FrozenSet[str], b: FrozenSet[str]) -> float:
+    union = len(a | b)
+    return len(a & b) / union if union else 1.0
+
+
+def drop_reason(text: str, drop_refusals: bool) -> Tuple[bool, str]:
+    """(drop?, reason) for one teacher trace: empty traces always go, refusals when asked."""
+    if is_empty(text):
+        return True, 'empty trace'
+    if drop_refusals and is_refusal(text):
+        return True, 'refusal'
+    return False, ''
