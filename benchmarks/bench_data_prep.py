@@ -88,7 +88,7 @@ def main():
             write_answers(at('requests.jsonl'), at('consensus.jsonl'))
         wall, rss, _ = run([name, *common, *extra])
         rows.append((name, count, wall, rss))
-    print(f'\n| subcommand | traces in | wall s | traces/s | peak RSS MiB |\n|---|---|---|---|---|')
+    print('\n| subcommand | traces in | wall s | traces/s | peak RSS MiB |\n|---|---|---|---|---|')
     for name, count, wall, rss in rows:
         print(f'| {name} | {count} | {wall:.1f} | {count / wall:,.0f} | {rss:.0f} |')
     slow = [name for name, _, wall, rss in rows if wall > 60 or rss > 1536]

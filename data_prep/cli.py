@@ -4,12 +4,12 @@ import json
 import os
 import sys
 from importlib import resources
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 from tqdm import tqdm
 
 from .columns import PER_STUDY, PER_TRACE, ColumnMapping, load_mapping_file, merge, parse_pairs
-from .outputs import OutputSet, Tally, derived_path, dump_row, output_set, rejects_row, write_rows
+from .outputs import OutputSet, Tally, derived_path, output_set, rejects_row, write_rows
 from .records import ImagePolicy
 from .sources import DataError, SourceRow, is_local_file, iter_rows
 from .stages import (EVAL, TRAIN, ConsensusTemplate, apo_row, consensus_problem, consensus_request, kept_traces,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
 from .columns import PER_STUDY, ColumnMapping, teacher_and_trace_keys
-from .sources import DataError, SourceRow, field_error
+from .sources import SourceRow, field_error
 
 _MIMIC_IDS = re.compile(r'(?:^|/)p(\d{6,})/s(\d{6,})(?:/|$)')
 _POSITIVE = {'1', '1.0', 'true', 'yes', 'positive', 'present'}

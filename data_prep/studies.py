@@ -14,7 +14,7 @@ from typing import Callable, Iterator, Optional
 from tqdm import tqdm
 
 from .columns import PER_TRACE, ColumnMapping, detect
-from .outputs import Tally, rejects_row
+from .outputs import Tally
 from .records import ImagePolicy, Study, StudyHead, Trace, check_image, normalise_study_row, normalise_trace_row
 from .sources import DataError, SourceRow, describe, iter_rows
 
