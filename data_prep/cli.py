@@ -73,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     apo.add_argument('--out', required=True, help='output JSONL (train split); the eval split goes beside it')
     apo.set_defaults(run=run_apo)
 
+    pending = commands.add_parser('pending', help='the consensus requests that swift infer has not answered yet '
+                                  '(resume an interrupted infer run without redoing or duplicating studies)')
+    pending.add_argument('--requests', required=True, help='the requests file (from `consensus`)')
+    pending.add_argument('--results', required=True, help='swift infer --result_path file, appended to by each run')
+    pending.add_argument('--out', required=True, help='output JSONL: the requests still to answer')
+    pending.set_defaults(run=run_pending)
+
     report = commands.add_parser('report', help='drift report: per teacher, per observation, teacher agreement')
     _common(report, refusals=False)
     report.add_argument('--out', required=True, help='output folder (drift.md, drift.json, agreement.png)')
@@ -244,6 +251,51 @@ def run_apo(args) -> None:
             run.tally.notes.append(f'{len(answers)} consensus answers belong to no study of the dataset, e.g. '
                                    f'{sorted(answers)[:3]}')
         run.finish()
+
+
+def run_pending(args) -> None:
+    tally = Tally(args.command)
+    answered = set()
+    if os.path.exists(args.results):
+        if _drop_partial_last_line(args.results):
+            tally.notes.append(f'removed an unfinished last line from {args.results} (an interrupted write)')
+        for source in tqdm(iter_rows(args.results), desc=f'reading {args.results}', unit=' rows', disable=None):
+            if source.problem is not None:
+                raise DataError(f'{source.where}: {source.problem}')
+            answered.add(request_fingerprint(source.row))
+    tally.read[args.results] = f'{len(answered)} answered requests'
+    requests = 0
+    with output_set() as outputs:
+        handle = outputs.open(args.out)
+        tally.wrote[args.out] = 0
+        for source in tqdm(iter_rows(args.requests), desc=f'reading {args.requests}', unit=' rows', disable=None):
+            requests += 1
+            _checked(source, 'study_id')
+            if request_fingerprint(source.row) not in answered:
+                write_rows(handle, [source.row], tally, args.out)
+        tally.read[args.requests] = f'{requests} requests'
+    print(tally.format())
+
+
+def _drop_partial_last_line(path: str) -> bool:
+    """swift infer appends whole lines; a run killed mid-write can leave a last line without its end."""
+    with open(path, 'rb+') as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        if size == 0:
+            return False
+        f.seek(max(0, size - 1))
+        if f.read(1) == b'\n':
+            return False
+        block = min(size, 1 << 20)
+        while True:
+            f.seek(size - block)
+            data = f.read(block)
+            cut = data.rfind(b'\n')
+            if cut >= 0 or block == size:
+                f.truncate(size - block + cut + 1)
+                return True
+            block = min(size, block * 2)
 
 
 def run_report(args) -> None:

@@ -431,3 +431,24 @@ def test_split_needs_a_subject(capsys, tmp_path):
 def test_detect_needs_rows():
     with pytest.raises(DataError, match='empty.jsonl: no rows to read'):
         detect([], ColumnMapping(), 'empty.jsonl')
+
+
+def test_pending_resumes_an_interrupted_infer_run(capsys, tmp_path):
+    requests = _consensus_files(capsys, tmp_path, lambda r: f'Answer {r["study_id"]}')
+    results = tmp_path / 'result.jsonl'
+    lines = results.read_bytes().splitlines(keepends=True)
+    results.write_bytes(b''.join(lines[:2]) + lines[2][:40])  # killed while writing the third answer
+    code, stdout, err = prep(capsys, 'pending', '--requests', tmp_path / 'req.jsonl', '--results', results,
+                             '--out', tmp_path / 'pending.jsonl')
+    assert code == 0, err
+    assert results.read_bytes() == b''.join(lines[:2]) and 'removed an unfinished last line' in stdout
+    pending = read_jsonl(tmp_path / 'pending.jsonl')
+    assert pending == requests[2:]
+    with open(results, 'ab') as f:  # the resumed swift infer appends the rest
+        f.write(b''.join(lines[2:]))
+    prep(capsys, 'pending', '--requests', tmp_path / 'req.jsonl', '--results', results, '--out',
+         tmp_path / 'pending.jsonl')
+    assert read_jsonl(tmp_path / 'pending.jsonl') == []
+    code, stdout, _ = prep(capsys, 'apo', '--dataset', SAMPLE_FILE, '--consensus', results, '--requests',
+                           tmp_path / 'req.jsonl', '--out', tmp_path / 'apo.jsonl', '--eval-fraction', '0')
+    assert code == 0 and len(read_jsonl(tmp_path / 'apo.jsonl')) == 6 and 'duplicate' not in stdout
