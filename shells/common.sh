@@ -1,0 +1,58 @@
+# Sourced by the launchers: checks that fail before anything starts, the batch arithmetic, DRY_RUN.
+# shellcheck shell=bash
+
+# fail VARIABLE MESSAGE
+fail() {
+  echo "error: $2 (set $1)" >&2
+  exit 2
+}
+
+# A model is a local folder, or a hub id (org/name). Path-like values (/, ./, ../, ~) must exist.
+require_model() {
+  local value=$1 variable=$2
+  [ -n "$value" ] || fail "$variable" "no model given"
+  [ -e "$value" ] && return 0
+  case $value in
+    /* | ./* | ../* | "~"*) fail "$variable" "model folder '$value' does not exist" ;;
+  esac
+  [[ $value =~ ^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$ ]] || fail "$variable" "'$value' is neither a folder nor a hub id"
+}
+
+# A dataset is a local file (ms-swift's path#N sampling allowed) or a hub id; files must exist.
+require_dataset() {
+  local value=$1 variable=$2 path=${1%#*}
+  [ -n "$value" ] || fail "$variable" "no dataset given"
+  [ -e "$path" ] && return 0
+  case $path in
+    /* | ./* | ../* | "~"* | *.jsonl | *.json | *.csv | *.parquet) fail "$variable" "dataset '$path' does not exist" ;;
+  esac
+}
+
+# grad_accumulation GLOBAL_BATCH PER_DEVICE_BATCH: keeps the global batch whatever the number of GPUs.
+grad_accumulation() {
+  local world=$((NPROC_PER_NODE * NNODES))
+  local per_step=$(($2 * world))
+  if [ "$per_step" -gt "$1" ] || [ $(($1 % per_step)) -ne 0 ]; then
+    fail GLOBAL_BATCH "global batch $1 is not a multiple of BATCH ($2) x $world processes (NPROC_PER_NODE x NNODES)"
+  fi
+  echo $(($1 / per_step))
+}
+
+# The launch variables ms-swift reads (torchrun's), passed on only when set.
+launch_env() {
+  local name
+  for name in NPROC_PER_NODE NNODES NODE_RANK MASTER_ADDR MASTER_PORT CUDA_VISIBLE_DEVICES MAX_PIXELS; do
+    [ -n "${!name:-}" ] && printf '%s=%s\n' "$name" "${!name}"
+  done
+  return 0
+}
+
+# run COMMAND...: run it, or with DRY_RUN=1 print it (shell-quoted) and do nothing.
+run() {
+  if [ "${DRY_RUN:-0}" = 1 ]; then
+    printf '%q ' "$@"
+    echo
+  else
+    "$@"
+  fi
+}

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# The whole APO pipeline: data preparation, SFT, merge, consensus, APO data, APO training.
+# A stage that finished is marked in WORK_DIR/.stages and skipped next time, so an interrupted run
+# resumes where it stopped (the consensus stage also resumes within itself).
+#   SOURCE_DATASET  the teachers' dataset (CXR-MAX by default)   IMAGE_ROOT  its image folder
+#   BASE_MODEL      the student                                 WORK_DIR    where data/ and output/ go
+#   EVAL_FRACTION   patients held out for evaluation (0.05)      SEED        split and source-order seed (42)
+#   PREP_ARGS (input and column-mapping flags of every data_prep subcommand), SFT_ARGS, MERGE_ARGS, INFER_ARGS, APO_ARGS: extra arguments for each stage's command
+# Every launcher's own variables (NPROC_PER_NODE, NNODES, BATCH, LR, ...) apply to its stage.
+set -euo pipefail
+shells=$(cd "$(dirname "$0")" && pwd)
+source "$shells/common.sh"
+
+SOURCE_DATASET=${SOURCE_DATASET:-MiaoMiaoYang/CXR-MAX}
+IMAGE_ROOT=${IMAGE_ROOT:-}
+BASE_MODEL=${BASE_MODEL:-Qwen/Qwen2.5-VL-7B-Instruct}
+WORK_DIR=${WORK_DIR:-.}
+EVAL_FRACTION=${EVAL_FRACTION:-0.05}
+SEED=${SEED:-42}
+PYTHON=${PYTHON:-python}
+data=$WORK_DIR/data
+out=$WORK_DIR/output
+read -ra prep_args <<< "${PREP_ARGS:-}"
+read -ra sft_args <<< "${SFT_ARGS:-}"
+read -ra merge_args <<< "${MERGE_ARGS:-}"
+read -ra infer_args <<< "${INFER_ARGS:-}"
+read -ra apo_args <<< "${APO_ARGS:-}"
+source_args=(--dataset "$SOURCE_DATASET" --seed "$SEED")
+[ -z "$IMAGE_ROOT" ] || source_args+=(--image-root "$IMAGE_ROOT")
+mkdir -p "$WORK_DIR/.stages"
+
+# stage NAME COMMAND...: run it unless it finished before
+stage() {
+  local name=$1 marker=$WORK_DIR/.stages/$1.done
+  shift
+  if [ -e "$marker" ]; then
+    echo "== $name: done before, skipped ($marker)"
+    return 0
+  fi
+  echo "== $name"
+  "$@"
+  touch "$marker"
+}
+
+# the eval split only when it holds rows (a small dataset may hold out no patient)
+val_of() {
+  if [ -s "$1" ]; then echo "$1"; fi
+}
+
+prepare() {
+  "$PYTHON" -m data_prep sft "${source_args[@]}" --out "$data/sft.jsonl" --eval-fraction "$EVAL_FRACTION" \
+      "${prep_args[@]}"
+  "$PYTHON" -m data_prep consensus "${source_args[@]}" --out "$data/consensus_requests.jsonl" "${prep_args[@]}"
+  "$PYTHON" -m data_prep report "${source_args[@]}" --out "$WORK_DIR/reports/drift" \
+      "${prep_args[@]}"
+}
+
+merge() {
+  rm -rf "$out/sft-merged"  # an unfinished merge from an interrupted run
+  SFT_OUTPUT_DIR=$out/sft MERGED_DIR=$out/sft-merged bash "$shells/merge-SFT.sh" "${merge_args[@]}"
+}
+
+apo_data() {
+  "$PYTHON" -m data_prep apo "${source_args[@]}" --consensus "$data/consensus.jsonl" \
+      --requests "$data/consensus_requests.jsonl" --out "$data/apo.jsonl" --eval-fraction "$EVAL_FRACTION" \
+      "${prep_args[@]}"
+}
+
+stage prepare prepare
+stage sft env MODEL="$BASE_MODEL" DATASET="$data/sft.jsonl" VAL_DATASET="$(val_of "$data/sft.eval.jsonl")" \
+    OUTPUT_DIR="$out/sft" bash "$shells/SFT-Qwen2.5.sh" "${sft_args[@]}"
+stage merge merge
+stage consensus env MODEL="$out/sft-merged" REQUESTS="$data/consensus_requests.jsonl" \
+    RESULTS="$data/consensus.jsonl" PYTHON="$PYTHON" bash "$shells/consensus-Qwen2.5.sh" "${infer_args[@]}"
+stage apo-data apo_data
+stage apo env MODEL="$out/sft-merged" DATASET="$data/apo.jsonl" VAL_DATASET="$(val_of "$data/apo.eval.jsonl")" \
+    OUTPUT_DIR="$out/apo" bash "$shells/APO-Qwen2.5.sh" "${apo_args[@]}"
+
+cat <<DONE
+== APO pipeline finished. Outputs:
+  data (SFT, consensus requests and answers, APO rows): $data/
+  drift report:                                       $WORK_DIR/reports/drift/drift.md
+  SFT run, merged SFT model:                          $out/sft/, $out/sft-merged/
+  APO run (checkpoints, logging.jsonl):               $out/apo/
+DONE
