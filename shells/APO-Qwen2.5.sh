@@ -5,6 +5,7 @@
 #   DRY_RUN=1 bash shells/APO-Qwen2.5.sh      prints the command instead of running it
 #   NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 NPROC_PER_NODE=8 bash shells/APO-Qwen2.5.sh
 set -euo pipefail
+# shellcheck source=shells/common.sh
 source "$(dirname "$0")/common.sh"
 
 MODEL=${MODEL:-./output/sft-merged}

@@ -3,6 +3,7 @@
 # every setting can be overridden from the environment, and extra arguments go to `swift sft`.
 #   DRY_RUN=1 bash shells/SFT-Qwen2.5.sh      prints the command instead of running it
 set -euo pipefail
+# shellcheck source=shells/common.sh
 source "$(dirname "$0")/common.sh"
 
 MODEL=${MODEL:-Qwen/Qwen2.5-VL-7B-Instruct}

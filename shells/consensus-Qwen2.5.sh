@@ -4,6 +4,7 @@
 # studies that have none yet (python -m data_prep pending). Extra arguments go to `swift infer`.
 #   INFER_BACKEND   vllm when vLLM is installed and a GPU is present, else transformers
 set -euo pipefail
+# shellcheck source=shells/common.sh
 source "$(dirname "$0")/common.sh"
 
 MODEL=${MODEL:-./output/sft-merged}

@@ -9,6 +9,7 @@
 # Every launcher's own variables (NPROC_PER_NODE, NNODES, BATCH, LR, ...) apply to its stage.
 set -euo pipefail
 shells=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=shells/common.sh
 source "$shells/common.sh"
 
 SOURCE_DATASET=${SOURCE_DATASET:-MiaoMiaoYang/CXR-MAX}

