@@ -1,0 +1,50 @@
+"""Answers -> the per-model result (JSON): per-observation top-1 accuracy with counts and a 95% bootstrap
+interval, the mean over observations (Table 1's "Avg"), every item's outcome, and the unparsed answers."""
+from collections import Counter
+from typing import Any, Dict, List, Optional
+
+from .labels import LabelSet
+from .items import Item
+from .metrics import DEFAULT_N_BOOT, DEFAULT_SEED, accuracy, bootstrap_ci, macro_accuracy, macro_bootstrap_ci
+from .parser import parse_answer
+
+RESULT_FORMAT = 'swift-apo/classification/v1'
+
+
+def score(items: List[Item], answers: Dict[str, Optional[str]], label_set: LabelSet, model: str,
+          n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED, source: Optional[Dict] = None) -> Dict[str, Any]:
+    rows = []
+    for item in items:
+        answer = answers.get(item.id)
+        if answer is None:
+            predicted, rule = None, 'no answer'
+        else:
+            parsed = parse_answer(answer, item.classes, item.observation, label_set)
+            predicted, rule = parsed.label, parsed.rule
+        rows.append({'id': item.id, 'observation': item.observation, 'gold': item.label, 'predicted': predicted,
+                     'correct': predicted == item.label, 'rule': rule, 'answer': answer})
+
+    order = [obs for obs in label_set.observations if any(r['observation'] == obs for r in rows)]
+    order += sorted({r['observation'] for r in rows} - set(order))
+    groups = {obs: [r['correct'] for r in rows if r['observation'] == obs] for obs in order}
+    cells = {}
+    for i, (obs, correct) in enumerate(groups.items()):
+        low, high = bootstrap_ci(correct, n_boot, seed + i)
+        unparsed = sum(1 for r in rows if r['observation'] == obs and r['predicted'] is None)
+        cells[obs] = {'n': len(correct), 'correct': sum(correct), 'accuracy': accuracy(correct),
+                      'ci95': [low, high], 'unparsed': unparsed}
+    low, high = macro_bootstrap_ci(groups, n_boot, seed)
+    all_correct = [r['correct'] for r in rows]
+    unparsed = [{k: r[k] for k in ('id', 'observation', 'gold', 'rule', 'answer')}
+                for r in rows if r['predicted'] is None]
+    return {
+        'format': RESULT_FORMAT, 'model': model, 'source': source or {}, 'label_set': label_set.as_dict(),
+        'bootstrap': {'n_boot': n_boot, 'seed': seed, 'level': 0.95},
+        'observations': cells,
+        'average': {'accuracy': macro_accuracy(groups), 'ci95': [low, high], 'n': len(rows),
+                    'correct': sum(all_correct), 'micro_accuracy': accuracy(all_correct),
+                    'unparsed': len(unparsed), 'parse_rate': 1 - len(unparsed) / len(rows)},
+        'rules': dict(sorted(Counter(r['rule'] for r in rows).items())),
+        'unparsed': unparsed,
+        'items': rows,
+    }
