@@ -132,13 +132,14 @@ def request_row(item: Item, prompt_template: str = DEFAULT_PROMPT) -> Dict[str, 
             'images': list(item.images)}
 
 
-def join_answers(items: List[Item], answers_path: str, requests: List[Dict]) -> Dict[str, Optional[str]]:
-    """item id -> answer text (None where the file has no answer for the item)."""
-    by_id = {item.id: None for item in items}
+def join_answers(ids: List[str], requests: List[Dict], answers_path: str) -> Dict[str, Optional[str]]:
+    """item id -> answer text (None where the file has no answer for the item); ``requests[i]`` is item
+    ``ids[i]``'s swift infer request."""
+    by_id: Dict[str, Optional[str]] = {item_id: None for item_id in ids}
     seen: Dict[str, str] = {}
     pending = defaultdict(deque)      # request fingerprint -> ids, in item order (ms-swift keeps the order)
-    for item, request in zip(items, requests):
-        pending[request_fingerprint(request)].append(item.id)
+    for item_id, request in zip(ids, requests):
+        pending[request_fingerprint(request)].append(item_id)
     for source in _rows(answers_path):
         row, where = source.row, source.where
         if 'id' in row:
@@ -166,3 +167,43 @@ def join_answers(items: List[Item], answers_path: str, requests: List[Dict]) -> 
             raise field_error(where, field, f'expected text, found {type(answer).__name__}', 'wrong type')
         by_id[item_id] = answer
     return by_id
+
+
+@dataclass(frozen=True)
+class ReportItem:
+    id: str
+    where: str
+    request: Dict[str, Any]       # what swift infer is given: the turns before the reference, the images
+    reference: str
+
+
+def read_report_items(path: str, image_root: Optional[str] = None) -> List[ReportItem]:
+    """Rows in ms-swift's format (``messages`` ending with the reference as the assistant turn, ``images``),
+    e.g. ``data/sft.eval.jsonl``, or ``{"id", "images", "question", "reference"}`` (``report`` for ``reference``)."""
+    root = os.path.abspath(image_root or os.path.dirname(os.path.abspath(path)))
+    items, seen = [], {}
+    for source in _rows(path):
+        row, where = source.row, source.where
+        item_id = str(row.get('id', where.rsplit(' ', 1)[-1]))
+        if item_id in seen:
+            raise field_error(where, 'id', f'{item_id!r} already used at {seen[item_id]}', 'duplicate item')
+        seen[item_id] = where
+        images = list(_images(row, where, root)) if ('images' in row or 'image' in row) else []
+        if 'messages' in row:
+            messages = row['messages']
+            if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+                raise field_error(where, 'messages', 'expected a list of {"role", "content"} turns', 'wrong type')
+            last = max((i for i, m in enumerate(messages) if m.get('role') == 'assistant'), default=None)
+            if last is None:
+                raise field_error(where, 'messages', 'no assistant turn (the reference report)', 'missing field')
+            reference = _text(messages[last], f'{where} messages[{last}]', 'content')
+            request = {'messages': messages[:last], 'images': images}
+        else:
+            question = _text(row, where, 'question')
+            reference = _text(row, where, 'reference' if 'reference' in row or 'report' not in row else 'report')
+            request = {'messages': [{'role': 'user', 'content': '<image>' * len(images) + question}],
+                       'images': images}
+        items.append(ReportItem(item_id, where, request, reference))
+    if not items:
+        raise DataError(f'{path}: no items')
+    return items

@@ -2,7 +2,7 @@
 These are the paper's figures, not computed here; tables mark them as published."""
 from typing import Dict
 
-SOURCE = 'published: arXiv 2510.04142, Table 1 (MS-CXR-T, top-1 accuracy)'
+SOURCE = 'arXiv 2510.04142, Table 1 (MS-CXR-T, top-1 accuracy)'
 OBSERVATIONS = ('Consolidation', 'Pleural effusion', 'Pneumonia', 'Pneumothorax', 'Edema')
 
 _ROWS = [

@@ -77,7 +77,7 @@ def markdown(results: Sequence[Dict], published: bool = False, baseline: int = 0
                 if baseline:
                     row.append('–')
                 lines.append('| ' + ' | '.join(row) + ' |')
-            notes.append(f'- Rows marked (published): {PUBLISHED_SOURCE}; the paper\'s figures on the full '
+            notes.append(f'- Rows marked (published): {PUBLISHED_SOURCE}: the paper\'s figures on the full '
                          f'benchmark, not computed here, no interval known. Their Avg is over all five observations.')
         else:
             notes.append(f'- Published rows left out: they cover {", ".join(PUBLISHED_OBSERVATIONS)}, '
@@ -105,11 +105,11 @@ def bar_chart(results: Sequence[Dict], path: str, published: bool = False, title
             series.append((f'{name} (published)', [values[g] for g in groups], None, '//'))
     width = 0.8 / max(len(series), 1)
     x = np.arange(len(groups))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(groups) + 0.25 * len(series)), 4.5))
+    fig, ax = plt.subplots(figsize=(max(8.0, 1.2 * len(groups) + 0.3 * len(series)), 4.5))
     for i, (name, values, errors, hatch) in enumerate(series):
         ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=name, yerr=errors, capsize=2,
                hatch=hatch, edgecolor='black' if hatch else None, linewidth=0.4, alpha=0.6 if hatch else 1.0)
-    ax.set_xticks(x, groups)
+    ax.set_xticks(x, [g.replace(' ', '\n') for g in groups])
     ax.set_ylim(0, 1.05)
     ax.set_ylabel('top-1 accuracy')
     ax.set_title(title)

@@ -1,0 +1,240 @@
+"""``python -m evaluation {classify,table,compare,report-gen}``: the thin command line over the modules.
+
+    python -m evaluation classify --model output/apo/v0/checkpoint-100 --dataset ms_cxr_t.jsonl --out reports/eval/
+    python -m evaluation classify --answers gpt5_answers.jsonl --name GPT-5 --dataset ms_cxr_t.jsonl --out reports/eval/
+    python -m evaluation table reports/eval/*.json --published --out reports/eval/table1.md
+    python -m evaluation compare reports/eval/sft.json reports/eval/apo.json --out reports/eval/sft_vs_apo.md
+    python -m evaluation report-gen --model output/apo/v0/checkpoint-100 --dataset data/sft.eval.jsonl --out reports/gen/
+"""
+import argparse
+import importlib.util
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from data_prep.outputs import dump_row, output_set
+from data_prep.sources import DataError
+
+from .compare import compare
+from .items import DEFAULT_PROMPT, join_answers, read_items, read_report_items, request_row
+from .labels import load_label_set
+from .metrics import DEFAULT_N_BOOT, DEFAULT_SEED
+from .report_gen import text_metrics
+from .scoring import score
+from .table import bar_chart, compare_markdown, load_result, markdown
+
+
+def _source_args(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument('--model', help='model or checkpoint folder: answers are generated with `swift infer`')
+    source.add_argument('--answers', help='JSONL of answers already generated: swift infer result rows, or '
+                        '{"id": ..., "answer": ...} rows (e.g. a teacher\'s answers); no model is run')
+    parser.add_argument('--dataset', required=True, help='items JSONL (see README, "Evaluation")')
+    parser.add_argument('--out', required=True, help='output folder')
+    parser.add_argument('--name', help='model name in tables and output file names (default: from --model / --answers)')
+    parser.add_argument('--image-root', help='folder the image paths are relative to (default: the dataset\'s folder)')
+    infer = parser.add_argument_group('swift infer (with --model)')
+    infer.add_argument('--infer-backend', choices=['auto', 'transformers', 'vllm'], default='auto',
+                       help='auto: vllm when it is installed and a GPU is visible, else transformers (PyTorch)')
+    infer.add_argument('--max-new-tokens', type=int, default=512)
+    infer.add_argument('--swift-args', default='', help='more `swift infer` arguments, one string, e.g. '
+                       '"--model_type qwen2_5_vl --template qwen2_5_vl --max_batch_size 8" (default: greedy decoding)')
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='python -m evaluation',
+                                     description='Table 1 (MS-CXR-T-style classification) for any set of models, '
+                                     'paired tests, and report-generation metrics.')
+    commands = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
+
+    classify = commands.add_parser('classify', help='score a model (or a file of answers) on classification items')
+    _source_args(classify)
+    classify.add_argument('--labels', help='label set: built-in name (ms-cxr-t, the default) or a YAML/JSON file')
+    classify.add_argument('--prompt-template', default=DEFAULT_PROMPT,
+                          help='prompt made from an item, with {question}, {choices}, {observation} '
+                          f'(default: {DEFAULT_PROMPT!r}); "{{question}}" sends the question alone')
+    classify.add_argument('--check-images', action='store_true', help='fail on a missing image (always on with --model)')
+    classify.add_argument('--n-boot', type=int, default=DEFAULT_N_BOOT, help='bootstrap resamples (default 2000)')
+    classify.add_argument('--seed', type=int, default=DEFAULT_SEED, help='bootstrap seed (default 0)')
+    classify.set_defaults(run=run_classify)
+
+    table = commands.add_parser('table', help='result JSONs -> Table 1 as Markdown (+ PNG bar chart)')
+    table.add_argument('results', nargs='*', help='result JSONs written by classify')
+    table.add_argument('--baseline', action='append', default=[],
+                       help='result JSON listed first, marked as baseline; the Avg difference to it is added (repeatable)')
+    table.add_argument('--published', action='store_true',
+                       help='add the paper\'s published Table 1 rows, marked "(published)"')
+    table.add_argument('--out', help='Markdown file to write; the PNG goes beside it (default: print only)')
+    table.set_defaults(run=run_table)
+
+    comp = commands.add_parser('compare', help='paired test of two models on the same items (McNemar, bootstrap)')
+    comp.add_argument('a', help='result JSON of model A (e.g. SFT)')
+    comp.add_argument('b', help='result JSON of model B (e.g. APO)')
+    comp.add_argument('--n-boot', type=int, default=10000, help='paired bootstrap resamples (default 10000)')
+    comp.add_argument('--seed', type=int, default=DEFAULT_SEED)
+    comp.add_argument('--out', help='Markdown file to write; the JSON goes beside it (default: print only)')
+    comp.set_defaults(run=run_compare)
+
+    gen = commands.add_parser('report-gen', help='BLEU-1..4, ROUGE-L, METEOR (+ CheXbert / RadGraph F1 when installed)')
+    _source_args(gen)
+    gen.add_argument('--no-clinical', action='store_true', help='skip the CheXbert / RadGraph checks')
+    gen.set_defaults(run=run_report_gen)
+    return parser
+
+
+def _name(args) -> str:
+    if args.name:
+        return args.name
+    path = Path(os.path.abspath(args.model or args.answers))
+    name = path.stem if args.answers else path.name
+    if args.model and name.startswith('checkpoint-'):
+        name = f'{path.parent.name}-{name}'
+    return name
+
+
+def _file_name(name: str) -> str:
+    return re.sub(r'[^\w.+-]+', '_', name).strip('._') or 'model'
+
+
+def swift_executable() -> str:
+    beside = Path(sys.executable).with_name('swift')
+    return str(beside) if beside.exists() else (shutil.which('swift') or 'swift')
+
+
+def infer_backend(choice: str) -> str:
+    if choice != 'auto':
+        return choice
+    if importlib.util.find_spec('vllm') is not None:
+        import torch
+        if torch.cuda.is_available():
+            return 'vllm'
+    return 'transformers'
+
+
+def run_swift_infer(args, requests_path: str, result_path: str) -> None:
+    cmd = [swift_executable(), 'infer', '--model', args.model, '--infer_backend', infer_backend(args.infer_backend),
+           '--val_dataset', requests_path, '--result_path', result_path, '--max_new_tokens', str(args.max_new_tokens),
+           '--temperature', '0', *shlex.split(args.swift_args)]
+    print('evaluation: running ' + ' '.join(shlex.quote(c) for c in cmd), file=sys.stderr, flush=True)
+    proc = subprocess.run(cmd)
+    if proc.returncode != 0:
+        raise DataError(f'swift infer exited with status {proc.returncode} (its output is above)')
+
+
+def _answers(args, outputs, name: str, ids: List[str], requests: List[Dict]) -> Dict[str, Optional[str]]:
+    """Writes the requests (and, with --model, swift infer's answers) into the output set; returns id -> answer."""
+    with outputs.open(os.path.join(args.out, f'{name}.requests.jsonl')) as handle:
+        handle.writelines(dump_row(row) for row in requests)
+    if not args.model:
+        return join_answers(ids, requests, args.answers)
+    # swift picks the file type by extension: run it in a scratch folder, keep its answers with the outputs
+    os.makedirs(args.out, exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix='.swift-infer-', dir=args.out)
+    try:
+        requests_path, results_path = os.path.join(scratch, 'requests.jsonl'), os.path.join(scratch, 'answers.jsonl')
+        with open(requests_path, 'w', encoding='utf-8') as handle:
+            handle.writelines(dump_row(row) for row in requests)
+        run_swift_infer(args, requests_path, results_path)
+        if not os.path.exists(results_path):
+            raise DataError('swift infer wrote no result file')
+        answers = join_answers(ids, requests, results_path)
+        with open(results_path, encoding='utf-8') as src, \
+                outputs.open(os.path.join(args.out, f'{name}.answers.jsonl')) as handle:
+            shutil.copyfileobj(src, handle)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return answers
+
+
+def run_classify(args) -> None:
+    label_set = load_label_set(args.labels)
+    items = read_items(args.dataset, label_set, args.image_root, check_images=args.check_images or bool(args.model))
+    name = _name(args)
+    requests = [request_row(item, args.prompt_template) for item in items]
+    with output_set() as outputs:
+        answers = _answers(args, outputs, _file_name(name), [item.id for item in items], requests)
+        source = {'dataset': os.path.abspath(args.dataset), 'model': args.model, 'answers': args.answers,
+                  'prompt_template': args.prompt_template}
+        result = score(items, answers, label_set, name, args.n_boot, args.seed, source)
+        stem = os.path.join(args.out, _file_name(name))
+        with outputs.open(stem + '.json') as handle:
+            json.dump(result, handle, indent=1, ensure_ascii=False)
+            handle.write('\n')
+        table = markdown([{**result, '_path': stem + '.json'}])
+        with outputs.open(stem + '.md') as handle:
+            handle.write(table)
+    print(table)
+    avg = result['average']
+    print(f'evaluation classify: {avg["n"]} items, {avg["correct"]} correct, {avg["unparsed"]} unparsed '
+          f'(listed under "unparsed" in {stem}.json); wrote {stem}.json, {stem}.md')
+
+
+def run_table(args) -> None:
+    paths = args.baseline + [p for p in args.results if p not in args.baseline]
+    if not paths:
+        raise DataError('no result files given')
+    results = [load_result(p) for p in paths]
+    table = markdown(results, published=args.published, baseline=len(args.baseline))
+    if args.out:
+        png = os.path.splitext(args.out)[0] + '.png'
+        with output_set() as outputs:
+            with outputs.open(args.out) as handle:
+                handle.write(table + f'\n![Top-1 accuracy]({os.path.basename(png)})\n')
+            bar_chart(results, outputs.temp_path(png), published=args.published)
+        print(f'evaluation table: wrote {args.out}, {png}', file=sys.stderr)
+    print(table)
+
+
+def run_compare(args) -> None:
+    a, b = load_result(args.a), load_result(args.b)
+    comparison = compare(a, b, args.n_boot, args.seed)
+    text = compare_markdown(a, b, comparison)
+    if args.out:
+        with output_set() as outputs:
+            with outputs.open(args.out) as handle:
+                handle.write(text)
+            with outputs.open(os.path.splitext(args.out)[0] + '.json') as handle:
+                json.dump(comparison, handle, indent=1)
+                handle.write('\n')
+    print(text)
+
+
+def run_report_gen(args) -> None:
+    items = read_report_items(args.dataset, args.image_root)
+    name = _name(args)
+    requests = [item.request for item in items]
+    with output_set() as outputs:
+        answers = _answers(args, outputs, _file_name(name), [item.id for item in items], requests)
+        missing = [item.id for item in items if answers[item.id] is None]
+        result = {'model': name, 'dataset': os.path.abspath(args.dataset),
+                  **text_metrics([answers[item.id] or '' for item in items], [item.reference for item in items],
+                                 clinical=not args.no_clinical),
+                  'missing_answers': missing}
+        stem = os.path.join(args.out, _file_name(name))
+        with outputs.open(stem + '.gen.json') as handle:
+            json.dump(result, handle, indent=1, ensure_ascii=False)
+            handle.write('\n')
+        lines = [f'# Report generation: {name} ({result["n"]} items, {len(missing)} without an answer, scored as empty)',
+                 '', '| metric | value |', '|---|---|']
+        lines += [f'| {k} | {v:.4f} |' for k, v in result['metrics'].items()]
+        lines += [f'| {k} | unavailable: {v} |' for k, v in result['unavailable'].items()]
+        with outputs.open(stem + '.gen.md') as handle:
+            handle.write('\n'.join(lines) + '\n')
+    print('\n'.join(lines))
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except DataError as e:
+        print(f'evaluation {args.command}: error: {e}', file=sys.stderr)
+        return 2
+    return 0
