@@ -1,0 +1,368 @@
+"""evaluation/: the answer parser, accuracy / intervals / paired tests on hand-computed cases, the Table 1
+Markdown and PNG, report-generation metrics, input errors, and end to end on the tiny Qwen2.5-VL through the
+real `swift infer` (CPU)."""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from data_prep.sources import DataError
+from evaluation.cli import main
+from evaluation.compare import compare
+from evaluation.items import read_items
+from evaluation.labels import MS_CXR_T, label_set_from_dict, load_label_set
+from evaluation.metrics import (accuracy, bootstrap_ci, macro_accuracy, macro_bootstrap_ci, mcnemar_exact,
+                                paired_bootstrap)
+from evaluation.parser import parse_answer
+from evaluation.report_gen import text_metrics, wordnet_problem
+from evaluation.scoring import score
+from evaluation.table import markdown
+
+SAMPLE_ITEMS = REPO / 'sample_data' / 'ms_cxr_t_sample.jsonl'
+TEMPORAL = ('improving', 'stable', 'worsening')
+
+# ---------------------------------------------------------------- parser
+
+PARSER_CASES = [
+    # plain label words, any case / markup
+    ('Worsening.', 'Pleural effusion', 'worsening'),
+    ('**Stable**', 'Edema', 'stable'),
+    ('IMPROVING', 'Pneumonia', 'improving'),
+    # synonyms
+    ('The left pleural effusion has increased in size compared to the prior study.', 'Pleural effusion', 'worsening'),
+    ('Interval resolution of the right lower lobe consolidation.', 'Consolidation', 'improving'),
+    ('The pneumothorax is smaller than before.', 'Pneumothorax', 'improving'),
+    ('Edema has progressed since the prior radiograph.', 'Edema', 'worsening'),
+    ('Unchanged appearance of the consolidation.', 'Consolidation', 'stable'),
+    ('No significant change in the left pleural effusion.', 'Pleural effusion', 'stable'),
+    ('No interval change.', 'Edema', 'stable'),
+    ('The right apical pneumothorax is no longer seen.', 'Pneumothorax', 'improving'),
+    ('Decreased pulmonary vascular congestion.', 'Edema', 'improving'),
+    # hedged
+    ('Findings are likely slightly worse.', 'Edema', 'worsening'),
+    ('It is hard to tell, but probably improving.', 'Pneumonia', 'improving'),
+    ('Worsening of the consolidation cannot be excluded.', 'Consolidation', 'worsening'),
+    ('Possibly a small increase in the effusion.', 'Pleural effusion', 'worsening'),
+    # negated
+    ('There is no new or worsening consolidation.', 'Consolidation', None),
+    ('The edema is unchanged, not worse.', 'Edema', 'stable'),
+    ('Worsening is not seen; the effusion is similar to before.', 'Pleural effusion', 'stable'),
+    ('It is improving rather than worsening.', 'Pneumonia', 'improving'),
+    ('The opacity has not improved and is now larger.', 'Consolidation', 'worsening'),
+    ('The effusion has not changed.', 'Pleural effusion', 'stable'),
+    ('No pleural effusion.', 'Pleural effusion', None),     # says nothing about progression
+    # answer marker, several observations
+    ('The image shows bibasilar opacities. Final answer: worsening', 'Consolidation', 'worsening'),
+    ('Some parts look better, others worse. Answer: stable', 'Edema', 'stable'),
+    ('The effusion is stable. The consolidation has worsened.', 'Pleural effusion', 'stable'),
+    ('The effusion is stable. The consolidation has worsened.', 'Consolidation', 'worsening'),
+    # unparseable: listed, never guessed
+    ('I cannot determine whether the edema is improving or worsening.', 'Edema', None),
+    ('Both improving and worsening features.', 'Pneumonia', None),
+    ('hjdfsk qwe zzq', 'Pneumonia', None),
+    ('', 'Pneumonia', None),
+    ('   ', 'Pneumonia', None),
+]
+
+
+@pytest.mark.parametrize('answer, observation, expected', PARSER_CASES)
+def test_parser_on_real_looking_answers(answer, observation, expected):
+    parsed = parse_answer(answer, TEMPORAL, observation, MS_CXR_T)
+    assert parsed.label == expected, parsed
+    assert parsed.rule
+
+
+def test_parser_says_why_not():
+    assert parse_answer('', TEMPORAL, 'Edema').rule == 'empty answer'
+    assert parse_answer('Cannot determine from a single image.', TEMPORAL, 'Edema').rule == 'indeterminate'
+    assert parse_answer('Both improving and worsening.', TEMPORAL, 'Edema').rule == 'ambiguous: improving, worsening'
+    assert parse_answer('Final answer: worsening', TEMPORAL, 'Edema').rule == 'answer marker'
+
+
+def test_presence_label_set_reads_negated_observation():
+    labels = label_set_from_dict({'name': 'presence', 'observations': ['Pleural effusion', 'Edema'],
+                                  'classes': ['present', 'absent'],
+                                  'observation_synonyms': {'Pleural effusion': ['effusion']},
+                                  'negated_observation': 'absent', 'affirmed_observation': 'present'}, 'x.yaml')
+    cases = [('No pleural effusion.', 'absent'), ('There is no evidence of an effusion.', 'absent'),
+             ('Small left pleural effusion.', 'present'), ('A pleural effusion cannot be excluded.', 'present'),
+             ('Pleural effusion is absent.', 'absent'), ('The heart is normal.', None)]
+    for answer, expected in cases:
+        assert parse_answer(answer, ('present', 'absent'), 'Pleural effusion', labels).label == expected, answer
+
+
+def test_label_set_file(tmp_path):
+    path = tmp_path / 'labels.yaml'
+    path.write_text('name: two\nobservations:\n  Edema: [better, worse]\n  Effusion: [better, worse]\n')
+    labels = load_label_set(str(path))
+    assert labels.observations == {'Edema': ('better', 'worse'), 'Effusion': ('better', 'worse')}
+    assert load_label_set(None) is MS_CXR_T and load_label_set('MS-CXR-T') is MS_CXR_T
+    path.write_text('observations:\n  Edema: [better]\n')
+    with pytest.raises(DataError, match=r"labels.yaml: field 'observations.Edema'"):
+        load_label_set(str(path))
+
+
+# ---------------------------------------------------------------- metrics
+
+def test_accuracy_and_bootstrap_interval():
+    assert accuracy([1, 0, 1, 1]) == 0.75
+    assert bootstrap_ci([1] * 20) == (1.0, 1.0) and bootstrap_ci([0] * 7) == (0.0, 0.0)
+    rng = np.random.default_rng(1)
+    small, large = rng.random(40) < 0.7, rng.random(4000) < 0.7
+    low, high = bootstrap_ci(small, seed=3)
+    assert low <= accuracy(small) <= high
+    assert bootstrap_ci(small, seed=3) == (low, high)                       # deterministic with the seed
+    assert bootstrap_ci(small, seed=4) != (low, high)
+    big_low, big_high = bootstrap_ci(large, seed=3)
+    assert big_high - big_low < (high - low) / 5                            # narrows like 1/sqrt(n)
+    p, n = accuracy(large), len(large)                                      # independent: the normal interval
+    half = 1.96 * math.sqrt(p * (1 - p) / n)
+    assert big_low == pytest.approx(p - half, abs=0.006) and big_high == pytest.approx(p + half, abs=0.006)
+
+
+def test_macro_accuracy_and_interval():
+    groups = {'A': [1, 1, 1, 1], 'B': [1, 0, 0, 0]}                         # 1.0 and 0.25 -> 0.625 (micro 5/8)
+    assert macro_accuracy(groups) == pytest.approx(0.625)
+    low, high = macro_bootstrap_ci(groups, seed=0)
+    # A never varies, so Avg = 1/2 + B/2 with B = k/4, k ~ Binomial(4, 1/4): P(k = 0) = 0.32 and
+    # P(k >= 3) = 0.051 > 2.5% > P(k = 4) = 0.004, so the 2.5% and 97.5% quantiles are k = 0 and k = 3
+    assert (low, high) == (0.5, 0.875)
+    assert macro_bootstrap_ci({'A': [1, 1], 'B': [1]}) == (1.0, 1.0)
+
+
+def test_mcnemar_exact_hand_computed():
+    a = [1, 0, 0, 0, 0, 0, 1, 1]        # only A right: 0; only B right: 5 (items 1-5); both right: 2; neither: 0
+    b = [1, 1, 1, 1, 1, 1, 1, 1]
+    result = mcnemar_exact(a, b)
+    assert (result['a_only'], result['b_only']) == (0, 5)
+    assert result['p_value'] == pytest.approx(2 / 32)                        # 2 * (1/2)^5
+    result = mcnemar_exact([1, 0, 0, 0, 0], [0, 1, 1, 1, 1])                 # 1 vs 4: 2 * (1 + 5) / 32
+    assert result['p_value'] == pytest.approx(12 / 32)
+    assert mcnemar_exact([1, 0, 1, 0], [0, 1, 0, 1])['p_value'] == 1.0       # 2 vs 2
+    assert mcnemar_exact([1, 1], [1, 1]) == {'a_only': 0, 'b_only': 0, 'discordant': 0, 'p_value': 1.0}
+    stats = pytest.importorskip('scipy.stats')                               # independent implementation
+    for a_only, b_only in [(3, 11), (7, 9), (0, 1), (12, 30)]:
+        a = [1] * a_only + [0] * b_only
+        b = [0] * a_only + [1] * b_only
+        expected = stats.binomtest(min(a_only, b_only), a_only + b_only, 0.5).pvalue
+        assert mcnemar_exact(a, b)['p_value'] == pytest.approx(expected, rel=1e-12)
+
+
+def test_paired_bootstrap_hand_computed():
+    same = {'A': [1, 0, 1], 'B': [0, 1]}
+    result = paired_bootstrap(same, same)
+    assert result['difference'] == 0 and (result['ci_low'], result['ci_high']) == (0, 0) and result['p_value'] == 1
+    result = paired_bootstrap({'A': [0, 0, 0], 'B': [0, 0]}, {'A': [1, 1, 1], 'B': [1, 1]})
+    assert result['difference'] == 1 and (result['ci_low'], result['ci_high']) == (1, 1) and result['p_value'] == 0
+    a = {'A': [1, 0, 0, 1], 'B': [0, 0]}                                     # macro 0.25
+    b = {'A': [1, 1, 0, 1], 'B': [1, 0]}                                     # macro 0.625
+    result = paired_bootstrap(a, b, seed=5)
+    assert result['difference'] == pytest.approx(0.375)
+    assert result['ci_low'] <= 0.375 <= result['ci_high'] and result['ci_low'] >= 0   # B never worse on an item
+    assert paired_bootstrap(a, b, seed=5) == result
+
+
+# ---------------------------------------------------------------- scoring, tables, compare
+
+def _result(name, answers, path=SAMPLE_ITEMS):
+    items = read_items(str(path), MS_CXR_T)
+    return score(items, answers, MS_CXR_T, name, n_boot=500, seed=0)
+
+
+def test_score_counts_unparsed_as_wrong_and_lists_them():
+    items = read_items(str(SAMPLE_ITEMS), MS_CXR_T)
+    answers = {item.id: item.label.capitalize() + '.' for item in items}
+    answers[items[0].id] = 'I am not sure.'
+    answers[items[1].id] = None                                              # no answer at all
+    result = score(items, answers, MS_CXR_T, 'm', n_boot=200)
+    assert result['average']['correct'] == len(items) - 2 and result['average']['unparsed'] == 2
+    assert [u['id'] for u in result['unparsed']] == [items[0].id, items[1].id]
+    assert {u['rule'] for u in result['unparsed']} == {'no label found', 'no answer'}
+    first = result['observations'][items[0].observation]
+    assert (first['n'], first['correct'], first['accuracy']) == (2, 0, 0.0)
+    assert list(result['observations']) == list(MS_CXR_T.observations)
+    assert result['average']['accuracy'] == pytest.approx(np.mean([c['accuracy'] for c in
+                                                                   result['observations'].values()]))
+
+
+def test_table_markdown_and_png(tmp_path):
+    items = read_items(str(SAMPLE_ITEMS), MS_CXR_T)
+    good = _result('APO', {item.id: item.label for item in items})
+    bad = _result('SFT', {item.id: 'stable' for item in items})
+    for result in (good, bad):
+        (tmp_path / f'{result["model"]}.json').write_text(json.dumps(result))
+    out = tmp_path / 'table' / 'table1.md'
+    assert main(['table', str(tmp_path / 'APO.json'), '--baseline', str(tmp_path / 'SFT.json'), '--published',
+                 '--out', str(out)]) == 0
+    text = out.read_text()
+    lines = [line for line in text.splitlines() if line.startswith('|')]
+    assert lines[0] == ('| model | Consolidation | Pleural effusion | Pneumonia | Pneumothorax | Edema | Avg | '
+                        'Δ Avg vs baseline |')
+    assert lines[2].startswith('| SFT (baseline) |') and lines[3].startswith('| APO | 1.00 [1.00, 1.00] (2/2) |')
+    stable_share = sum(item.label == 'stable' for item in items) / len(items)
+    assert lines[3].endswith(f'| {1 - bad["average"]["accuracy"]:+.2f} |') and stable_share > 0
+    published = [line for line in lines if '(published)' in line]
+    assert len(published) == 8
+    assert published[-1] == '| APO student (7B) (published) | 0.84 | 0.67 | 0.78 | 0.96 | 0.65 | 0.78 | – |'
+    assert 'arXiv 2510.04142' in text and 'not computed here' in text
+    png = out.with_suffix('.png').read_bytes()
+    assert png[:8] == b'\x89PNG\r\n\x1a\n' and len(png) > 5000
+    assert not [p for p in out.parent.iterdir() if p.name.startswith('.')]    # no temporary files left
+
+
+def test_table_without_published_rows_for_other_label_sets():
+    result = _result('m', {})
+    result['observations'] = {'Atelectasis': result['observations']['Edema']}
+    text = markdown([result], published=True)
+    assert '(published)' not in text and 'Published rows left out' in text
+
+
+def test_compare_two_models_on_the_same_items(tmp_path):
+    items = read_items(str(SAMPLE_ITEMS), MS_CXR_T)
+    a = _result('SFT', {item.id: 'stable' for item in items})
+    b = _result('APO', {item.id: item.label for item in items})
+    comparison = compare(a, b, n_boot=1000)
+    stable = sum(item.label == 'stable' for item in items)
+    assert comparison['pooled']['mcnemar'] == {'a_only': 0, 'b_only': len(items) - stable,
+                                               'discordant': len(items) - stable,
+                                               'p_value': pytest.approx(min(1, 2 / 2 ** (len(items) - stable)))}
+    assert comparison['paired_bootstrap']['difference'] == pytest.approx(b['average']['accuracy'] -
+                                                                         a['average']['accuracy'])
+    paths = [tmp_path / 'a.json', tmp_path / 'b.json']
+    for path, result in zip(paths, (a, b)):
+        path.write_text(json.dumps(result))
+    assert main(['compare', *map(str, paths), '--out', str(tmp_path / 'cmp.md')]) == 0
+    assert '| all items | 10 |' in (tmp_path / 'cmp.md').read_text()
+    assert json.loads((tmp_path / 'cmp.json').read_text())['n_items'] == 10
+    other = dict(a, items=a['items'][1:])
+    with pytest.raises(DataError, match='not scored on the same items'):
+        compare(other, b)
+
+
+# ---------------------------------------------------------------- inputs and the CLI without a model
+
+def _write(path: Path, rows):
+    path.write_text(''.join(json.dumps(r) + '\n' for r in rows))
+    return path
+
+
+def test_bad_items_name_file_line_and_field(tmp_path):
+    good = json.loads(SAMPLE_ITEMS.read_text().splitlines()[0])
+    cases = [({k: v for k, v in good.items() if k != 'question'}, r"line 2: field 'question': missing"),
+             (dict(good, label='better'), r"line 2: field 'label': 'better' is not a class of 'Consolidation'"),
+             (dict(good, observation='Cardiomegaly'), r"line 2: field 'observation': 'Cardiomegaly' is not an "),
+             (dict(good, images=[]), r"line 2: field 'images': expected a path"),
+             (dict(good), r"line 2: field 'id': 'sample-01' already used at .* line 1")]
+    for i, (row, message) in enumerate(cases):
+        row = dict(row, id=row['id'] if i == len(cases) - 1 else 'other')
+        path = _write(tmp_path / 'items.jsonl', [good, row])
+        with pytest.raises(DataError, match=message):
+            read_items(str(path), MS_CXR_T)
+    (tmp_path / 'broken.jsonl').write_text(json.dumps(good) + '\n{"id": \n')
+    with pytest.raises(DataError, match=r'broken.jsonl line 2: not valid JSON'):
+        read_items(str(tmp_path / 'broken.jsonl'), MS_CXR_T)
+    own = dict(good, id='x', observation='Cardiomegaly', choices=['better', 'worse'], label='Worse')
+    item = read_items(str(_write(tmp_path / 'own.jsonl', [own])), MS_CXR_T, image_root=str(REPO / 'sample_data'))[0]
+    assert (item.classes, item.label) == (('better', 'worse'), 'worse')
+    assert item.images[0] == str(REPO / 'sample_data' / good['images'][0])
+
+
+def test_classify_answers_file_and_failures_leave_nothing(tmp_path, capsys):
+    out = tmp_path / 'eval'
+    answers = _write(tmp_path / 'gpt5.jsonl', [{'id': 'sample-01', 'answer': 'The consolidation has progressed.'},
+                                                {'id': 'sample-02', 'answer': 'Unchanged.'},
+                                                {'id': 'sample-03', 'answer': 'gibberish'}])
+    assert main(['classify', '--answers', str(answers), '--dataset', str(SAMPLE_ITEMS), '--out', str(out),
+                 '--n-boot', '200']) == 0
+    result = json.loads((out / 'gpt5.json').read_text())
+    assert result['model'] == 'gpt5' and result['average']['correct'] == 2
+    assert result['observations']['Consolidation']['accuracy'] == 1.0
+    assert [u['id'] for u in result['unparsed']][:2] == ['sample-03', 'sample-04']  # unparsed, then unanswered
+    assert len(result['unparsed']) == 8
+    assert (out / 'gpt5.md').read_text().startswith('| model | Consolidation |')
+
+    bad = _write(tmp_path / 'bad.jsonl', [{'id': 'sample-01', 'answer': 'stable'}, {'id': 'nope', 'answer': 'x'}])
+    assert main(['classify', '--answers', str(bad), '--dataset', str(SAMPLE_ITEMS), '--out',
+                 str(tmp_path / 'bad-out')]) == 2
+    assert "bad.jsonl line 2: field 'id': 'nope' is not an item" in capsys.readouterr().err
+    assert not (tmp_path / 'bad-out').exists() or not list((tmp_path / 'bad-out').iterdir())
+
+
+# ---------------------------------------------------------------- report generation
+
+def test_report_metrics_hand_checkable():
+    same = text_metrics(['No pleural effusion. Heart size is normal.'] * 2,
+                        ['No pleural effusion. Heart size is normal.'] * 2, clinical=False)['metrics']
+    assert all(same[f'bleu_{n}'] == pytest.approx(1.0) for n in range(1, 5)) and same['rouge_l'] == pytest.approx(1)
+    disjoint = text_metrics(['aaa bbb ccc ddd'], ['xxx yyy zzz www'], clinical=False)['metrics']
+    assert all(disjoint[f'bleu_{n}'] == 0 for n in range(1, 5)) and disjoint['rouge_l'] == 0
+    # 5/6 unigrams, 3/5 bigrams, 1/4 trigrams match; LCS "the cat on the mat" = 5 of 6 words
+    cat = text_metrics(['the cat sat on the mat'], ['the cat is on the mat'], clinical=False)['metrics']
+    assert cat['bleu_1'] == pytest.approx(5 / 6) and cat['bleu_2'] == pytest.approx(math.sqrt(5 / 6 * 3 / 5))
+    assert cat['bleu_3'] == pytest.approx((5 / 6 * 3 / 5 * 1 / 4) ** (1 / 3)) and cat['bleu_4'] < 1e-10
+    assert cat['rouge_l'] == pytest.approx(5 / 6)
+
+
+def test_unavailable_metrics_are_reported_not_fatal():
+    result = text_metrics(['small left effusion'], ['small left pleural effusion'])
+    problem = wordnet_problem()
+    if problem:
+        assert result['unavailable']['meteor'] == problem and 'meteor' not in result['metrics']
+    else:
+        assert 0 < result['metrics']['meteor'] <= 1
+    assert 'chexbert_f1' in result['unavailable'] or 'chexbert_f1_micro_5' in result['metrics']
+    assert 'radgraph_f1' in result['unavailable'] or 'radgraph_f1_partial' in result['metrics']
+    assert all(isinstance(reason, str) and reason for reason in result['unavailable'].values())
+
+
+def test_report_gen_cli_with_answers(tmp_path):
+    dataset = _write(tmp_path / 'eval.jsonl', [
+        {'messages': [{'role': 'user', 'content': '<image>Describe the findings.'},
+                      {'role': 'assistant', 'content': 'Small left pleural effusion.'}],
+         'images': [str(REPO / 'sample_data/files/p10/p10000032/s50414267/view1_frontal.jpg')]},
+        {'id': 'r2', 'images': ['x.jpg'], 'question': 'Findings?', 'reference': 'There is no pneumothorax.'}])
+    answers = _write(tmp_path / 'answers.jsonl', [{'id': '1', 'answer': 'Small left pleural effusion.'},
+                                                   {'id': 'r2', 'answer': 'There is no pneumothorax.'}])
+    assert main(['report-gen', '--answers', str(answers), '--dataset', str(dataset), '--out', str(tmp_path / 'gen'),
+                 '--name', 'teacher']) == 0
+    result = json.loads((tmp_path / 'gen' / 'teacher.gen.json').read_text())
+    assert result['metrics']['bleu_4'] == pytest.approx(1) and result['missing_answers'] == []
+    assert 'unavailable' in (tmp_path / 'gen' / 'teacher.gen.md').read_text() or not result['unavailable']
+
+
+# ---------------------------------------------------------------- end to end: swift infer on the tiny model
+
+def test_classify_tiny_model_end_to_end(tiny_vl_model, tmp_path):
+    out = tmp_path / 'reports'
+    env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'MAX_PIXELS': '3136', 'OMP_NUM_THREADS': '2',
+           'PYTHONPATH': os.pathsep.join([str(REPO), os.environ.get('PYTHONPATH', '')])}
+    proc = subprocess.run([sys.executable, '-m', 'evaluation', 'classify', '--model', tiny_vl_model, '--name', 'tiny',
+                           '--dataset', str(SAMPLE_ITEMS), '--out', str(out), '--infer-backend', 'transformers',
+                           '--max-new-tokens', '12', '--n-boot', '200', '--swift-args',
+                           '--model_type qwen2_5_vl --template qwen2_5_vl --torch_dtype float32 --max_batch_size 10 '
+                           '--temperature 1 --top_k 50 --seed 0'],
+                          env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    answers = [json.loads(line) for line in (out / 'tiny.answers.jsonl').read_text().splitlines()]
+    assert len(answers) == 10 and all(isinstance(a['response'], str) for a in answers)
+    result = json.loads((out / 'tiny.json').read_text())
+    rows = result['items']
+    assert [r['id'] for r in rows] == [f'sample-{i:02d}' for i in range(1, 11)]
+    assert [r['answer'] for r in rows] == [a['response'] for a in answers]     # joined back, in order
+    assert all(r['rule'] != 'no answer' for r in rows)
+    assert result['average']['n'] == 10 and sum(c['n'] for c in result['observations'].values()) == 10
+    unparsed = [r['id'] for r in rows if r['predicted'] is None]
+    assert [u['id'] for u in result['unparsed']] == unparsed
+    assert all(not r['correct'] for r in rows if r['predicted'] is None)
+    assert result['average']['correct'] == sum(r['correct'] for r in rows)
+    assert not [p for p in out.iterdir() if p.name.startswith('.')]          # scratch and temporary files gone
+
+    assert main(['table', str(out / 'tiny.json'), '--published', '--out', str(out / 'table1.md')]) == 0
+    table = (out / 'table1.md').read_text()
+    assert table.splitlines()[2].startswith('| tiny | ') and (out / 'table1.png').stat().st_size > 5000
