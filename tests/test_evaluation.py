@@ -366,3 +366,25 @@ def test_classify_tiny_model_end_to_end(tiny_vl_model, tmp_path):
     assert main(['table', str(out / 'tiny.json'), '--published', '--out', str(out / 'table1.md')]) == 0
     table = (out / 'table1.md').read_text()
     assert table.splitlines()[2].startswith('| tiny | ') and (out / 'table1.png').stat().st_size > 5000
+
+
+def test_report_gen_tiny_model_end_to_end(tiny_vl_model, tmp_path, monkeypatch, capsys):
+    rows = [json.loads(line) for line in (REPO / 'sample_data' / 'cxr_max_sample.jsonl').read_text().splitlines()[:2]]
+    dataset = _write(tmp_path / 'eval.jsonl', [
+        {'messages': [{'role': 'user', 'content': '<image>' + r['question']},
+                      {'role': 'assistant', 'content': r['response']}],
+         'images': [str(REPO / 'sample_data' / r['image_path'])]} for r in rows])
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    monkeypatch.setenv('MAX_PIXELS', '3136')
+    monkeypatch.setenv('PYTHONPATH', os.pathsep.join([str(REPO), os.environ.get('PYTHONPATH', '')]))
+    assert main(['report-gen', '--model', tiny_vl_model, '--name', 'tiny', '--dataset', str(dataset), '--out',
+                 str(tmp_path / 'gen'), '--infer-backend', 'transformers', '--max-new-tokens', '8', '--swift-args',
+                 '--model_type qwen2_5_vl --template qwen2_5_vl --torch_dtype float32 --temperature 1 --top_k 50 '
+                 '--seed 0']) == 0
+    answers = [json.loads(line) for line in (tmp_path / 'gen' / 'tiny.answers.jsonl').read_text().splitlines()]
+    result = json.loads((tmp_path / 'gen' / 'tiny.gen.json').read_text())
+    assert len(answers) == 2 and result['n'] == 2 and result['missing_answers'] == []
+    assert set(result['metrics']) >= {'bleu_1', 'bleu_2', 'bleu_3', 'bleu_4', 'rouge_l'}
+    assert all(0 <= v <= 1 for v in result['metrics'].values())
+    assert ('meteor' in result['metrics']) != ('meteor' in result['unavailable'])
+    assert 'chexbert_f1' in result['unavailable'] or 'chexbert_f1_micro_5' in result['metrics']
