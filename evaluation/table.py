@@ -6,7 +6,6 @@ A cell reads ``0.84 [0.72, 0.94] (42/50)``: accuracy, 95% bootstrap interval, co
 published value only; they are the paper's figures on the full MS-CXR-T, not computed here.
 """
 import json
-import os
 from typing import Any, Dict, List, Optional, Sequence
 
 from data_prep.sources import DataError
