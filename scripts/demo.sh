@@ -22,4 +22,5 @@ export NPROC_PER_NODE=1 BATCH=1 GLOBAL_BATCH=2 DTYPE=float32 DEEPSPEED='' MAX_NE
 export SFT_ARGS="${tiny[*]} ${cpu_training[*]}" APO_ARGS="${tiny[*]} ${cpu_training[*]}"
 # the tiny model's greedy answer is whitespace only, which data_prep apo drops as empty: sample instead
 export INFER_ARGS="${tiny[*]} --torch_dtype float32 --top_k 50 --top_p 1 --seed 0"
+export EVAL_DATASET=sample_data/ms_cxr_t_sample.jsonl EVAL_ARGS="$INFER_ARGS --temperature 1 --max_new_tokens 32 --max_batch_size 10"
 bash shells/pipeline.sh

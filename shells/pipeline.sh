@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The whole APO pipeline: data preparation, SFT, merge, consensus, APO data, APO training.
+# The whole APO pipeline: data preparation, SFT, merge, consensus, APO data, APO training, evaluation.
 # A stage that finished is marked in WORK_DIR/.stages and skipped next time, so an interrupted run
 # resumes where it stopped (the consensus stage also resumes within itself).
 #   SOURCE_DATASET  the teachers' dataset (CXR-MAX by default)   IMAGE_ROOT  its image folder
 #   BASE_MODEL      the student                                 WORK_DIR    where data/ and output/ go
 #   EVAL_FRACTION   patients held out for evaluation (0.05)      SEED        split and source-order seed (42)
-#   PREP_ARGS (input and column-mapping flags of every data_prep subcommand), SFT_ARGS, MERGE_ARGS, INFER_ARGS, APO_ARGS: extra arguments for each stage's command
+#   EVAL_DATASET    classification items (MS-CXR-T style, see README "Evaluation"); empty: no evaluation stage
+#   PREP_ARGS (input and column-mapping flags of every data_prep subcommand), SFT_ARGS, MERGE_ARGS, INFER_ARGS,
+#   APO_ARGS, EVAL_ARGS (more `swift infer` arguments for evaluation): extra arguments for each stage
 # Every launcher's own variables (NPROC_PER_NODE, NNODES, BATCH, LR, ...) apply to its stage.
 set -euo pipefail
 shells=$(cd "$(dirname "$0")" && pwd)
@@ -18,6 +20,7 @@ BASE_MODEL=${BASE_MODEL:-Qwen/Qwen2.5-VL-7B-Instruct}
 WORK_DIR=${WORK_DIR:-.}
 EVAL_FRACTION=${EVAL_FRACTION:-0.05}
 SEED=${SEED:-42}
+EVAL_DATASET=${EVAL_DATASET:-}
 PYTHON=${PYTHON:-python}
 data=$WORK_DIR/data
 out=$WORK_DIR/output
@@ -61,6 +64,17 @@ merge() {
   SFT_OUTPUT_DIR=$out/sft MERGED_DIR=$out/sft-merged bash "$shells/merge-SFT.sh" "${merge_args[@]}"
 }
 
+evaluate() {
+  local reports=$WORK_DIR/reports/eval apo_checkpoint
+  apo_checkpoint=$(find "$out/apo" -mindepth 2 -maxdepth 2 -type d -name 'checkpoint-*' | sort -V | tail -n 1)
+  "$PYTHON" -m evaluation classify --model "$out/sft-merged" --name SFT --dataset "$EVAL_DATASET" --out "$reports" \
+      --swift-args "${EVAL_ARGS:-}"
+  "$PYTHON" -m evaluation classify --model "$out/sft-merged" --name APO --dataset "$EVAL_DATASET" --out "$reports" \
+      --swift-args "--adapters $apo_checkpoint ${EVAL_ARGS:-}"
+  "$PYTHON" -m evaluation table "$reports/SFT.json" "$reports/APO.json" --published --out "$reports/table1.md"
+  "$PYTHON" -m evaluation compare "$reports/SFT.json" "$reports/APO.json" --out "$reports/sft_vs_apo.md"
+}
+
 apo_data() {
   "$PYTHON" -m data_prep apo "${source_args[@]}" --consensus "$data/consensus.jsonl" \
       --requests "$data/consensus_requests.jsonl" --out "$data/apo.jsonl" --eval-fraction "$EVAL_FRACTION" \
@@ -76,6 +90,11 @@ stage consensus env MODEL="$out/sft-merged" REQUESTS="$data/consensus_requests.j
 stage apo-data apo_data
 stage apo env MODEL="$out/sft-merged" DATASET="$data/apo.jsonl" VAL_DATASET="$(val_of "$data/apo.eval.jsonl")" \
     OUTPUT_DIR="$out/apo" bash "$shells/APO-Qwen2.5.sh" "${apo_args[@]}"
+if [ -n "$EVAL_DATASET" ]; then
+  stage evaluate evaluate
+else
+  echo "== evaluate: skipped (set EVAL_DATASET to classification items, see README \"Evaluation\")"
+fi
 
 cat <<DONE
 == APO pipeline finished. Outputs:
@@ -83,4 +102,5 @@ cat <<DONE
   drift report:                                       $WORK_DIR/reports/drift/drift.md
   SFT run, merged SFT model:                          $out/sft/, $out/sft-merged/
   APO run (checkpoints, logging.jsonl):               $out/apo/
+  evaluation (Table 1, SFT vs APO), if EVAL_DATASET:  $WORK_DIR/reports/eval/
 DONE

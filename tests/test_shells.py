@@ -180,6 +180,13 @@ def test_demo_runs_every_stage(demo):
     losses = [line['loss'] for line in logs if 'loss' in line]
     assert losses and all(0 < loss < 10 for loss in losses)
     assert f'APO run (checkpoints, logging.jsonl):               {work}/output/apo/' in stdout
+    reports = work / 'reports' / 'eval'
+    results = {name: json.loads((reports / f'{name}.json').read_text()) for name in ('SFT', 'APO')}
+    items = len(Path(REPO / 'sample_data' / 'ms_cxr_t_sample.jsonl').read_text().splitlines())
+    assert all(r['average']['n'] == len(r['items']) == items for r in results.values())
+    table = (reports / 'table1.md').read_text()
+    assert '| SFT |' in table and '| APO |' in table and '(published)' in table
+    assert (reports / 'sft_vs_apo.md').exists()
 
 
 def test_demo_resumes(demo):
@@ -191,7 +198,7 @@ def test_demo_resumes(demo):
     proc = subprocess.run(['bash', str(REPO / 'scripts' / 'demo.sh')], env=env, capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
-    for stage in ['prepare', 'sft', 'merge', 'apo-data', 'apo']:
+    for stage in ['prepare', 'sft', 'merge', 'apo-data', 'apo', 'evaluate']:
         assert f'== {stage}: done before, skipped' in proc.stdout
     answers = _rows(results)
     assert len(answers) == 6 and answers[:3] == [json.loads(line) for line in lines[:3]]
