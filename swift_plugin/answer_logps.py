@@ -49,8 +49,8 @@ class FastPathOptions:
 
 @dataclass
 class AnswerLogps:
-    token_logps: torch.Tensor  # [answer tokens], float32, differentiable
-    token_mean_logits: torch.Tensor  # [answer tokens], float32, detached
+    token_logps: torch.Tensor  # [answer tokens], float32 or wider, differentiable
+    token_mean_logits: torch.Tensor  # [answer tokens], detached
     sequence: torch.Tensor  # [answer tokens]: the plain sequence each token belongs to
     outputs: Any  # the model's output (aux_loss and the like)
     packed: bool  # whether the shared-prefix batch ran
@@ -144,6 +144,7 @@ def compute_answer_logps(model,
             logger.warning_once(f'APO shared-prefix forward not used: {reason}; running the plain batch.')
         else:
             inputs, tokens, packed = packed_batch.inputs, packed_batch.tokens, True
+            logger.info_once('APO shared-prefix forward in use.')
     result = None
     if options.lean_logps:
         reason = _lean_reason(hf_model, unwrapped_model)
@@ -153,6 +154,8 @@ def compute_answer_logps(model,
             if result is None:
                 options.lean_logps = False
                 reason = "the model's logits are not its lm_head applied to its last hidden state"
+            else:
+                logger.info_once('APO lean log-probs in use.')
         if reason:
             logger.warning_once(f'APO lean log-probs not used: {reason}; computing full logits.')
     if result is None:

@@ -19,9 +19,9 @@ DEFAULT_CHUNK_SIZE = 512
 
 
 def logps_and_mean_logits(logits: torch.Tensor, targets: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """[tokens, vocab] logits -> float32 [tokens] log-probs of ``targets`` and mean logits."""
-    # float32 for the log-softmax: with bf16 logits over a 152k vocabulary the normaliser loses digits.
-    logits = logits.float()
+    """[tokens, vocab] logits -> [tokens] log-probs of ``targets`` and mean logits, in float32 or wider."""
+    # At least float32 for the log-softmax: with bf16 logits over a 152k vocabulary the normaliser loses digits.
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
     return logps, logits.mean(-1)
 
@@ -40,7 +40,7 @@ def token_logps(hidden: torch.Tensor, targets: torch.Tensor, head: Callable[[tor
         head: hidden states -> logits over the vocabulary (e.g. the model's lm_head).
         chunk_size: tokens per head call.
     Returns:
-        float32 tensors of shape [tokens]: log-probs (differentiable) and mean logits.
+        [tokens] tensors in float32 (float64 for float64 input): log-probs (differentiable) and mean logits.
     """
     if chunk_size < 1:
         raise ValueError(f'chunk_size must be positive, got {chunk_size}')

@@ -5,6 +5,7 @@ model with ms-swift's post-encode hook (image features merged into the embedding
 "equal" can mean 1e-5 relative or better.
 """
 import copy
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -18,12 +19,12 @@ from swift_plugin.loss import apo_loss, pad_by_counts
 from swift_plugin.shared_prefix import pack_shared_prefix, plain_answer_tokens
 from swift_plugin.template import NUM_REJECTED_KEY, SOURCES_KEY
 
-KS = [1, 4, 2]
+KS = [1, 3, 2]
 PATHS = {
     'plain': FastPathOptions(shared_prefix=False, lean_logps=False),
     'shared_prefix': FastPathOptions(shared_prefix=True, lean_logps=False),
-    'lean': FastPathOptions(shared_prefix=False, lean_logps=True, chunk_size=7),
-    'both': FastPathOptions(shared_prefix=True, lean_logps=True, chunk_size=7),
+    'lean': FastPathOptions(shared_prefix=False, lean_logps=True, chunk_size=128),
+    'both': FastPathOptions(shared_prefix=True, lean_logps=True, chunk_size=128),
 }
 
 
@@ -47,8 +48,8 @@ def _rows(tmp_path, ks, images=True):
     for i, k in enumerate(ks):
         row = {
             'messages': [{'role': 'user', 'content': ('<image>' if images else '') + f'Findings for study {i}?'},
-                         {'role': 'assistant', 'content': f'Consensus {i}: cardiomegaly{"!" * i}.'}],
-            'rejected_response': [f'Teacher {j}: study {i} is {"very " * j}normal.' for j in range(k)],
+                         {'role': 'assistant', 'content': f'C{i}: cm{"!" * i}'}],
+            'rejected_response': [f'T{j}: {"no " * j}cm' for j in range(k)],
         }
         if images:
             image = tmp_path / f'cxr{i}.png'
@@ -102,19 +103,23 @@ def _assert_same(expected, got, what, rel=1e-5):
     assert err <= rel, f'{what}: max relative error {float(err):.2e}'
 
 
-class _Frozen:
+def _frozen(ref_model):
 
-    def __init__(self, model):
-        self.model = model
+    @contextmanager
+    def reference():
+        yield ref_model
 
-    def __call__(self):
-        return self
+    return reference
 
-    def __enter__(self):
-        return self.model
 
-    def __exit__(self, *exc):
-        return False
+def _adapter_disabled(peft_model):
+
+    @contextmanager
+    def reference():
+        with peft_model.disable_adapter():
+            yield peft_model
+
+    return reference
 
 
 @pytest.fixture(scope='module')
@@ -122,35 +127,36 @@ def vl(env, tiny_vl_model):
     return tiny_vl_model
 
 
-@pytest.mark.parametrize('tuning', ['lora', 'full'])
-def test_loss_and_every_gradient_equal_the_plain_path(vl, tmp_path, tuning):
+@pytest.mark.parametrize('tuning, paths', [('lora', ['shared_prefix', 'lean', 'both']), ('full', ['both'])])
+def test_loss_and_every_gradient_equal_the_plain_path(vl, tmp_path, tuning, paths):
+    """Policy with gradients and reference without (LoRA: the adapter disabled; full: a second model)."""
     model, processor = _load(vl, 'qwen2_5_vl')
     torch.manual_seed(0)
     if tuning == 'lora':
         # init_lora_weights=False: a non-zero adapter, so policy != reference (the adapter-disabled model).
         model = get_peft_model(model, LoraConfig(r=4, target_modules=['q_proj', 'v_proj', 'down_proj', 'qkv'],
                                                  init_lora_weights=False))
-        reference = model.disable_adapter
+        reference = _adapter_disabled(model)
     else:
         ref_model = copy.deepcopy(model)
         with torch.no_grad():
             for p in ref_model.parameters():
                 p.add_(torch.randn_like(p) * 0.02)
-        reference = _Frozen(ref_model)
+        reference = _frozen(ref_model)
         model.gradient_checkpointing_enable()
         model.train()
     template = _template(processor, model, 'qwen2_5_vl')
     template.register_post_encode_hook([model] + ([] if tuning == 'lora' else [ref_model]))
     try:
         batch, labels, num_rejected = _batch(template, _rows(tmp_path, KS))
-        results = {name: _loss_and_grads(model, reference, batch, labels, num_rejected, options)
-                   for name, options in PATHS.items()}
+        results = {name: _loss_and_grads(model, reference, batch, labels, num_rejected, PATHS[name])
+                   for name in ['plain'] + paths}
     finally:
         template.remove_post_encode_hook()
     loss, ref, policy, grads, _ = results['plain']
     assert not torch.allclose(ref, policy), 'policy and reference must differ for the test to mean something'
     assert len(grads) > 10 and all(g.abs().sum() > 0 for n, g in grads.items() if 'lm_head' in n or 'visual' in n)
-    for name in ['shared_prefix', 'lean', 'both']:
+    for name in paths:
         got_loss, got_ref, got_policy, got_grads, answer = results[name]
         assert answer.packed == PATHS[name].shared_prefix
         _assert_same(loss, got_loss, f'{name} loss')
@@ -178,7 +184,7 @@ def test_answer_logits_and_positions_equal_the_plain_path(vl, tmp_path):
     plain = plain_answer_tokens(labels)
     assert torch.equal(plain.sequence, packed.tokens.sequence) and torch.equal(plain.target, packed.tokens.target)
     _assert_same(plain_logits[plain.row, plain.position], packed_logits[packed.tokens.row, packed.tokens.position],
-                 'answer-token logits', rel=1e-9)
+                 'answer-token logits', rel=1e-6)
     # One image per row through the vision tower instead of one per sequence, and far fewer tokens.
     assert packed.inputs['image_grid_thw'].shape[0] == len(KS) < batch['image_grid_thw'].shape[0]
     assert packed.inputs['input_ids'].numel() < batch['input_ids'].numel() * 0.7
@@ -188,13 +194,15 @@ def test_answer_logits_and_positions_equal_the_plain_path(vl, tmp_path):
     rows = len(KS)
     first_rejected = rows + sum(KS[:1])  # row 1's first rejected sequence
     seq = first_rejected + 2
-    ids = batch['input_ids'][seq][batch['attention_mask'][seq].bool()]
-    expected, _ = model.model.get_rope_index(ids[None], image_grid_thw=batch['image_grid_thw'][1:2],
+    real = batch['attention_mask'][seq].bool()
+    ids = batch['input_ids'][seq][real]
+    expected, _ = model.model.get_rope_index(ids[None], batch['mm_token_type_ids'][seq][real][None],
+                                             image_grid_thw=batch['image_grid_thw'][1:2],
                                              attention_mask=torch.ones_like(ids)[None])
     answer_start = int((labels[seq] != -100).int().argmax())
     answer_len = len(ids) - answer_start
     segment = packed.tokens.position[packed.tokens.sequence == seq]
-    offset = int(segment[1]) - 1  # segment[0] is the prompt's last position (it predicts the first token)
+    offset = int(segment[1])  # segment[0] is the prompt's last position, which predicts the first answer token
     got = packed.inputs['position_ids'][:, 1, offset:offset + answer_len]
     assert torch.equal(got, expected[:, 0, answer_start:])
     assert int(got[0, 0]) == int(expected[:, 0, :answer_start].max()) + 1
@@ -208,8 +216,8 @@ def test_text_model_full_tuning_equals_plain_path(env, tiny_text_model, tmp_path
             p.add_(torch.randn_like(p) * 0.02)
     template = _template(processor, model, 'qwen2_5')
     batch, labels, num_rejected = _batch(template, _rows(tmp_path, [3, 1, 2], images=False))
-    plain = _loss_and_grads(model, _Frozen(ref_model), batch, labels, num_rejected, PATHS['plain'])
-    both = _loss_and_grads(model, _Frozen(ref_model), batch, labels, num_rejected, PATHS['both'])
+    plain = _loss_and_grads(model, _frozen(ref_model), batch, labels, num_rejected, PATHS['plain'])
+    both = _loss_and_grads(model, _frozen(ref_model), batch, labels, num_rejected, PATHS['both'])
     assert both[4].packed
     _assert_same(plain[0], both[0], 'loss')
     _assert_same(plain[1], both[1], 'reference log-probs')
