@@ -32,7 +32,10 @@ def lora_run(tiny_vl_model, tmp_path_factory):
     root = tmp_path_factory.mktemp('lora')
     write_apo_rows(root / 'data' / 'train.jsonl', TRAIN_KS, easy=True)
     write_apo_rows(root / 'data' / 'val.jsonl', VAL_KS, easy=True)
-    run_swift('rlhf', _vl_lora_args(tiny_vl_model, root / 'data'), root / 'out')
+    proc = run_swift('rlhf', _vl_lora_args(tiny_vl_model, root / 'data'), root / 'out')
+    # The fast paths are on by default; the comparison with the plain path below relies on it.
+    assert 'APO shared-prefix forward in use.' in proc.stdout + proc.stderr
+    assert 'APO lean log-probs in use.' in proc.stdout + proc.stderr
     logs = read_logs(root / 'out')
     return root, [line for line in logs if 'loss' in line], [line for line in logs if 'eval_loss' in line]
 
@@ -77,6 +80,27 @@ def test_evaluation_logs_the_same_metrics_with_eval_prefix(lora_run):
     for key in ['eval_rewards/margins', 'eval_rewards/accuracies', 'eval_logps/rejected', 'eval_rewards/rejected/T3']:
         assert key in line
     assert 'eval_rewards/rejected/T4' not in line  # no validation row has a fifth answer
+
+
+def test_plain_path_logs_the_same_run(lora_run, tiny_vl_model):
+    """APO_SHARED_PREFIX=0 APO_LEAN_LOGPS=0 (K + 1 full sequences, full logits) trains the same model:
+    every logged training and evaluation number of the 4 steps matches the fast run (gradient checkpointing on)."""
+    root, train, evals = lora_run
+    args = _vl_lora_args(tiny_vl_model, root / 'data')
+    args[args.index('--save_strategy') + 1] = 'no'
+    proc = run_swift('rlhf', args, root / 'plain', env={'APO_SHARED_PREFIX': '0', 'APO_LEAN_LOGPS': '0'})
+    assert 'in use.' not in proc.stdout + proc.stderr
+    logs = read_logs(root / 'plain')
+    plain_train = [line for line in logs if 'loss' in line]
+    plain_evals = [line for line in logs if 'eval_loss' in line]
+    assert len(plain_train) == len(train) == 4 and len(plain_evals) == len(evals) == 1
+    for fast, plain in zip(train + evals, plain_train + plain_evals):
+        keys = [k for k in fast if k.startswith(('loss', 'eval_loss', 'rewards/', 'eval_rewards/', 'logps/',
+                                                 'eval_logps/', 'logits/', 'eval_logits/'))]
+        assert len(keys) > 10
+        for key in keys:
+            assert plain[key] == pytest.approx(fast[key], rel=2e-5, abs=1e-6), key
+    assert train[-1]['rewards/margins'] > 0.1  # the compared run really trains
 
 
 def test_resume_from_checkpoint_continues_the_same_run(lora_run, tiny_vl_model):
