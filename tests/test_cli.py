@@ -171,17 +171,30 @@ def test_two_ranks_with_gloo(tiny_vl_model, tmp_path):
 
 @pytest.mark.parametrize('zero', ['zero2', 'zero3'])
 def test_deepspeed_full_tuning(tiny_vl_model, tmp_path, zero):
-    """Full tuning under DeepSpeed: the reference model is created automatically and stays fixed."""
+    """Full tuning under DeepSpeed: the reference model is created automatically and stays fixed.
+
+    Under ZeRO-3 the run is repeated with the fast paths off: the same losses step by step.
+    """
     write_apo_rows(tmp_path / 'train.jsonl', TRAIN_KS, easy=True)
-    run_swift('rlhf', ['--rlhf_type', 'apo', '--model', tiny_vl_model, *VL_FLAGS, '--tuner_type', 'full',
-                       '--deepspeed', zero, '--dataset', str(tmp_path / 'train.jsonl'), '--split_dataset_ratio', '0',
-                       '--per_device_train_batch_size', '3', '--gradient_accumulation_steps', '1',
-                       '--learning_rate', '1e-3', '--max_steps', '3', '--save_strategy', 'no'],
-              tmp_path / 'out', env={'NPROC_PER_NODE': '1', 'MASTER_PORT': '29534'})
-    logs = read_logs(tmp_path / 'out')
+    paths = {'fast': {}, 'plain': {'APO_SHARED_PREFIX': '0', 'APO_LEAN_LOGPS': '0'}} if zero == 'zero3' else {'fast': {}}
+    runs = {}
+    for name, env in paths.items():
+        proc = run_swift('rlhf', ['--rlhf_type', 'apo', '--model', tiny_vl_model, *VL_FLAGS, '--tuner_type', 'full',
+                                  '--deepspeed', zero, '--dataset', str(tmp_path / 'train.jsonl'),
+                                  '--split_dataset_ratio', '0', '--per_device_train_batch_size', '3',
+                                  '--gradient_accumulation_steps', '1', '--learning_rate', '1e-3', '--max_steps', '3',
+                                  '--save_strategy', 'no'],
+                         tmp_path / name, env={'NPROC_PER_NODE': '1', 'MASTER_PORT': '29534', **env})
+        assert ('APO shared-prefix forward in use.' in proc.stdout + proc.stderr) == (name == 'fast')
+        runs[name] = read_logs(tmp_path / name)
+    logs = runs['fast']
     assert logs[0]['loss'] == pytest.approx(mean_log_1_plus_k(TRAIN_KS), abs=1e-4)
     assert logs[-1]['rewards/margins'] > 0.0
     assert logs[-1]['loss'] < logs[0]['loss']
+    if 'plain' in runs:
+        assert [line['loss'] for line in runs['plain']] == pytest.approx([line['loss'] for line in logs], rel=2e-5)
+        assert [line['rewards/margins'] for line in runs['plain']] == pytest.approx(
+            [line['rewards/margins'] for line in logs], rel=1e-4, abs=1e-6)
 
 
 def test_bad_row_stops_the_run_naming_file_line_and_field(tiny_vl_model, tmp_path):

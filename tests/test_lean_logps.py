@@ -34,6 +34,20 @@ def test_values_and_gradients_equal_cross_entropy(chunk_size):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize('chunk_size', [1, 5, 64])
+def test_frozen_head_gradients_equal_cross_entropy(chunk_size):
+    """A head without trainable parameters (LoRA's lm_head) takes the path without recomputation."""
+    head, hidden, targets, upstream = _inputs(4)
+    head.requires_grad_(False)
+    expected = -F.cross_entropy(head(hidden), targets, reduction='none')
+    expected_grad, = torch.autograd.grad((expected * upstream).sum(), hidden)
+    logps, mean_logits = token_logps(hidden, targets, head, chunk_size=chunk_size)
+    got, = torch.autograd.grad((logps * upstream).sum(), hidden)
+    torch.testing.assert_close(logps, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(mean_logits, head(hidden).mean(-1), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got, expected_grad, rtol=1e-10, atol=1e-12)
+
+
 def test_bf16_logits_are_normalised_in_float32():
     head, hidden, targets, _ = _inputs(3)
     head, hidden = head.to(torch.bfloat16), hidden.detach().to(torch.bfloat16)
@@ -71,9 +85,10 @@ def test_saves_no_vocabulary_sized_tensor_for_backward():
         return -F.cross_entropy(head(hidden), targets, reduction='none')
 
     assert largest_saved(full_logits) >= TOKENS * VOCAB  # the measurement sees the logits when they are kept
-    chunk = 4
-    assert largest_saved(lambda: token_logps(hidden, targets, head, chunk_size=chunk)) <= max(
-        HIDDEN * VOCAB, TOKENS * HIDDEN)  # the head's weight and the hidden states, nothing per vocab entry
+    limit = max(HIDDEN * VOCAB, TOKENS * HIDDEN)  # the head's weight and the hidden states, nothing per vocab entry
+    assert largest_saved(lambda: token_logps(hidden, targets, head, chunk_size=4)) <= limit
+    head.requires_grad_(False)
+    assert largest_saved(lambda: token_logps(hidden, targets, head, chunk_size=4)) <= limit
 
 
 def test_block_causal_mask():
