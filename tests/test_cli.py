@@ -99,7 +99,7 @@ def test_plain_path_logs_the_same_run(lora_run, tiny_vl_model):
                                                  'eval_logps/', 'logits/', 'eval_logits/'))]
         assert len(keys) > 10
         for key in keys:
-            assert plain[key] == pytest.approx(fast[key], rel=2e-5, abs=1e-6), key
+            assert plain[key] == pytest.approx(fast[key], rel=1e-4, abs=1e-6), key
     assert train[-1]['rewards/margins'] > 0.1  # the compared run really trains
 
 
