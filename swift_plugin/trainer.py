@@ -1,8 +1,9 @@
 """APOTrainer: ms-swift's DPOTrainer with one chosen and K rejected answers per row.
 
-The trainer only wires data to ``loss.apo_loss``: it runs the policy (and the reference) over the
-``[chosen x B, rejected answers row by row]`` batch built by template.py, sums each sequence's
-answer log-probs, lays the rejected ones out as [B, max K] with a mask, and logs DPO's metrics plus
+The trainer only wires data to ``loss.apo_loss``: it gets the answer tokens' log-probs of the policy
+(and the reference) on the ``[chosen x B, rejected answers row by row]`` batch built by template.py
+from answer_logps.py (shared-prefix forward and lean log-probs where they apply), sums them per
+sequence, lays the rejected ones out as [B, max K] with a mask, and logs DPO's metrics plus
 ``num_rejected`` and per-source rewards. Everything else (reference model or disabled adapter,
 DeepSpeed, gradient accumulation, evaluation, checkpointing) is ms-swift's DPOTrainer.
 """
@@ -13,46 +14,43 @@ import torch
 from accelerate.utils import gather_object
 from swift.rlhf_trainers import DPOTrainer
 
+from .answer_logps import FastPathOptions, compute_answer_logps
 from .loss import APOLossOutput, apo_loss, pad_by_counts
 from .template import NUM_REJECTED_KEY, SOURCES_KEY
 
 
 class APOTrainer(DPOTrainer):
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fast_path = FastPathOptions.from_env(use_logits_to_keep=self.get_use_logits_to_keep(True))
+
     def concatenated_forward(self, model, batch, is_ref_model: bool = False):
         batch = batch.copy()
         num_rejected = batch.pop(NUM_REJECTED_KEY)
         batch.pop(SOURCES_KEY, None)
         batch.pop('text_position_ids', None)
-        if self.get_use_logits_to_keep(True):
-            self.prepare_logits_to_keep(batch)
-        if self.aux_loss_enabled:
-            batch['output_router_logits'] = True
         labels = batch.pop('labels')
-        outputs = model(**batch, use_cache=False)
-        logits = outputs.logits
-        if logits.shape[1] != labels.shape[1]:
-            logits = logits[:, -labels.shape[1]:]  # models that return logits for prepended image tokens
-        labels = torch.roll(labels, shifts=-1, dims=1)
-        per_token_logps, mean_logits, loss_mask = self.get_per_token_logps(
-            logits, labels, label_pad_token_id=self.label_pad_token_id)
-        del logits
+        model_kwargs = {'output_router_logits': True} if self.aux_loss_enabled else {}
+        answer = compute_answer_logps(model, self.accelerator.unwrap_model(model), batch, labels, num_rejected,
+                                      self.fast_path, model_kwargs)
 
         num_rows = num_rejected.shape[0]
-        sequence_logps = per_token_logps.sum(-1)
+        sequence_logps = answer.token_logps.new_zeros(labels.shape[0]).index_add(0, answer.sequence,
+                                                                                 answer.token_logps)
         rejected_logps, rejected_mask = pad_by_counts(sequence_logps[num_rows:], num_rejected)
-        chosen_tokens, rejected_tokens = loss_mask[:num_rows], loss_mask[num_rows:]
+        chosen_tokens = answer.sequence < num_rows
         output = {
             'chosen_logps': sequence_logps[:num_rows],
             'rejected_logps': rejected_logps,
             'rejected_mask': rejected_mask,
-            'mean_chosen_logits': mean_logits[:num_rows][chosen_tokens].mean(),
-            'mean_rejected_logits': mean_logits[num_rows:][rejected_tokens].mean(),
+            'mean_chosen_logits': answer.token_mean_logits[chosen_tokens].mean(),
+            'mean_rejected_logits': answer.token_mean_logits[~chosen_tokens].mean(),
         }
         if not is_ref_model:
-            output['nll_loss'] = -per_token_logps[:num_rows][chosen_tokens].mean()
+            output['nll_loss'] = -answer.token_logps[chosen_tokens].mean()
         if self.aux_loss_enabled:
-            output['aux_loss'] = outputs.aux_loss
+            output['aux_loss'] = answer.outputs.aux_loss
         return output
 
     def get_batch_loss_metrics(self, model, batch, train_eval='train', pair_loss_scale=None):

@@ -32,7 +32,10 @@ def lora_run(tiny_vl_model, tmp_path_factory):
     root = tmp_path_factory.mktemp('lora')
     write_apo_rows(root / 'data' / 'train.jsonl', TRAIN_KS, easy=True)
     write_apo_rows(root / 'data' / 'val.jsonl', VAL_KS, easy=True)
-    run_swift('rlhf', _vl_lora_args(tiny_vl_model, root / 'data'), root / 'out')
+    proc = run_swift('rlhf', _vl_lora_args(tiny_vl_model, root / 'data'), root / 'out')
+    # The fast paths are on by default; the comparison with the plain path below relies on it.
+    assert 'APO shared-prefix forward in use.' in proc.stdout + proc.stderr
+    assert 'APO lean log-probs in use.' in proc.stdout + proc.stderr
     logs = read_logs(root / 'out')
     return root, [line for line in logs if 'loss' in line], [line for line in logs if 'eval_loss' in line]
 
@@ -77,6 +80,27 @@ def test_evaluation_logs_the_same_metrics_with_eval_prefix(lora_run):
     for key in ['eval_rewards/margins', 'eval_rewards/accuracies', 'eval_logps/rejected', 'eval_rewards/rejected/T3']:
         assert key in line
     assert 'eval_rewards/rejected/T4' not in line  # no validation row has a fifth answer
+
+
+def test_plain_path_logs_the_same_run(lora_run, tiny_vl_model):
+    """APO_SHARED_PREFIX=0 APO_LEAN_LOGPS=0 (K + 1 full sequences, full logits) trains the same model:
+    every logged training and evaluation number of the 4 steps matches the fast run (gradient checkpointing on)."""
+    root, train, evals = lora_run
+    args = _vl_lora_args(tiny_vl_model, root / 'data')
+    args[args.index('--save_strategy') + 1] = 'no'
+    proc = run_swift('rlhf', args, root / 'plain', env={'APO_SHARED_PREFIX': '0', 'APO_LEAN_LOGPS': '0'})
+    assert 'in use.' not in proc.stdout + proc.stderr
+    logs = read_logs(root / 'plain')
+    plain_train = [line for line in logs if 'loss' in line]
+    plain_evals = [line for line in logs if 'eval_loss' in line]
+    assert len(plain_train) == len(train) == 4 and len(plain_evals) == len(evals) == 1
+    for fast, plain in zip(train + evals, plain_train + plain_evals):
+        keys = [k for k in fast if k.startswith(('loss', 'eval_loss', 'rewards/', 'eval_rewards/', 'logps/',
+                                                 'eval_logps/', 'logits/', 'eval_logits/'))]
+        assert len(keys) > 10
+        for key in keys:
+            assert plain[key] == pytest.approx(fast[key], rel=1e-4, abs=1e-6), key
+    assert train[-1]['rewards/margins'] > 0.1  # the compared run really trains
 
 
 def test_resume_from_checkpoint_continues_the_same_run(lora_run, tiny_vl_model):
@@ -147,17 +171,30 @@ def test_two_ranks_with_gloo(tiny_vl_model, tmp_path):
 
 @pytest.mark.parametrize('zero', ['zero2', 'zero3'])
 def test_deepspeed_full_tuning(tiny_vl_model, tmp_path, zero):
-    """Full tuning under DeepSpeed: the reference model is created automatically and stays fixed."""
+    """Full tuning under DeepSpeed: the reference model is created automatically and stays fixed.
+
+    Under ZeRO-3 the run is repeated with the fast paths off: the same losses step by step.
+    """
     write_apo_rows(tmp_path / 'train.jsonl', TRAIN_KS, easy=True)
-    run_swift('rlhf', ['--rlhf_type', 'apo', '--model', tiny_vl_model, *VL_FLAGS, '--tuner_type', 'full',
-                       '--deepspeed', zero, '--dataset', str(tmp_path / 'train.jsonl'), '--split_dataset_ratio', '0',
-                       '--per_device_train_batch_size', '3', '--gradient_accumulation_steps', '1',
-                       '--learning_rate', '1e-3', '--max_steps', '3', '--save_strategy', 'no'],
-              tmp_path / 'out', env={'NPROC_PER_NODE': '1', 'MASTER_PORT': '29534'})
-    logs = read_logs(tmp_path / 'out')
+    paths = {'fast': {}, 'plain': {'APO_SHARED_PREFIX': '0', 'APO_LEAN_LOGPS': '0'}} if zero == 'zero3' else {'fast': {}}
+    runs = {}
+    for name, env in paths.items():
+        proc = run_swift('rlhf', ['--rlhf_type', 'apo', '--model', tiny_vl_model, *VL_FLAGS, '--tuner_type', 'full',
+                                  '--deepspeed', zero, '--dataset', str(tmp_path / 'train.jsonl'),
+                                  '--split_dataset_ratio', '0', '--per_device_train_batch_size', '3',
+                                  '--gradient_accumulation_steps', '1', '--learning_rate', '1e-3', '--max_steps', '3',
+                                  '--save_strategy', 'no'],
+                         tmp_path / name, env={'NPROC_PER_NODE': '1', 'MASTER_PORT': '29534', **env})
+        assert ('APO shared-prefix forward in use.' in proc.stdout + proc.stderr) == (name == 'fast')
+        runs[name] = read_logs(tmp_path / name)
+    logs = runs['fast']
     assert logs[0]['loss'] == pytest.approx(mean_log_1_plus_k(TRAIN_KS), abs=1e-4)
     assert logs[-1]['rewards/margins'] > 0.0
     assert logs[-1]['loss'] < logs[0]['loss']
+    if 'plain' in runs:
+        assert [line['loss'] for line in runs['plain']] == pytest.approx([line['loss'] for line in logs], rel=2e-5)
+        assert [line['rewards/margins'] for line in runs['plain']] == pytest.approx(
+            [line['rewards/margins'] for line in logs], rel=1e-4, abs=1e-6)
 
 
 def test_bad_row_stops_the_run_naming_file_line_and_field(tiny_vl_model, tmp_path):

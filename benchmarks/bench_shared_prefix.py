@@ -1,0 +1,272 @@
+"""Time and peak memory per prompt of one APO training step, three ways (prints a table; not a test).
+
+    A  ms-swift pairwise DPO, as the seed recipe trains (``--rlhf_type dpo`` on K rows (chosen, rejected_k)):
+       the template's rlhf encoding of each pair, one pair per micro-batch ([chosen, rejected]), the
+       model with ms-swift's logits_to_keep (logits from the first answer position on), full logits,
+       trl's selective_log_softmax as ms-swift's DPOTrainer.get_per_token_logps calls it, sigmoid loss.
+       Re-implemented here from those pieces (DPOTrainer itself needs a whole training set-up).
+    B  APO, plain path: one row, K + 1 sequences, full logits (APO_SHARED_PREFIX=0 APO_LEAN_LOGPS=0).
+    C  APO, shared-prefix forward + lean log-probs (the default).
+
+Each step is what one prompt costs in training: the reference forward (LoRA adapter disabled, no grad),
+the policy forward and the backward. LoRA rank 8 on every linear layer of the language model, as the
+published recipe. Each variant runs in its own process so that its peak memory is its own:
+CUDA: torch.cuda.max_memory_allocated over the steps, minus what was allocated before them;
+CPU: the peak resident set size sampled every 2 ms during the steps, minus the size before them.
+
+    python benchmarks/bench_shared_prefix.py                       # CPU, float32
+    python benchmarks/bench_shared_prefix.py --device cuda         # bf16, sdpa
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / 'tools'))
+
+VARIANTS = {
+    'A': 'ms-swift DPO, K pairwise rows',
+    'B': 'APO plain path',
+    'C': 'APO shared prefix + lean log-probs',
+}
+
+
+def _args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--hidden-size', type=int, default=512)
+    parser.add_argument('--num-layers', type=int, default=4)
+    parser.add_argument('--vision-depth', type=int, default=2)
+    parser.add_argument('--k', type=int, default=7, help='rejected answers per prompt')
+    parser.add_argument('--image-side', type=int, default=840, help='pixels; (side / 28)^2 image tokens')
+    parser.add_argument('--prompt-tokens', type=int, default=1000, help='image + text tokens of the prompt')
+    parser.add_argument('--answer-tokens', type=int, default=350)
+    parser.add_argument('--warmup', type=int, default=1)
+    parser.add_argument('--steps', type=int, default=3)
+    parser.add_argument('--variants', default='ABC')
+    parser.add_argument('--model-dir', default=os.path.join(tempfile.gettempdir(), 'swift-apo-bench-model'))
+    parser.add_argument('--worker', choices=list(VARIANTS), help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+class _PeakRSS:
+    """Samples this process's resident set size in a thread (CPU has no allocator peak counter)."""
+
+    def __init__(self):
+        self.page = os.sysconf('SC_PAGE_SIZE')
+        self.peak, self._stop = 0, threading.Event()
+
+    def rss(self):
+        with open('/proc/self/statm') as f:
+            return int(f.read().split()[1]) * self.page
+
+    def __enter__(self):
+        self.base = self.peak = self.rss()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.wait(0.002):
+            self.peak = max(self.peak, self.rss())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.rss())
+
+
+def _rows(args, image_path):
+    import random
+    rng = random.Random(0)
+    words = 'left right basal opacity effusion volume loss atelectasis lung heart size normal mild severe'.split()
+
+    def text(n_chars):
+        out = ''
+        while len(out) < n_chars:
+            out += rng.choice(words) + ' '
+        return out[:n_chars]
+
+    image_tokens = (args.image_side // 28)**2
+    # The byte-level tokenizer makes one token per ASCII character; the chat template adds about 40.
+    question = text(max(8, args.prompt_tokens - image_tokens - 40))
+    answers = [text(args.answer_tokens - 2) for _ in range(args.k + 1)]  # -2: <|im_end|> and newline
+    messages = [{'role': 'user', 'content': '<image>' + question}, {'role': 'assistant', 'content': answers[0]}]
+    return messages, answers, [str(image_path)]
+
+
+def _worker(args):
+    os.environ.setdefault('HF_HUB_OFFLINE', '1')
+    os.environ['MAX_PIXELS'] = str(args.image_side**2)
+    import copy
+
+    import numpy as np
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from PIL import Image
+    from swift.model import get_model_processor
+    from swift.template import get_template
+    from trl.trainer.utils import selective_log_softmax
+
+    import swift_plugin  # noqa: F401  (the 'apo' template mode)
+    from swift_plugin.answer_logps import FastPathOptions, compute_answer_logps
+    from swift_plugin.loss import apo_loss, pad_by_counts
+    from swift_plugin.template import NUM_REJECTED_KEY, SOURCES_KEY
+
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == 'cuda' else torch.float32
+    model, processor = get_model_processor(args.model_dir, model_type='qwen2_5_vl', torch_dtype=dtype, attn_impl='sdpa')
+    model.to(device)
+    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=32, target_modules=(
+        r'.*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)')))
+    model.enable_input_require_grads()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': False})
+    model.train()
+
+    image_path = Path(args.model_dir) / 'bench.png'
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (args.image_side, args.image_side, 3), dtype=np.uint8)).save(image_path)
+    messages, answers, images = _rows(args, image_path)
+    template = get_template(processor, template_type='qwen2_5_vl', max_length=None)
+    template.model = model
+    beta = 0.1
+
+    def to_device(batch):
+        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    if args.worker == 'A':
+        template.set_mode('rlhf')
+        pairs = [{'messages': messages, 'rejected_response': rejected, 'images': images} for rejected in answers[1:]]
+        batches = [to_device(template.data_collator([template.encode(copy.deepcopy(p))])) for p in pairs]
+
+        def logps(batch):  # ms-swift DPOTrainer.concatenated_forward (+ prepare_logits_to_keep) without padding_free
+            batch = dict(batch)
+            batch.pop('text_position_ids', None)
+            labels = batch.pop('labels')
+            keep = labels.shape[-1] - int((labels != -100).int().argmax(-1).min()) + 1
+            logits = model(**batch, logits_to_keep=keep, use_cache=False).logits
+            labels = torch.roll(labels[:, -keep:], shifts=-1, dims=1)
+            mask = labels != -100
+            per_token = selective_log_softmax(logits, labels.masked_fill(~mask, 0))
+            return (per_token * mask).sum(-1)
+
+        def step():
+            for batch in batches:
+                with torch.no_grad(), model.disable_adapter():
+                    ref = logps(batch)
+                policy = logps(batch)
+                margin = (policy[0] - ref[0]) - (policy[1] - ref[1])
+                loss = -torch.nn.functional.logsigmoid(beta * margin)
+                loss.backward()
+            return float(loss)
+
+        tokens = sum(int(b['attention_mask'].sum()) for b in batches)
+        prompt_tokens = int(batches[0]['labels'][0].ne(-100).int().argmax())
+    else:
+        template.set_mode('apo')
+        fast = args.worker == 'C'
+        row = {'messages': messages, 'rejected_response': answers[1:], 'images': images}
+        batch = to_device(template.data_collator([template.encode(copy.deepcopy(row))]))
+        num_rejected = batch.pop(NUM_REJECTED_KEY)
+        batch.pop(SOURCES_KEY, None)
+        batch.pop('text_position_ids', None)
+        labels = batch.pop('labels')
+        options = FastPathOptions(shared_prefix=fast, lean_logps=fast)
+
+        def logps():
+            answer = compute_answer_logps(model, model, batch, labels, num_rejected, options)
+            assert answer.packed == fast
+            return answer.token_logps.new_zeros(labels.shape[0]).index_add(0, answer.sequence, answer.token_logps)
+
+        def step():
+            with torch.no_grad(), model.disable_adapter():
+                ref = logps()
+            policy = logps()
+            rejected, mask = pad_by_counts(policy[1:], num_rejected)
+            loss = apo_loss(policy[:1], rejected, ref[:1], pad_by_counts(ref[1:], num_rejected)[0], mask, beta).losses
+            loss.mean().backward()
+            return float(loss.mean())
+
+        prompt_tokens = int(labels[0].ne(-100).int().argmax())
+        tokens = int(batch['attention_mask'].sum())
+        if fast:  # the prompt once, not once per sequence
+            tokens -= (labels.shape[0] - 1) * prompt_tokens
+    template.register_post_encode_hook([model])
+
+    for _ in range(args.warmup):
+        step()
+        model.zero_grad(set_to_none=True)
+    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+    if device.type == 'cuda':
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    times = []
+    with _PeakRSS() as rss:
+        for _ in range(args.steps):
+            sync()
+            start = time.perf_counter()
+            loss = step()
+            sync()
+            times.append(time.perf_counter() - start)
+            model.zero_grad(set_to_none=True)
+    peak = torch.cuda.max_memory_allocated() - base if device.type == 'cuda' else rss.peak - rss.base
+    print(json.dumps({'variant': args.worker, 'seconds': sorted(times)[len(times) // 2], 'peak_bytes': peak,
+                      'tokens': tokens, 'prompt_tokens': prompt_tokens, 'loss': loss}))
+
+
+def main():
+    args = _args()
+    if args.worker:
+        return _worker(args)
+    from tiny_qwen2_5_vl import build_tiny_qwen2_5_vl
+    model_dir = Path(args.model_dir)
+    config = model_dir / 'config.json'
+    wanted = (args.hidden_size, args.num_layers, args.vision_depth)
+    if not config.exists() or json.loads((model_dir / 'bench_shape.json').read_text()) != list(wanted):
+        build_tiny_qwen2_5_vl(model_dir, seed=0, hidden_size=args.hidden_size, num_layers=args.num_layers,
+                              vision_depth=args.vision_depth)
+        (model_dir / 'bench_shape.json').write_text(json.dumps(list(wanted)))
+    results = {}
+    for variant in args.variants:
+        cmd = [sys.executable, __file__, '--worker', variant] + sys.argv[1:]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, 'PYTHONPATH': str(REPO)})
+        if proc.returncode != 0:
+            sys.exit(f'variant {variant} failed:\n{proc.stderr[-4000:]}')
+        results[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f'{variant} done: {results[variant]}', file=sys.stderr)
+
+    k, answer = args.k, args.answer_tokens
+    prompt = next(iter(results.values()))['prompt_tokens']
+    print(f'\nhidden {args.hidden_size}, {args.num_layers} layers, vision depth {args.vision_depth}, vocab 151936, '
+          f'device {args.device}; prompt P = {prompt} tokens (image {(args.image_side // 28)**2}), '
+          f'K = {k} answers of R ~ {answer} tokens; LoRA r8, gradient checkpointing; median of {args.steps} steps')
+    print('time per prompt = reference forward + policy forward + backward\n')
+    print(f'| variant | tokens through the LM | time per prompt (s) | peak memory (MiB) |')
+    print('|---|---:|---:|---:|')
+    for variant, r in results.items():
+        print(f'| {variant}: {VARIANTS[variant]} | {r["tokens"]} | {r["seconds"]:.2f} | {r["peak_bytes"] / 2**20:.0f} |')
+    print()
+    if 'A' in results and 'C' in results:
+        print(f'C/A time: {results["C"]["seconds"] / results["A"]["seconds"]:.3f}')
+    if 'B' in results and 'C' in results:
+        print(f'C/B time: {results["C"]["seconds"] / results["B"]["seconds"]:.3f}')
+        print(f'C/B peak memory: {results["C"]["peak_bytes"] / max(results["B"]["peak_bytes"], 1):.3f}')
+        print(f'APO loss B vs C: {results["B"]["loss"]:.6f} vs {results["C"]["loss"]:.6f}')
+    print(f'theoretical token ratio (P + (K+1)R) / (2K(P+R)) = {(prompt + (k + 1) * answer) / (2 * k * (prompt + answer)):.3f}')
+    lm_flops = 2 * (2 * args.hidden_size**2 + 2 * args.hidden_size * 32 + 3 * args.hidden_size * 2 * args.hidden_size)
+    head_flops = 2 * args.hidden_size * 151936
+    # Shapes of tools/tiny_qwen2_5_vl.py: head_dim 16, 2 key/value heads, intermediate 2 x hidden.
+    print(f'per answer token, the vocabulary head costs {head_flops / (args.num_layers * lm_flops):.1f}x all '
+          f'{args.num_layers} decoder layers\' linear layers together (it runs once per answer token in every variant)')
+
+
+if __name__ == '__main__':
+    main()

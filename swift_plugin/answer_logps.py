@@ -1,0 +1,165 @@
+"""Log-probs of every answer token of an APO batch: the model call, with the two fast paths and their fall-backs.
+
+* shared prefix (shared_prefix.py): each row's image and prompt go through the model once, its K + 1
+  answers after them under a block-causal mask. Needs an attention implementation that takes a 4D mask
+  (sdpa, eager) and a forward that takes position_ids; flash-attention cannot express "attend to the
+  prompt and to your own answer only" in one packed sequence, so it runs the plain batch.
+* lean log-probs (lean_logps.py): the model returns hidden states (and the logits of one position
+  only, through ``logits_to_keep=1``); the lm_head runs on answer positions only, chunk by chunk.
+
+Each is on unless switched off (``APO_SHARED_PREFIX=0``, ``APO_LEAN_LOGPS=0``); whenever one does not
+apply, the reason is logged once and the plain computation runs. Both give the plain path's
+log-probs: the tests compare losses, logits and every gradient.
+"""
+import inspect
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+import torch
+from swift.utils import get_logger
+
+from .lean_logps import DEFAULT_CHUNK_SIZE, logps_and_mean_logits, token_logps
+from .shared_prefix import pack_shared_prefix, plain_answer_tokens
+
+logger = get_logger()
+_MASK_ATTENTION = ('sdpa', 'eager')
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, '1').strip().lower() not in ('0', 'false', 'no', 'off')
+
+
+@dataclass
+class FastPathOptions:
+    shared_prefix: bool = True
+    lean_logps: bool = True
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    # For the full-logits path: compute logits from the first answer position on only.
+    use_logits_to_keep: bool = True
+
+    @classmethod
+    def from_env(cls, use_logits_to_keep: bool = True) -> 'FastPathOptions':
+        return cls(
+            shared_prefix=_env_flag('APO_SHARED_PREFIX'),
+            lean_logps=_env_flag('APO_LEAN_LOGPS'),
+            chunk_size=int(os.environ.get('APO_LOGPS_CHUNK_SIZE', DEFAULT_CHUNK_SIZE)),
+            use_logits_to_keep=use_logits_to_keep)
+
+
+@dataclass
+class AnswerLogps:
+    token_logps: torch.Tensor  # [answer tokens], float32 or wider, differentiable
+    token_mean_logits: torch.Tensor  # [answer tokens], detached
+    sequence: torch.Tensor  # [answer tokens]: the plain sequence each token belongs to
+    outputs: Any  # the model's output (aux_loss and the like)
+    packed: bool  # whether the shared-prefix batch ran
+
+
+def _hf_model(unwrapped_model):
+    """The transformers model under a PeftModel (ms-swift's Template.get_base_model does the same)."""
+    base = getattr(unwrapped_model, 'base_model', None)
+    return base.model if base is not None and hasattr(base, 'peft_config') else unwrapped_model
+
+
+def _forward_parameters(hf_model):
+    return inspect.signature(hf_model.forward).parameters
+
+
+def _pack(hf_model, batch, labels, num_rejected):
+    config = hf_model.config
+    attention = config.get_text_config()._attn_implementation
+    if attention not in _MASK_ATTENTION:
+        return None, f'attention implementation {attention!r} takes no block-causal 4D mask (use sdpa or eager)'
+    if 'position_ids' not in _forward_parameters(hf_model):
+        return None, f'{type(hf_model).__name__}.forward takes no position_ids'
+    vision = getattr(config, 'vision_config', None)
+    return pack_shared_prefix(
+        batch,
+        labels,
+        num_rejected,
+        image_token_id=getattr(config, 'image_token_id', None),
+        image_merge_size=getattr(vision, 'spatial_merge_size', None),
+        mask_dtype=None if attention == 'sdpa' else hf_model.dtype)
+
+
+def _lean_reason(hf_model, unwrapped_model) -> str:
+    if 'logits_to_keep' not in _forward_parameters(hf_model):
+        return f'{type(hf_model).__name__}.forward takes no logits_to_keep'
+    if unwrapped_model.get_output_embeddings() is None:
+        return f'{type(hf_model).__name__} has no output embeddings'
+    return ''
+
+
+def _from_hidden_states(model, head, inputs, tokens, model_kwargs, chunk_size):
+    outputs = model(**inputs, **model_kwargs, use_cache=False, output_hidden_states=True, logits_to_keep=1)
+    hidden = outputs.hidden_states[-1]
+    # The lean path assumes logits == head(last hidden state); models that post-process logits
+    # (soft-capping, scaling) or whose last hidden state is not the head's input fail this check.
+    with torch.no_grad():
+        consistent = torch.allclose(head(hidden[:, -1:]).float(), outputs.logits[:, -1:].float(), rtol=1e-3, atol=1e-3)
+    if not consistent:
+        return None, outputs
+    logps, mean_logits = token_logps(hidden[tokens.row, tokens.position], tokens.target, head, chunk_size)
+    return (logps, mean_logits), outputs
+
+
+def _from_logits(model, inputs, tokens, model_kwargs, use_logits_to_keep):
+    length = inputs['input_ids'].shape[1]
+    if use_logits_to_keep and tokens.position.numel():
+        model_kwargs = {**model_kwargs, 'logits_to_keep': length - int(tokens.position.min())}
+    outputs = model(**inputs, **model_kwargs, use_cache=False)
+    logits = outputs.logits
+    offset = length - logits.shape[1]  # logits_to_keep dropped the first positions
+    logps, mean_logits = logps_and_mean_logits(logits[tokens.row, tokens.position - offset], tokens.target)
+    return (logps, mean_logits.detach()), outputs
+
+
+def compute_answer_logps(model,
+                         unwrapped_model,
+                         batch: Dict[str, Any],
+                         labels: torch.Tensor,
+                         num_rejected: torch.Tensor,
+                         options: FastPathOptions,
+                         model_kwargs: Optional[Dict[str, Any]] = None) -> AnswerLogps:
+    """Per-token log-probs of every answer token of ``[chosen x B, rejected row by row]``.
+
+    Args:
+        model: what to call (a DDP/DeepSpeed wrapper, a PeftModel, a transformers model).
+        unwrapped_model: the same without DDP/DeepSpeed, to read its config and lm_head from.
+        batch: the model inputs of the plain batch, without labels.
+        labels: [sequences, length], unshifted.
+        num_rejected: [B].
+        options: which fast paths to try; ``lean_logps`` is switched off for good when the model's
+            logits turn out not to be its lm_head applied to its last hidden state.
+        model_kwargs: extra model arguments (e.g. output_router_logits).
+    """
+    model_kwargs = model_kwargs or {}
+    hf_model = _hf_model(unwrapped_model)
+    inputs, tokens = batch, plain_answer_tokens(labels)
+    packed = False
+    if options.shared_prefix:
+        packed_batch, reason = _pack(hf_model, batch, labels, num_rejected)
+        if packed_batch is None:
+            logger.warning_once(f'APO shared-prefix forward not used: {reason}; running the plain batch.')
+        else:
+            inputs, tokens, packed = packed_batch.inputs, packed_batch.tokens, True
+            logger.info_once('APO shared-prefix forward in use.')
+    result = None
+    if options.lean_logps:
+        reason = _lean_reason(hf_model, unwrapped_model)
+        if not reason:
+            head = unwrapped_model.get_output_embeddings()
+            result, outputs = _from_hidden_states(model, head, inputs, tokens, model_kwargs, options.chunk_size)
+            if result is None:
+                options.lean_logps = False
+                reason = "the model's logits are not its lm_head applied to its last hidden state"
+            else:
+                logger.info_once('APO lean log-probs in use.')
+        if reason:
+            logger.warning_once(f'APO lean log-probs not used: {reason}; computing full logits.')
+    if result is None:
+        result, outputs = _from_logits(model, inputs, tokens, model_kwargs, options.use_logits_to_keep)
+    logps, mean_logits = result
+    return AnswerLogps(logps, mean_logits, tokens.sequence, outputs, packed)
+

@@ -1,0 +1,240 @@
+"""Shared-prefix forward and lean log-probs give the plain path's numbers, on the real tiny Qwen2.5-VL.
+
+Batches come from ms-swift's real Qwen2.5-VL template in APO mode (mixed K, images) and run through the
+model with ms-swift's post-encode hook (image features merged into the embeddings), in float64 so that
+"equal" can mean 1e-5 relative or better.
+"""
+import copy
+from contextlib import contextmanager
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from swift.model import get_model_processor
+from swift.template import get_template
+
+import swift_plugin  # noqa: F401  (arms the 'apo' template mode)
+from swift_plugin.answer_logps import FastPathOptions, compute_answer_logps
+from swift_plugin.loss import apo_loss, pad_by_counts
+from swift_plugin.shared_prefix import pack_shared_prefix, plain_answer_tokens
+from swift_plugin.template import NUM_REJECTED_KEY, SOURCES_KEY
+
+KS = [1, 3, 2]
+PATHS = {
+    'plain': FastPathOptions(shared_prefix=False, lean_logps=False),
+    'shared_prefix': FastPathOptions(shared_prefix=True, lean_logps=False),
+    'lean': FastPathOptions(shared_prefix=False, lean_logps=True, chunk_size=128),
+    'both': FastPathOptions(shared_prefix=True, lean_logps=True, chunk_size=128),
+}
+
+
+@pytest.fixture(scope='module')
+def env():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv('HF_HUB_OFFLINE', '1')
+        mp.setenv('MAX_PIXELS', '3136')
+        yield
+
+
+def _load(path, model_type, attn_impl='sdpa'):
+    model, processor = get_model_processor(path, model_type=model_type, torch_dtype=torch.float64,
+                                           attn_impl=attn_impl)
+    return model, processor
+
+
+def _rows(tmp_path, ks, images=True):
+    from PIL import Image
+    rows = []
+    for i, k in enumerate(ks):
+        row = {
+            'messages': [{'role': 'user', 'content': ('<image>' if images else '') + f'Findings for study {i}?'},
+                         {'role': 'assistant', 'content': f'C{i}: cm{"!" * i}'}],
+            'rejected_response': [f'T{j}: {"no " * j}cm' for j in range(k)],
+        }
+        if images:
+            image = tmp_path / f'cxr{i}.png'
+            Image.new('RGB', (56, 56), (30 * i, 90, 200 - 20 * i)).save(image)
+            row['images'] = [str(image)]
+        rows.append(row)
+    return rows
+
+
+def _batch(template, rows):
+    batch = template.data_collator([template.encode(copy.deepcopy(r)) for r in rows])
+    num_rejected = batch.pop(NUM_REJECTED_KEY)
+    batch.pop(SOURCES_KEY, None)
+    batch.pop('text_position_ids', None)
+    labels = batch.pop('labels')
+    return batch, labels, num_rejected
+
+
+def _template(processor, model, template_type):
+    template = get_template(processor, template_type=template_type)
+    template.set_mode('apo')
+    template.model = model
+    return template
+
+
+def _sequence_logps(model, batch, labels, num_rejected, options):
+    answer = compute_answer_logps(model, model, batch, labels, num_rejected, copy.copy(options))
+    sums = answer.token_logps.new_zeros(labels.shape[0]).index_add(0, answer.sequence, answer.token_logps)
+    return sums, answer
+
+
+def _loss_and_grads(model, reference, batch, labels, num_rejected, options):
+    """APO loss + rpo-style NLL of the policy against ``reference()``'s log-probs, and every gradient."""
+    model.zero_grad(set_to_none=True)
+    with torch.no_grad(), reference() as ref_model:
+        ref, _ = _sequence_logps(ref_model, batch, labels, num_rejected, options)
+    policy, answer = _sequence_logps(model, batch, labels, num_rejected, options)
+    rows = num_rejected.shape[0]
+    rejected, mask = pad_by_counts(policy[rows:], num_rejected)
+    ref_rejected, _ = pad_by_counts(ref[rows:], num_rejected)
+    loss = apo_loss(policy[:rows], rejected, ref[:rows], ref_rejected, mask, beta=0.5).losses.mean()
+    loss = loss - 0.3 * answer.token_logps[answer.sequence < rows].mean()
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    return loss.detach(), ref, policy.detach(), grads, answer
+
+
+def _assert_same(expected, got, what, rel=1e-5):
+    scale = expected.abs().max().clamp_min(1e-12)
+    err = (got - expected).abs().max() / scale
+    assert err <= rel, f'{what}: max relative error {float(err):.2e}'
+
+
+def _frozen(ref_model):
+
+    @contextmanager
+    def reference():
+        yield ref_model
+
+    return reference
+
+
+def _adapter_disabled(peft_model):
+
+    @contextmanager
+    def reference():
+        with peft_model.disable_adapter():
+            yield peft_model
+
+    return reference
+
+
+@pytest.fixture(scope='module')
+def vl(env, tiny_vl_model):
+    return tiny_vl_model
+
+
+@pytest.mark.parametrize('tuning, paths', [('lora', ['shared_prefix', 'lean', 'both']), ('full', ['both'])])
+def test_loss_and_every_gradient_equal_the_plain_path(vl, tmp_path, tuning, paths):
+    """Policy with gradients and reference without (LoRA: the adapter disabled; full: a second model)."""
+    model, processor = _load(vl, 'qwen2_5_vl')
+    torch.manual_seed(0)
+    if tuning == 'lora':
+        # init_lora_weights=False: a non-zero adapter, so policy != reference (the adapter-disabled model).
+        model = get_peft_model(model, LoraConfig(r=4, target_modules=['q_proj', 'v_proj', 'down_proj', 'qkv'],
+                                                 init_lora_weights=False))
+        reference = _adapter_disabled(model)
+    else:
+        ref_model = copy.deepcopy(model)
+        with torch.no_grad():
+            for p in ref_model.parameters():
+                p.add_(torch.randn_like(p) * 0.02)
+        reference = _frozen(ref_model)
+        model.gradient_checkpointing_enable()
+        model.train()
+    template = _template(processor, model, 'qwen2_5_vl')
+    template.register_post_encode_hook([model] + ([] if tuning == 'lora' else [ref_model]))
+    try:
+        batch, labels, num_rejected = _batch(template, _rows(tmp_path, KS))
+        results = {name: _loss_and_grads(model, reference, batch, labels, num_rejected, PATHS[name])
+                   for name in ['plain'] + paths}
+    finally:
+        template.remove_post_encode_hook()
+    loss, ref, policy, grads, _ = results['plain']
+    assert not torch.allclose(ref, policy), 'policy and reference must differ for the test to mean something'
+    assert len(grads) > 10 and all(g.abs().sum() > 0 for n, g in grads.items() if 'lm_head' in n or 'visual' in n)
+    for name in paths:
+        got_loss, got_ref, got_policy, got_grads, answer = results[name]
+        assert answer.packed == PATHS[name].shared_prefix
+        _assert_same(loss, got_loss, f'{name} loss')
+        _assert_same(ref, got_ref, f'{name} reference log-probs')
+        _assert_same(policy, got_policy, f'{name} policy log-probs')
+        assert got_grads.keys() == grads.keys()
+        for param, grad in grads.items():
+            _assert_same(grad, got_grads[param], f'{name} gradient of {param}')
+
+
+def test_answer_logits_and_positions_equal_the_plain_path(vl, tmp_path):
+    model, processor = _load(vl, 'qwen2_5_vl', attn_impl='eager')  # eager: the additive float mask
+    template = _template(processor, model, 'qwen2_5_vl')
+    template.register_post_encode_hook([model])
+    try:
+        batch, labels, num_rejected = _batch(template, _rows(tmp_path, KS))
+        packed, reason = pack_shared_prefix(batch, labels, num_rejected, image_token_id=model.config.image_token_id,
+                                            image_merge_size=2, mask_dtype=torch.float64)
+        assert reason == ''
+        with torch.no_grad():
+            plain_logits = model(**batch, use_cache=False).logits
+            packed_logits = model(**packed.inputs, use_cache=False).logits
+    finally:
+        template.remove_post_encode_hook()
+    plain = plain_answer_tokens(labels)
+    assert torch.equal(plain.sequence, packed.tokens.sequence) and torch.equal(plain.target, packed.tokens.target)
+    _assert_same(plain_logits[plain.row, plain.position], packed_logits[packed.tokens.row, packed.tokens.position],
+                 'answer-token logits', rel=1e-6)
+    # One image per row through the vision tower instead of one per sequence, and far fewer tokens.
+    assert packed.inputs['image_grid_thw'].shape[0] == len(KS) < batch['image_grid_thw'].shape[0]
+    assert packed.inputs['input_ids'].numel() < batch['input_ids'].numel() * 0.7
+
+    # The positions themselves: every answer continues from the end of its prompt, as the model's own
+    # get_rope_index places prompt + that answer alone.
+    rows = len(KS)
+    first_rejected = rows + sum(KS[:1])  # row 1's first rejected sequence
+    seq = first_rejected + 2
+    real = batch['attention_mask'][seq].bool()
+    ids = batch['input_ids'][seq][real]
+    expected, _ = model.model.get_rope_index(ids[None], batch['mm_token_type_ids'][seq][real][None],
+                                             image_grid_thw=batch['image_grid_thw'][1:2],
+                                             attention_mask=torch.ones_like(ids)[None])
+    answer_start = int((labels[seq] != -100).int().argmax())
+    answer_len = len(ids) - answer_start
+    segment = packed.tokens.position[packed.tokens.sequence == seq]
+    offset = int(segment[1])  # segment[0] is the prompt's last position, which predicts the first answer token
+    got = packed.inputs['position_ids'][:, 1, offset:offset + answer_len]
+    assert torch.equal(got, expected[:, 0, answer_start:])
+    assert int(got[0, 0]) == int(expected[:, 0, :answer_start].max()) + 1
+
+
+def test_text_model_full_tuning_equals_plain_path(env, tiny_text_model, tmp_path):
+    model, processor = _load(tiny_text_model, 'qwen2')
+    ref_model = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in ref_model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    template = _template(processor, model, 'qwen2_5')
+    batch, labels, num_rejected = _batch(template, _rows(tmp_path, [3, 1, 2], images=False))
+    plain = _loss_and_grads(model, _frozen(ref_model), batch, labels, num_rejected, PATHS['plain'])
+    both = _loss_and_grads(model, _frozen(ref_model), batch, labels, num_rejected, PATHS['both'])
+    assert both[4].packed
+    _assert_same(plain[0], both[0], 'loss')
+    _assert_same(plain[1], both[1], 'reference log-probs')
+    for param, grad in plain[3].items():
+        _assert_same(grad, both[3][param], f'gradient of {param}')
+
+
+def test_prompts_that_differ_fall_back_to_the_plain_batch(env, tiny_text_model, tmp_path):
+    """Left truncation cuts each sequence's prompt differently: no shared prefix, plain path, same numbers."""
+    model, processor = _load(tiny_text_model, 'qwen2')
+    template = get_template(processor, template_type='qwen2_5', max_length=70, truncation_strategy='left')
+    template.set_mode('apo')
+    batch, labels, num_rejected = _batch(template, _rows(tmp_path, [2, 3], images=False))
+    _, reason = pack_shared_prefix(batch, labels, num_rejected)
+    assert reason.startswith('row 0: its answers do not share one prompt')
+    with torch.no_grad():
+        plain, _ = _sequence_logps(model, batch, labels, num_rejected, PATHS['plain'])
+        fast, answer = _sequence_logps(model, batch, labels, num_rejected, PATHS['both'])
+    assert not answer.packed
+    _assert_same(plain, fast, 'log-probs')
