@@ -111,11 +111,13 @@ def _worker(args):
     import torch
     from peft import LoraConfig, get_peft_model
     from PIL import Image
+
+    import swift_plugin
+    swift_plugin.install()  # the 'apo' template mode, also where the package is not installed (no .pth)
     from swift.model import get_model_processor
     from swift.template import get_template
     from trl.trainer.utils import selective_log_softmax
 
-    import swift_plugin  # noqa: F401  (the 'apo' template mode)
     from swift_plugin.answer_logps import FastPathOptions, compute_answer_logps
     from swift_plugin.loss import apo_loss, pad_by_counts
     from swift_plugin.template import NUM_REJECTED_KEY, SOURCES_KEY
@@ -237,7 +239,7 @@ def main():
     results = {}
     for variant in args.variants:
         cmd = [sys.executable, __file__, '--worker', variant] + sys.argv[1:]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, 'PYTHONPATH': str(REPO)})
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, 'PYTHONPATH': os.pathsep.join(filter(None, [str(REPO), os.environ.get('PYTHONPATH')]))})
         if proc.returncode != 0:
             sys.exit(f'variant {variant} failed:\n{proc.stderr[-4000:]}')
         results[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -249,7 +251,7 @@ def main():
           f'device {args.device}; prompt P = {prompt} tokens (image {(args.image_side // 28)**2}), '
           f'K = {k} answers of R ~ {answer} tokens; LoRA r8, gradient checkpointing; median of {args.steps} steps')
     print('time per prompt = reference forward + policy forward + backward\n')
-    print(f'| variant | tokens through the LM | time per prompt (s) | peak memory (MiB) |')
+    print('| variant | tokens through the LM | time per prompt (s) | peak memory (MiB) |')
     print('|---|---:|---:|---:|')
     for variant, r in results.items():
         print(f'| {variant}: {VARIANTS[variant]} | {r["tokens"]} | {r["seconds"]:.2f} | {r["peak_bytes"] / 2**20:.0f} |')
