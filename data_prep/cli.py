@@ -309,11 +309,16 @@ def run_report(args) -> None:
         run.finish()
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_command(parser: argparse.ArgumentParser, program: str, argv: Optional[List[str]]) -> int:
+    """Parse, run the chosen subcommand, and turn a DataError into a one-line message and exit code 2."""
+    args = parser.parse_args(argv)
     try:
         args.run(args)
     except DataError as e:
-        print(f'data_prep {args.command}: error: {e}', file=sys.stderr)
+        print(f'{program} {args.command}: error: {e}', file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    return run_command(build_parser(), 'data_prep', argv)

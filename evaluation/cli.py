@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from data_prep.cli import run_command
 from data_prep.outputs import dump_row, output_set
 from data_prep.sources import DataError
 
@@ -231,10 +232,4 @@ def run_report_gen(args) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        args.run(args)
-    except DataError as e:
-        print(f'evaluation {args.command}: error: {e}', file=sys.stderr)
-        return 2
-    return 0
+    return run_command(build_parser(), 'evaluation', argv)
