@@ -1,10 +1,10 @@
 """``python -m evaluation {classify,table,compare,report-gen}``: the thin command line over the modules.
 
-    python -m evaluation classify --model output/apo/v0/checkpoint-100 --dataset ms_cxr_t.jsonl --out reports/eval/
+    python -m evaluation classify --model output/sft-merged --dataset ms_cxr_t.jsonl --out reports/eval/
     python -m evaluation classify --answers gpt5_answers.jsonl --name GPT-5 --dataset ms_cxr_t.jsonl --out reports/eval/
     python -m evaluation table reports/eval/*.json --published --out reports/eval/table1.md
     python -m evaluation compare reports/eval/sft.json reports/eval/apo.json --out reports/eval/sft_vs_apo.md
-    python -m evaluation report-gen --model output/apo/v0/checkpoint-100 --dataset data/sft.eval.jsonl --out reports/gen/
+    python -m evaluation report-gen --model output/sft-merged --dataset data/sft.eval.jsonl --out reports/gen/
 """
 import argparse
 import importlib.util
