@@ -128,22 +128,29 @@ def test_ref_adapters_make_the_sft_adapter_the_reference(lora_run, tiny_vl_model
 
 
 def test_k1_apo_logs_the_same_losses_as_dpo(tiny_text_model, tmp_path):
-    """On DPO data (one rejected string per row) APO is DPO: same losses, full tuning, text-only model."""
+    """On DPO data (one rejected string per row) APO is DPO: same losses, full tuning, text-only model,
+    on the plain path and with the fast paths. Rewards are beta x a difference of two float32 sums of
+    about -500, so they agree to float32's rounding of those sums, not to a relative 1e-5."""
     data = write_apo_rows(tmp_path / 'dpo.jsonl', [1] * 6, images=False, sources=False)
     # DPO's own format: a plain string, not a list.
     rows = [json.loads(line) for line in data.read_text().splitlines()]
     data.write_text(''.join(json.dumps({**r, 'rejected_response': r['rejected_response'][0]}) + '\n' for r in rows))
+    plain = {'APO_SHARED_PREFIX': '0', 'APO_LEAN_LOGPS': '0'}
     logs = {}
-    for rlhf_type in ['dpo', 'apo']:
+    for name, rlhf_type, env in [('dpo', 'dpo', {}), ('apo', 'apo', plain), ('apo-fast', 'apo', {})]:
         run_swift('rlhf', ['--rlhf_type', rlhf_type, '--model', tiny_text_model, *TEXT_FLAGS, '--tuner_type', 'full',
                            '--dataset', str(data), '--split_dataset_ratio', '0', '--per_device_train_batch_size', '2',
                            '--gradient_accumulation_steps', '1', '--learning_rate', '1e-4', '--max_steps', '3',
-                           '--save_strategy', 'no', '--rpo_alpha', '0.5'], tmp_path / rlhf_type)
-        logs[rlhf_type] = read_logs(tmp_path / rlhf_type)
-    assert len(logs['apo']) == len(logs['dpo']) == 3
-    for dpo, apo in zip(logs['dpo'], logs['apo']):
-        for key in ['loss', 'rewards/margins', 'rewards/chosen', 'rewards/rejected', 'nll_loss', 'logps/rejected']:
-            assert apo[key] == pytest.approx(dpo[key], rel=1e-5, abs=1e-7), key
+                           '--save_strategy', 'no', '--rpo_alpha', '0.5', '--beta', '0.1'], tmp_path / name, env=env)
+        logs[name] = read_logs(tmp_path / name)
+    assert len(logs['apo']) == len(logs['apo-fast']) == len(logs['dpo']) == 3
+    reward_rounding = 8 * 1.2e-7 * 0.1 * max(abs(line['logps/rejected']) for line in logs['dpo'])  # eps x beta x |logps|
+    for name in ['apo', 'apo-fast']:
+        for dpo, apo in zip(logs['dpo'], logs[name]):
+            for key in ['loss', 'nll_loss', 'logps/rejected']:
+                assert apo[key] == pytest.approx(dpo[key], rel=1e-5), (name, key)
+            for key in ['rewards/margins', 'rewards/chosen', 'rewards/rejected']:
+                assert apo[key] == pytest.approx(dpo[key], abs=reward_rounding), (name, key)
     assert logs['apo'][-1]['rewards/margins'] != 0, 'the losses must come from a run that trains'
 
 
