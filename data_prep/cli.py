@@ -137,6 +137,13 @@ class Run:
             self.tally.wrote[path] = 0
         return paths, handles
 
+    def usable_traces(self, study):
+        """The study's traces worth using; the others are counted by reason."""
+        traces, dropped = kept_traces(study, self.args.drop_refusals)
+        for reason in dropped:
+            self.tally.drop(reason)
+        return traces
+
     def split(self, study) -> str:
         if self.args.eval_fraction > 0 and study.head.subject_id is None:
             raise DataError(f'{study.where}: no subject (patient) id to split by; map one with --subject-column, '
@@ -152,9 +159,7 @@ def run_sft(args) -> None:
         run = Run(args, outputs, args.out)
         paths, handles = run.split_writers(args.out)
         for study in run.reader:
-            traces, dropped = kept_traces(study, args.drop_refusals)
-            for reason in dropped:
-                run.tally.drop(reason)
+            traces = run.usable_traces(study)
             split = run.split(study)
             write_rows(handles[split], sft_rows(study, traces), run.tally, paths[split])
         run.finish()
@@ -178,9 +183,7 @@ def run_consensus(args) -> None:
         handle = outputs.open(args.out)
         run.tally.wrote[args.out] = 0
         for study in run.reader:
-            traces, dropped = kept_traces(study, args.drop_refusals)
-            for reason in dropped:
-                run.tally.drop(reason)
+            traces = run.usable_traces(study)
             if not traces:
                 run.tally.drop('study without any usable trace')
                 continue
@@ -239,7 +242,7 @@ def run_apo(args) -> None:
             answer = answers.pop(study.head.study_id)
             if answer is None:
                 continue  # counted when the answer was read
-            row, dropped = apo_row(study, answer, study.traces, args.drop_refusals)
+            row, dropped = apo_row(study, answer, args.drop_refusals)
             for reason in dropped:
                 run.tally.drop(f'rejected trace: {reason}')
             if row is None:

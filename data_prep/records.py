@@ -86,7 +86,7 @@ def normalise_trace_row(source: SourceRow, mapping: ColumnMapping, images: Image
 
 def _head(source: SourceRow, mapping: ColumnMapping, policy: ImagePolicy) -> StudyHead:
     row, where = source.row, source.where
-    images = tuple(resolve_image(p, policy, where, mapping.images) for p in _image_list(row, where, mapping.images))
+    images = tuple(resolve_image(p, policy, where, mapping.images) for p in image_paths(row, where, mapping.images))
     question = row.get(mapping.question)
     if question is None:
         raise field_error(where, mapping.question, 'missing', 'missing field')
@@ -138,7 +138,8 @@ def _text(value, where, field) -> str:
     return value
 
 
-def _image_list(row, where, column):
+def image_paths(row, where, column) -> list:
+    """A row's image path(s) as written: a path, a list of paths, or {'path': ...} dicts (HF Image)."""
     value = row.get(column)
     if value is None:
         raise field_error(where, column, 'missing', 'missing field')
@@ -153,7 +154,7 @@ def _image_list(row, where, column):
             raise field_error(where, field, f'expected an image path, found {kind}', 'wrong type')
         paths.append(item.strip())
     if not paths:
-        raise field_error(where, column, 'no image', 'missing field')
+        raise field_error(where, column, 'expected a path or a non-empty list of paths', 'missing field')
     return paths
 
 

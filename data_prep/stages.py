@@ -89,15 +89,16 @@ def request_fingerprint(row: Dict) -> str:
     return hashlib.sha256(repr((user, images)).encode()).hexdigest()
 
 
-def apo_row(study: Study, consensus: str, traces: Sequence[Trace], drop_refusals: bool) -> Tuple[Optional[Dict], List[str]]:
+def apo_row(study: Study, consensus: str, drop_refusals: bool) -> Tuple[Optional[Dict], List[str]]:
     """The preference row and the reason each teacher trace was left out; None when no rejected answer is left."""
     chosen = consensus.strip()
-    rejected, dropped = [], []
-    for trace in traces:
-        drop, reason = drop_reason(trace.text, drop_refusals)
-        if not drop and normalise_whitespace(trace.text) == normalise_whitespace(chosen):
-            drop, reason = True, 'identical to the consensus'
-        (dropped.append(reason) if drop else rejected.append(trace))
+    kept, dropped = kept_traces(study, drop_refusals)
+    rejected = []
+    for trace in kept:
+        if normalise_whitespace(trace.text) == normalise_whitespace(chosen):
+            dropped.append('identical to the consensus')
+        else:
+            rejected.append(trace)
     if not rejected:
         return None, dropped
     return {'messages': [user_turn(study, study.head.question), {'role': 'assistant', 'content': chosen}],

@@ -19,6 +19,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
+from data_prep.records import image_paths
 from data_prep.sources import DataError, field_error, iter_rows
 from data_prep.stages import request_fingerprint
 
@@ -61,20 +62,7 @@ def _text(row: Dict, where: str, name: str, required: bool = True) -> Optional[s
 
 def _images(row: Dict, where: str, root: str) -> Tuple[str, ...]:
     name = 'images' if 'images' in row else 'image'
-    value = row.get(name)
-    if value is None:
-        raise field_error(where, 'images', 'missing', 'missing field')
-    values = [value] if isinstance(value, str) else value
-    if not isinstance(values, list) or not values:
-        raise field_error(where, name, 'expected a path or a non-empty list of paths', 'wrong type')
-    paths = []
-    for i, path in enumerate(values):
-        if isinstance(path, dict):
-            path = path.get('path')
-        if not isinstance(path, str) or not path.strip():
-            raise field_error(where, f'{name}[{i}]', f'expected a path, found {path!r}', 'wrong type')
-        paths.append(os.path.normpath(os.path.join(root, path)))
-    return tuple(paths)
+    return tuple(os.path.normpath(os.path.join(root, path)) for path in image_paths(row, where, name))
 
 
 def read_items(path: str, label_set: LabelSet, image_root: Optional[str] = None,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 import torch
+from swift.template import Template
 from swift.utils import get_logger
 
 from .lean_logps import DEFAULT_CHUNK_SIZE, logps_and_mean_logits, token_logps
@@ -54,12 +55,6 @@ class AnswerLogps:
     sequence: torch.Tensor  # [answer tokens]: the plain sequence each token belongs to
     outputs: Any  # the model's output (aux_loss and the like)
     packed: bool  # whether the shared-prefix batch ran
-
-
-def _hf_model(unwrapped_model):
-    """The transformers model under a PeftModel (ms-swift's Template.get_base_model does the same)."""
-    base = getattr(unwrapped_model, 'base_model', None)
-    return base.model if base is not None and hasattr(base, 'peft_config') else unwrapped_model
 
 
 def _forward_parameters(hf_model):
@@ -135,7 +130,7 @@ def compute_answer_logps(model,
         model_kwargs: extra model arguments (e.g. output_router_logits).
     """
     model_kwargs = model_kwargs or {}
-    hf_model = _hf_model(unwrapped_model)
+    hf_model = Template.get_base_model(unwrapped_model)
     inputs, tokens = batch, plain_answer_tokens(labels)
     packed = False
     if options.shared_prefix:
