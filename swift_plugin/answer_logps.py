@@ -10,13 +10,19 @@
 Each is on unless switched off (``APO_SHARED_PREFIX=0``, ``APO_LEAN_LOGPS=0``); whenever one does not
 apply, the reason is logged once and the plain computation runs. Both give the plain path's
 log-probs: the tests compare losses, logits and every gradient.
+
+Under torch.distributed every decision is taken by all ranks together (one small all-reduce each), and
+the lean path makes the same number of lm_head calls on every rank: ZeRO-3 all-gathers a module's
+weight in each of its calls, so ranks that call the head a different number of times (more answer
+tokens, or a fall-back on one rank only) would mismatch their collectives (a gloo error, a NCCL hang).
 """
 import inspect
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
+import torch.distributed as dist
 from swift.template import Template
 from swift.utils import get_logger
 
@@ -57,6 +63,15 @@ class AnswerLogps:
     packed: bool  # whether the shared-prefix batch ran
 
 
+def _agreed(local: Sequence[int], device) -> List[int]:
+    """The elementwise maximum of ``local`` over all ranks (``local`` itself outside torch.distributed)."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return list(local)
+    values = torch.tensor(local, dtype=torch.long, device=device)
+    dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return values.tolist()
+
+
 def _forward_parameters(hf_model):
     return inspect.signature(hf_model.forward).parameters
 
@@ -93,9 +108,12 @@ def _from_hidden_states(model, head, inputs, tokens, model_kwargs, chunk_size):
     # (soft-capping, scaling) or whose last hidden state is not the head's input fail this check.
     with torch.no_grad():
         consistent = torch.allclose(head(hidden[:, -1:]).float(), outputs.logits[:, -1:].float(), rtol=1e-3, atol=1e-3)
-    if not consistent:
+    num_tokens = tokens.target.numel()
+    inconsistent_anywhere, head_calls = _agreed([int(not consistent), -(-num_tokens // chunk_size)], hidden.device)
+    if inconsistent_anywhere:
         return None, outputs
-    logps, mean_logits = token_logps(hidden[tokens.row, tokens.position], tokens.target, head, chunk_size)
+    logps, mean_logits = token_logps(hidden[tokens.row, tokens.position], tokens.target, head, chunk_size,
+                                     min_head_calls=head_calls)
     return (logps, mean_logits), outputs
 
 
@@ -135,6 +153,9 @@ def compute_answer_logps(model,
     packed = False
     if options.shared_prefix:
         packed_batch, reason = _pack(hf_model, batch, labels, num_rejected)
+        unpacked_anywhere, = _agreed([int(packed_batch is None)], labels.device)
+        if packed_batch is not None and unpacked_anywhere:
+            packed_batch, reason = None, "another rank's batch cannot be packed and all ranks take one path"
         if packed_batch is None:
             logger.warning_once(f'APO shared-prefix forward not used: {reason}; running the plain batch.')
         else:

@@ -68,8 +68,11 @@ def _trainable(head) -> bool:
     return not isinstance(head, torch.nn.Module) or any(p.requires_grad for p in head.parameters())
 
 
-def token_logps(hidden: torch.Tensor, targets: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor],
-                chunk_size: int = DEFAULT_CHUNK_SIZE) -> Tuple[torch.Tensor, torch.Tensor]:
+def token_logps(hidden: torch.Tensor,
+                targets: torch.Tensor,
+                head: Callable[[torch.Tensor], torch.Tensor],
+                chunk_size: int = DEFAULT_CHUNK_SIZE,
+                min_head_calls: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
     """log softmax(head(hidden))[target] per token, and the mean logit per token (detached, for metrics).
 
     Args:
@@ -77,6 +80,9 @@ def token_logps(hidden: torch.Tensor, targets: torch.Tensor, head: Callable[[tor
         targets: [tokens] token ids.
         head: hidden states -> logits over the vocabulary (e.g. the model's lm_head).
         chunk_size: tokens per head call.
+        min_head_calls: call the head at least this often (forward and backward alike): the surplus calls run
+            one dummy token whose result is dropped. Under ZeRO-3 each head call all-gathers the head's weight,
+            so all ranks must make the same number of calls whatever their number of tokens.
     Returns:
         [tokens] tensors in float32 (float64 for float64 input): log-probs (differentiable) and mean logits.
     """
@@ -85,15 +91,23 @@ def token_logps(hidden: torch.Tensor, targets: torch.Tensor, head: Callable[[tor
     grad = torch.is_grad_enabled()
     recompute = grad and _trainable(head)
     frozen_head = grad and not recompute and hidden.requires_grad
+    num_tokens = hidden.shape[0]
     logps, mean_logits = [], []
-    for start in range(0, hidden.shape[0], chunk_size):
-        chunk = (hidden[start:start + chunk_size], targets[start:start + chunk_size], head)
+    for call in range(max(-(-num_tokens // chunk_size), min_head_calls)):
+        start = call * chunk_size
+        if start < num_tokens:
+            chunk = (hidden[start:start + chunk_size], targets[start:start + chunk_size], head)
+        else:  # a dummy call; its empty slice of the result still reaches the loss, so the backward runs it too
+            dummy = hidden[:1] if num_tokens else hidden.new_zeros(1, hidden.shape[-1])
+            chunk = (dummy, targets.new_zeros(1), head)
         if recompute:
             chunk_logps, chunk_means = checkpoint(_head_logps_and_mean_logits, *chunk, use_reentrant=False)
         elif frozen_head:
             chunk_logps, chunk_means = _FrozenHeadLogps.apply(*chunk)
         else:
             chunk_logps, chunk_means = _head_logps_and_mean_logits(*chunk)
+        if start >= num_tokens:
+            chunk_logps, chunk_means = chunk_logps[:0], chunk_means[:0]
         logps.append(chunk_logps)
         mean_logits.append(chunk_means.detach())
     if not logps:

@@ -9,15 +9,13 @@ from contextlib import contextmanager
 
 import pytest
 import torch
+from apo_batches import apo_template, collate, load, sequence_logps
+from apo_batches import rows as apo_rows
 from peft import LoraConfig, get_peft_model
-from swift.model import get_model_processor
-from swift.template import get_template
 
-import swift_plugin  # noqa: F401  (arms the 'apo' template mode)
 from swift_plugin.answer_logps import FastPathOptions, compute_answer_logps
 from swift_plugin.loss import apo_loss, pad_by_counts
 from swift_plugin.shared_prefix import pack_shared_prefix, plain_answer_tokens
-from swift_plugin.template import NUM_REJECTED_KEY, SOURCES_KEY
 
 KS = [1, 3, 2]
 PATHS = {
@@ -36,49 +34,9 @@ def env():
         yield
 
 
-def _load(path, model_type, attn_impl='sdpa'):
-    model, processor = get_model_processor(path, model_type=model_type, torch_dtype=torch.float64,
-                                           attn_impl=attn_impl)
-    return model, processor
-
-
-def _rows(tmp_path, ks, images=True):
-    from PIL import Image
-    rows = []
-    for i, k in enumerate(ks):
-        row = {
-            'messages': [{'role': 'user', 'content': ('<image>' if images else '') + f'Findings for study {i}?'},
-                         {'role': 'assistant', 'content': f'C{i}: cm{"!" * i}'}],
-            'rejected_response': [f'T{j}: {"no " * j}cm' for j in range(k)],
-        }
-        if images:
-            image = tmp_path / f'cxr{i}.png'
-            Image.new('RGB', (56, 56), (30 * i, 90, 200 - 20 * i)).save(image)
-            row['images'] = [str(image)]
-        rows.append(row)
-    return rows
-
-
-def _batch(template, rows):
-    batch = template.data_collator([template.encode(copy.deepcopy(r)) for r in rows])
-    num_rejected = batch.pop(NUM_REJECTED_KEY)
-    batch.pop(SOURCES_KEY, None)
-    batch.pop('text_position_ids', None)
-    labels = batch.pop('labels')
-    return batch, labels, num_rejected
-
-
-def _template(processor, model, template_type):
-    template = get_template(processor, template_type=template_type)
-    template.set_mode('apo')
-    template.model = model
-    return template
-
-
 def _sequence_logps(model, batch, labels, num_rejected, options):
     answer = compute_answer_logps(model, model, batch, labels, num_rejected, copy.copy(options))
-    sums = answer.token_logps.new_zeros(labels.shape[0]).index_add(0, answer.sequence, answer.token_logps)
-    return sums, answer
+    return sequence_logps(answer, labels.shape[0]), answer
 
 
 def _loss_and_grads(model, reference, batch, labels, num_rejected, options):
@@ -130,7 +88,7 @@ def vl(env, tiny_vl_model):
 @pytest.mark.parametrize('tuning, paths', [('lora', ['shared_prefix', 'lean', 'both']), ('full', ['both'])])
 def test_loss_and_every_gradient_equal_the_plain_path(vl, tmp_path, tuning, paths):
     """Policy with gradients and reference without (LoRA: the adapter disabled; full: a second model)."""
-    model, processor = _load(vl, 'qwen2_5_vl')
+    model, processor = load(vl, 'qwen2_5_vl')
     torch.manual_seed(0)
     if tuning == 'lora':
         # init_lora_weights=False: a non-zero adapter, so policy != reference (the adapter-disabled model).
@@ -145,10 +103,10 @@ def test_loss_and_every_gradient_equal_the_plain_path(vl, tmp_path, tuning, path
         reference = _frozen(ref_model)
         model.gradient_checkpointing_enable()
         model.train()
-    template = _template(processor, model, 'qwen2_5_vl')
+    template = apo_template(processor, model, 'qwen2_5_vl')
     template.register_post_encode_hook([model] + ([] if tuning == 'lora' else [ref_model]))
     try:
-        batch, labels, num_rejected = _batch(template, _rows(tmp_path, KS))
+        batch, labels, num_rejected = collate(template, apo_rows(tmp_path, KS))
         results = {name: _loss_and_grads(model, reference, batch, labels, num_rejected, PATHS[name])
                    for name in ['plain'] + paths}
     finally:
@@ -168,11 +126,11 @@ def test_loss_and_every_gradient_equal_the_plain_path(vl, tmp_path, tuning, path
 
 
 def test_answer_logits_and_positions_equal_the_plain_path(vl, tmp_path):
-    model, processor = _load(vl, 'qwen2_5_vl', attn_impl='eager')  # eager: the additive float mask
-    template = _template(processor, model, 'qwen2_5_vl')
+    model, processor = load(vl, 'qwen2_5_vl', attn_impl='eager')  # eager: the additive float mask
+    template = apo_template(processor, model, 'qwen2_5_vl')
     template.register_post_encode_hook([model])
     try:
-        batch, labels, num_rejected = _batch(template, _rows(tmp_path, KS))
+        batch, labels, num_rejected = collate(template, apo_rows(tmp_path, KS))
         packed, reason = pack_shared_prefix(batch, labels, num_rejected, image_token_id=model.config.image_token_id,
                                             image_merge_size=2, mask_dtype=torch.float64)
         assert reason == ''
@@ -209,13 +167,13 @@ def test_answer_logits_and_positions_equal_the_plain_path(vl, tmp_path):
 
 
 def test_text_model_full_tuning_equals_plain_path(env, tiny_text_model, tmp_path):
-    model, processor = _load(tiny_text_model, 'qwen2')
+    model, processor = load(tiny_text_model, 'qwen2')
     ref_model = copy.deepcopy(model)
     with torch.no_grad():
         for p in ref_model.parameters():
             p.add_(torch.randn_like(p) * 0.02)
-    template = _template(processor, model, 'qwen2_5')
-    batch, labels, num_rejected = _batch(template, _rows(tmp_path, [3, 1, 2], images=False))
+    template = apo_template(processor, model, 'qwen2_5')
+    batch, labels, num_rejected = collate(template, apo_rows(None, [3, 1, 2]))
     plain = _loss_and_grads(model, _frozen(ref_model), batch, labels, num_rejected, PATHS['plain'])
     both = _loss_and_grads(model, _frozen(ref_model), batch, labels, num_rejected, PATHS['both'])
     assert both[4].packed
@@ -227,10 +185,9 @@ def test_text_model_full_tuning_equals_plain_path(env, tiny_text_model, tmp_path
 
 def test_prompts_that_differ_fall_back_to_the_plain_batch(env, tiny_text_model, tmp_path):
     """Left truncation cuts each sequence's prompt differently: no shared prefix, plain path, same numbers."""
-    model, processor = _load(tiny_text_model, 'qwen2')
-    template = get_template(processor, template_type='qwen2_5', max_length=70, truncation_strategy='left')
-    template.set_mode('apo')
-    batch, labels, num_rejected = _batch(template, _rows(tmp_path, [2, 3], images=False))
+    model, processor = load(tiny_text_model, 'qwen2')
+    template = apo_template(processor, model, 'qwen2_5', max_length=70, truncation_strategy='left')
+    batch, labels, num_rejected = collate(template, apo_rows(None, [2, 3]))
     _, reason = pack_shared_prefix(batch, labels, num_rejected)
     assert reason.startswith('row 0: its answers do not share one prompt')
     with torch.no_grad():
