@@ -6,12 +6,24 @@ is nil. APO reuses ms-swift's DPO machinery wherever DPO's behaviour is the righ
 model creation for full tuning, ``--ref_adapters``, DPOConfig, loss bookkeeping); the patches make
 those ``rlhf_type == 'dpo'`` gates see APO as DPO and add what DPO lacks: the ``'apo'`` template
 mode (K rejected answers per row), the trainer, and row checks that name the offending row.
+
+The patches are written against ms-swift's internals, and the hook runs in every interpreter of the
+environment, so a patch must never break a command that does not use APO. Each patch therefore checks
+its target (the attributes it touches, the parameter names its wrapper forwards) before changing
+anything, and on an ms-swift outside ``SUPPORTED_MS_SWIFT`` nothing is patched but the argument
+class, which then refuses ``--rlhf_type apo`` with the reason.
 """
+import importlib
+import inspect
 from contextlib import contextmanager
-from functools import wraps
-from typing import Literal, get_args
+from functools import lru_cache, partial, wraps
+from typing import Dict, Literal, Optional, get_args
 
 APO = 'apo'
+# pyproject.toml declares the same range (a test checks that they agree). 4.5.3 was checked: APO's
+# template code needs 4.6.0's get_last_user_round(include_tool=...), so it is refused.
+SUPPORTED_MS_SWIFT = '>=4.6,<4.7'
+TESTED_MS_SWIFT = '4.6.0'
 TRAINER_PATH = 'swift_plugin.trainer.APOTrainer'
 # DPO features built on exactly two sequences per row; APO refuses them with a clear message.
 _UNSUPPORTED_FLAGS = ('packing', 'padding_free', 'ld_alpha', 'loss_weights')
@@ -30,6 +42,74 @@ def as_dpo(args):
         args.rlhf_type = APO
 
 
+class TargetChanged(Exception):
+    """A patch target is not what the patch was written for; the patch leaves it alone."""
+
+
+def require(owner, name: str, *params: str):
+    """``owner.name``, failing unless it exists and (for a function) its parameters are exactly ``params``."""
+    target = getattr(owner, name, None)
+    if target is None:
+        raise TargetChanged(f'{owner.__name__}.{name} does not exist')
+    if params:
+        found = tuple(inspect.signature(target).parameters)
+        if found != params:
+            raise TargetChanged(f'{owner.__name__}.{name} takes ({", ".join(found)}), not ({", ".join(params)})')
+    return target
+
+
+def ms_swift_version() -> Optional[str]:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version('ms-swift')
+    except PackageNotFoundError:
+        return None
+
+
+@lru_cache(maxsize=None)
+def version_problem() -> Optional[str]:
+    """Why this environment's ms-swift is not one the patches were tested with, or None.
+
+    Asked only once an ms-swift module is imported: transformers has imported ``packaging`` by then,
+    and interpreters that never import ms-swift pay nothing.
+    """
+    from packaging.specifiers import SpecifierSet
+    found = ms_swift_version()
+    if found is None:
+        return 'the version of ms-swift is unknown (no package metadata)'
+    if not SpecifierSet(SUPPORTED_MS_SWIFT).contains(found, prereleases=True):
+        return f'ms-swift {found} is not a supported release'
+    return None
+
+
+# Patch target module -> why its patch was not applied.
+_failed: Dict[str, str] = {}
+
+
+def apo_problem() -> Optional[str]:
+    """Why ``--rlhf_type apo`` cannot run in this environment, or None once every patch is in place."""
+    problem = version_problem()
+    if problem:
+        return problem
+    changed = []
+    for module_name in PATCHES:
+        try:
+            importlib.import_module(module_name)  # runs its patch if it has not run yet
+        except ModuleNotFoundError as missing:
+            changed.append(f'cannot import {module_name} ({missing})')
+    changed += [f'{module_name}: {why}' for module_name, why in _failed.items()]
+    if changed:
+        return f'ms-swift {ms_swift_version()} differs from what swift-apo patches ({"; ".join(changed)})'
+    return None
+
+
+def require_apo_patches() -> None:
+    problem = apo_problem()
+    if problem:
+        raise RuntimeError(f'--rlhf_type apo is unavailable: {problem}. swift-apo supports '
+                           f'ms-swift{SUPPORTED_MS_SWIFT} (tested with {TESTED_MS_SWIFT}).')
+
+
 def check_apo_arguments(args) -> None:
     problems = [f'--{flag}' for flag in _UNSUPPORTED_FLAGS if getattr(args, flag, None)]
     if getattr(args, 'sequence_parallel_size', 1) > 1:
@@ -46,17 +126,21 @@ def check_apo_arguments(args) -> None:
 
 
 def _patch_arguments(module) -> None:
-    cls = module.RLHFArguments
-    if APO in get_args(cls.__dataclass_fields__['rlhf_type'].type):
+    cls = require(module, 'RLHFArguments')
+    post_init = require(cls, '__post_init__', 'self')
+    field = cls.__dataclass_fields__.get('rlhf_type')
+    if field is None or 'dpo' not in get_args(field.type):
+        raise TargetChanged("RLHFArguments.rlhf_type is no longer a Literal with 'dpo'")
+    if APO in get_args(field.type):
         return
-    rlhf_type = Literal[tuple(get_args(cls.__annotations__['rlhf_type'])) + (APO, )]
+    rlhf_type = Literal[get_args(field.type) + (APO, )]
     cls.__annotations__['rlhf_type'] = rlhf_type
-    cls.__dataclass_fields__['rlhf_type'].type = rlhf_type
-    post_init = cls.__post_init__
+    field.type = rlhf_type
 
     @wraps(post_init)
     def __post_init__(self):
         if self.rlhf_type == APO:
+            require_apo_patches()
             check_apo_arguments(self)
         with as_dpo(self):
             post_init(self)
@@ -65,16 +149,21 @@ def _patch_arguments(module) -> None:
 
 
 def _patch_trainer_factory(module) -> None:
-    factory = module.TrainerFactory
+    factory = require(module, 'TrainerFactory')
+    for mapping in ('TRAINER_MAPPING', 'TRAINING_ARGS_MAPPING'):
+        if 'dpo' not in getattr(factory, mapping, {}):
+            raise TargetChanged(f"TrainerFactory.{mapping} has no 'dpo' entry")
     factory.TRAINER_MAPPING.setdefault(APO, TRAINER_PATH)
     factory.TRAINING_ARGS_MAPPING.setdefault(APO, factory.TRAINING_ARGS_MAPPING['dpo'])
 
 
 def _patch_template(module) -> None:
-    cls = module.Template
+    cls = require(module, 'Template')
+    encode = require(cls, 'encode', 'self', 'inputs', 'return_template_inputs', 'return_length')
+    data_collator = require(cls, 'data_collator', 'self', 'batch', 'padding_to')
+    require(cls, 'set_mode', 'self', 'mode')
     if getattr(cls, '_apo_patched', False):
         return
-    encode, data_collator = cls.encode, cls.data_collator
 
     @wraps(encode)
     def apo_aware_encode(self, inputs, return_template_inputs=False, return_length=False):
@@ -94,16 +183,20 @@ def _patch_template(module) -> None:
 
 
 def _patch_row_preprocessor(module) -> None:
-    keys = module.RowPreprocessor.standard_keys
+    keys = getattr(require(module, 'RowPreprocessor'), 'standard_keys', None)
+    if not isinstance(keys, list):
+        raise TargetChanged('RowPreprocessor.standard_keys is not a list')
     if 'rejected_sources' not in keys:
         keys.append('rejected_sources')
 
 
 def _patch_rlhf_pipeline(module) -> None:
-    cls = module.SwiftRLHF
+    cls = require(module, 'SwiftRLHF')
+    prepare_template = require(cls, '_prepare_template', 'self')
+    prepare_model = require(cls, 'prepare_model', 'args', 'model', 'template', 'train_dataset', 'task_type').__func__
+    get_dataset = require(cls, '_get_dataset', 'self')
     if getattr(cls, '_apo_patched', False):
         return
-    prepare_template, prepare_model, get_dataset = cls._prepare_template, cls.prepare_model.__func__, cls._get_dataset
 
     @wraps(prepare_template)
     def _prepare_template(self):
@@ -140,8 +233,20 @@ PATCHES = {
 }
 
 
+def apply_patch(module_name: str, module) -> None:
+    """Apply the patch of ``module_name`` to the imported ``module`` if ms-swift is a supported version and the
+    patch's targets are as expected; otherwise leave the module alone and remember why."""
+    patch = PATCHES[module_name]
+    if version_problem() and patch is not _patch_arguments:
+        return  # only the argument class is touched, to refuse --rlhf_type apo with the reason
+    try:
+        patch(module)
+    except TargetChanged as changed:
+        _failed[module_name] = str(changed)
+
+
 def install() -> None:
     """Arm every patch; safe to call more than once and before or after ms-swift is imported."""
     from .import_hook import when_imported
-    for module_name, patch in PATCHES.items():
-        when_imported(module_name, patch)
+    for module_name in PATCHES:
+        when_imported(module_name, partial(apply_patch, module_name))

@@ -61,6 +61,21 @@ def write_apo_rows(path: Path, ks: Sequence[int], images: bool = True, sources: 
     return path
 
 
+def text_training_args(model: str, data: Path) -> List[str]:
+    """Full tuning of the tiny text model: three steps of two rows, no checkpoints."""
+    return ['--model', model, *TEXT_FLAGS, '--tuner_type', 'full', '--dataset', str(data), '--split_dataset_ratio', '0',
+            '--per_device_train_batch_size', '2', '--gradient_accumulation_steps', '1', '--learning_rate', '1e-4',
+            '--max_steps', '3', '--save_strategy', 'no']
+
+
+def write_dpo_rows(path: Path, n: int) -> Path:
+    """``n`` text-only rows in DPO's own format: one rejected answer as a plain string."""
+    write_apo_rows(path, [1] * n, images=False, sources=False)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    path.write_text(''.join(json.dumps({**r, 'rejected_response': r['rejected_response'][0]}) + '\n' for r in rows))
+    return path
+
+
 def read_logs(output_dir: Path) -> List[Dict]:
     """The log_history lines (training and eval) of the newest run under an ms-swift output_dir."""
     run_dir = sorted(p for p in Path(output_dir).glob('v*-*') if (p / 'logging.jsonl').exists())[-1]
