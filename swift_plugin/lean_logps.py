@@ -98,7 +98,8 @@ def token_logps(hidden: torch.Tensor,
         if start < num_tokens:
             chunk = (hidden[start:start + chunk_size], targets[start:start + chunk_size], head)
         else:  # a dummy call; its empty slice of the result still reaches the loss, so the backward runs it too
-            dummy = hidden[:1] if num_tokens else hidden.new_zeros(1, hidden.shape[-1])
+            # With no token at all, a zero row padded onto ``hidden`` keeps the dummy on its autograd graph.
+            dummy = hidden[:1] if num_tokens else torch.nn.functional.pad(hidden, (0, 0, 0, 1))
             chunk = (dummy, targets.new_zeros(1), head)
         if recompute:
             chunk_logps, chunk_means = checkpoint(_head_logps_and_mean_logits, *chunk, use_reentrant=False)

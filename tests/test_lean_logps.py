@@ -48,6 +48,41 @@ def test_frozen_head_gradients_equal_cross_entropy(chunk_size):
     torch.testing.assert_close(got, expected_grad, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize('head_kind', ['trainable', 'frozen', 'no_grad'])
+@pytest.mark.parametrize('num_tokens', [0, 5, 23])
+def test_min_head_calls_pads_the_calls_and_leaves_the_results(head_kind, num_tokens):
+    """Under ZeRO-3 each head call is a collective: a rank with fewer tokens must still make every call,
+    in the forward and in the backward (the recomputation), without changing values or gradients."""
+    head, hidden, targets, upstream = _inputs(5)
+    hidden, targets, upstream = hidden[:num_tokens], targets[:num_tokens], upstream[:num_tokens]
+    head.requires_grad_(head_kind == 'trainable')
+    forward_calls = []
+    head.register_forward_hook(lambda *_: forward_calls.append(torch.is_grad_enabled()))
+    chunk_size, min_calls = 5, 7
+    with torch.set_grad_enabled(head_kind != 'no_grad'):
+        logps, mean_logits = token_logps(hidden, targets, head, chunk_size=chunk_size, min_head_calls=min_calls)
+    calls_after_forward = len(forward_calls)
+    expected = -F.cross_entropy(head(hidden).detach(), targets, reduction='none')
+    forward_calls.pop()
+    assert calls_after_forward == min_calls
+    torch.testing.assert_close(logps.detach(), expected, rtol=1e-12, atol=1e-12)
+    assert logps.shape == mean_logits.shape == (num_tokens, )
+    if head_kind == 'no_grad':
+        assert not logps.requires_grad
+        return
+    inputs = [hidden] + ([head.weight] if head_kind == 'trainable' else [])
+    grads = torch.autograd.grad((logps * upstream).sum(), inputs, allow_unused=True)
+    # A trainable head is recomputed in the backward, dummy calls included: as many calls again.
+    assert len(forward_calls) == min_calls * (2 if head_kind == 'trainable' else 1)
+    expected_grads = torch.autograd.grad((-F.cross_entropy(head(hidden), targets, reduction='none') * upstream).sum(),
+                                         inputs, allow_unused=True) if num_tokens else [None] * len(inputs)
+    for got, want in zip(grads, expected_grads):
+        if want is None:
+            assert got is None or not got.abs().any()
+        else:
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
 def test_bf16_logits_are_normalised_in_float32():
     head, hidden, targets, _ = _inputs(3)
     head, hidden = head.to(torch.bfloat16), hidden.detach().to(torch.bfloat16)

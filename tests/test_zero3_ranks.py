@@ -6,6 +6,7 @@ gloo error, an NCCL hang). ms-swift's CLI with two CPU processes trips DeepSpeed
 engine is driven directly (tests/zero3_worker.py).
 """
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ def test_two_zero3_ranks_equal_one_process(tiny_vl_model, tmp_path, tuning, unpa
     images.mkdir()
     common = ['--tuning', tuning, '--model', tiny_vl_model, '--images', str(images), '--steps', '3']
     common += ['--unpackable'] if unpackable else []
-    torchrun = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29561']
+    torchrun = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', _free_port()]
     ranks = _run_worker(torchrun, ['--engine', 'deepspeed', *common], tmp_path / 'zero3')
     single = _run_worker([sys.executable], ['--engine', 'single', *common], tmp_path / 'single')
 
@@ -40,6 +41,12 @@ def test_two_zero3_ranks_equal_one_process(tiny_vl_model, tmp_path, tuning, unpa
                 assert error <= 1e-4, f'rank {rank} step {step}: gradient of {name} off by {float(error):.1e}'
     losses = [step['loss'] for step in single[0]]
     assert losses[-1] != losses[0], 'the steps must train for the comparison to mean something'
+
+
+def _free_port() -> str:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return str(s.getsockname()[1])
 
 
 def _run_worker(launcher, args, out, timeout=600):
