@@ -131,8 +131,9 @@ def test_ref_adapters_make_the_sft_adapter_the_reference(lora_run, tiny_vl_model
 
 def test_k1_apo_logs_the_same_losses_as_dpo(tiny_text_model, tmp_path):
     """On DPO data (one rejected string per row) APO is DPO: same losses, full tuning, text-only model,
-    on the plain path and with the fast paths. Rewards are beta x a difference of two float32 sums of
-    about -500, so they agree to float32's rounding of those sums, not to a relative 1e-5."""
+    on the plain path and with the fast paths, with --rpo_alpha and --label_smoothing (conservative DPO).
+    Rewards are beta x a difference of two float32 sums of about -500, so they agree to float32's rounding of
+    those sums, not to a relative 1e-5."""
     data = write_apo_rows(tmp_path / 'dpo.jsonl', [1] * 6, images=False, sources=False)
     # DPO's own format: a plain string, not a list.
     rows = [json.loads(line) for line in data.read_text().splitlines()]
@@ -143,7 +144,8 @@ def test_k1_apo_logs_the_same_losses_as_dpo(tiny_text_model, tmp_path):
         run_swift('rlhf', ['--rlhf_type', rlhf_type, '--model', tiny_text_model, *TEXT_FLAGS, '--tuner_type', 'full',
                            '--dataset', str(data), '--split_dataset_ratio', '0', '--per_device_train_batch_size', '2',
                            '--gradient_accumulation_steps', '1', '--learning_rate', '1e-4', '--max_steps', '3',
-                           '--save_strategy', 'no', '--rpo_alpha', '0.5', '--beta', '0.1'], tmp_path / name, env=env)
+                           '--save_strategy', 'no', '--rpo_alpha', '0.5', '--beta', '0.1',
+                           '--label_smoothing', '0.2'], tmp_path / name, env=env)
         logs[name] = read_logs(tmp_path / name)
     assert len(logs['apo']) == len(logs['apo-fast']) == len(logs['dpo']) == 3
     reward_rounding = 8 * 1.2e-7 * 0.1 * max(abs(line['logps/rejected']) for line in logs['dpo'])  # eps x beta x |logps|
