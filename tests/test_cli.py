@@ -196,7 +196,8 @@ def test_two_ranks_evaluate_every_row_once(tiny_text_model, tmp_path):
     two, one = [next(line for line in read_logs(tmp_path / name) if 'eval_loss' in line) for name in ['two', 'one']]
     assert two['eval_num_rejected'] == pytest.approx(sum(val_ks) / len(val_ks), rel=1e-6)
     assert two['eval_loss'] == pytest.approx(mean_log_1_plus_k(val_ks), abs=1e-5)
-    assert {k for k in two if k.startswith('eval_rewards/rejected/')} == {f'eval_rewards/rejected/T{j}' for j in range(7)}
+    sources = {k for k in two if k.startswith('eval_rewards/rejected/')}
+    assert sources == {f'eval_rewards/rejected/T{j}' for j in range(7)}
     keys = [k for k in one if k.startswith(('eval_loss', 'eval_num_rejected', 'eval_logps/', 'eval_logits/',
                                             'eval_rewards/'))]
     assert len(keys) > 10
@@ -210,8 +211,9 @@ def test_moe_router_aux_loss(tiny_moe_model, tmp_path):
     ks = [1, 3, 2, 4]
     data = write_apo_rows(tmp_path / 'train.jsonl', ks, images=False)
     proc = run_swift('rlhf', ['--rlhf_type', 'apo', '--model', tiny_moe_model, *MOE_FLAGS, '--tuner_type', 'lora',
-                              '--dataset', str(data), '--split_dataset_ratio', '0', '--per_device_train_batch_size', '4',
-                              '--gradient_accumulation_steps', '1', '--max_steps', '1', '--save_strategy', 'no',
+                              '--dataset', str(data), '--split_dataset_ratio', '0',
+                              '--per_device_train_batch_size', '4', '--gradient_accumulation_steps', '1',
+                              '--max_steps', '1', '--save_strategy', 'no',
                               '--router_aux_loss_coef', '0.5'], tmp_path / 'out')
     output = proc.stdout + proc.stderr
     assert "APO shared-prefix forward not used: the MoE router's load-balancing loss" in output

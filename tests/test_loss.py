@@ -31,7 +31,8 @@ def _reference_loss(pc, pr, rc, rr, mask, beta):
 
 
 def _swift_dpo_sigmoid(pc, pr, rc, rr, beta, label_smoothing=0.0):
-    trainer = SimpleNamespace(beta=beta, label_smoothing=label_smoothing, reference_free=False, f_divergence_type='reverse_kl',
+    trainer = SimpleNamespace(beta=beta, label_smoothing=label_smoothing, reference_free=False,
+                              f_divergence_type='reverse_kl',
                               f_divergence_params={}, accelerator=SimpleNamespace(device=pc.device))
     losses, chosen_rewards, rejected_rewards = DPOTrainer.dpo_loss(trainer, pc, pr, rc, rr, loss_type='sigmoid')
     return losses, chosen_rewards, rejected_rewards
