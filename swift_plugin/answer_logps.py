@@ -76,7 +76,10 @@ def _forward_parameters(hf_model):
     return inspect.signature(hf_model.forward).parameters
 
 
-def _pack(hf_model, batch, labels, num_rejected):
+def _pack(hf_model, batch, labels, num_rejected, model_kwargs):
+    if model_kwargs.get('output_router_logits'):
+        # transformers' load_balancing_loss_func reads the attention mask as [batch, length] padding.
+        return None, "the MoE router's load-balancing loss (--router_aux_loss_coef) needs the 2D padding mask"
     config = hf_model.config
     attention = config.get_text_config()._attn_implementation
     if attention not in _MASK_ATTENTION:
@@ -152,7 +155,7 @@ def compute_answer_logps(model,
     inputs, tokens = batch, plain_answer_tokens(labels)
     packed = False
     if options.shared_prefix:
-        packed_batch, reason = _pack(hf_model, batch, labels, num_rejected)
+        packed_batch, reason = _pack(hf_model, batch, labels, num_rejected, model_kwargs)
         unpacked_anywhere, = _agreed([int(packed_batch is None)], labels.device)
         if packed_batch is not None and unpacked_anywhere:
             packed_batch, reason = None, "another rank's batch cannot be packed and all ranks take one path"

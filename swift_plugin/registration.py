@@ -116,6 +116,8 @@ def check_apo_arguments(args) -> None:
         problems.append('--sequence_parallel_size > 1')
     if args.truncation_strategy == 'split':
         problems.append('--truncation_strategy split')
+    if not 0 <= args.label_smoothing < 0.5:
+        problems.append(f'--label_smoothing {args.label_smoothing} (it must lie in [0, 0.5))')
     loss_type = args.loss_type
     if isinstance(loss_type, (list, tuple)) and len(loss_type) == 1:
         loss_type = loss_type[0]

@@ -13,13 +13,14 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / 'tools'))
-from tiny_qwen2_5_vl import build_tiny_qwen2_5_vl, build_tiny_text_model  # noqa: E402
+from tiny_qwen2_5_vl import build_tiny_moe_model, build_tiny_qwen2_5_vl, build_tiny_text_model  # noqa: E402
 
 SWIFT = str(Path(sys.executable).with_name('swift'))
 CPU_FLAGS = ['--check_model', 'false', '--report_to', 'none', '--torch_dtype', 'float32', '--fp16', 'false',
              '--bf16', 'false', '--dataloader_num_workers', '0', '--logging_steps', '1', '--seed', '42']
 VL_FLAGS = ['--model_type', 'qwen2_5_vl', '--template', 'qwen2_5_vl']
 TEXT_FLAGS = ['--model_type', 'qwen2', '--template', 'qwen2_5']
+MOE_FLAGS = ['--model_type', 'qwen2_moe', '--template', 'qwen2_5']
 
 
 @pytest.fixture(scope='session')
@@ -30,6 +31,11 @@ def tiny_vl_model(tmp_path_factory) -> str:
 @pytest.fixture(scope='session')
 def tiny_text_model(tmp_path_factory) -> str:
     return str(build_tiny_text_model(tmp_path_factory.mktemp('models') / 'tiny-qwen2.5-text'))
+
+
+@pytest.fixture(scope='session')
+def tiny_moe_model(tmp_path_factory) -> str:
+    return str(build_tiny_moe_model(tmp_path_factory.mktemp('models') / 'tiny-qwen2-moe'))
 
 
 def mean_log_1_plus_k(ks: Sequence[int]) -> float:

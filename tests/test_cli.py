@@ -4,6 +4,7 @@ Each run is a real ms-swift child process (and torchrun ranks for NPROC_PER_NODE
 also prove that the installed import hook reaches every interpreter ms-swift starts.
 """
 import json
+import math
 import os
 import subprocess
 import sys
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (CPU_FLAGS, TEXT_FLAGS, VL_FLAGS, mean_log_1_plus_k, read_logs, run_swift, text_training_args,
-                      write_apo_rows, write_dpo_rows)
+from conftest import (CPU_FLAGS, MOE_FLAGS, TEXT_FLAGS, VL_FLAGS, mean_log_1_plus_k, read_logs, run_swift,
+                      text_training_args, write_apo_rows, write_dpo_rows)
 
 TRAIN_KS = [1, 3, 7]
 VAL_KS = [2, 4]
@@ -130,14 +131,15 @@ def test_ref_adapters_make_the_sft_adapter_the_reference(lora_run, tiny_vl_model
 
 def test_k1_apo_logs_the_same_losses_as_dpo(tiny_text_model, tmp_path):
     """On DPO data (one rejected string per row) APO is DPO: same losses, full tuning, text-only model,
-    on the plain path and with the fast paths. Rewards are beta x a difference of two float32 sums of
-    about -500, so they agree to float32's rounding of those sums, not to a relative 1e-5."""
+    on the plain path and with the fast paths, with --rpo_alpha and --label_smoothing (conservative DPO).
+    Rewards are beta x a difference of two float32 sums of about -500, so they agree to float32's rounding of
+    those sums, not to a relative 1e-5."""
     data = write_dpo_rows(tmp_path / 'dpo.jsonl', 6)
     plain = {'APO_SHARED_PREFIX': '0', 'APO_LEAN_LOGPS': '0'}
     logs = {}
     for name, rlhf_type, env in [('dpo', 'dpo', {}), ('apo', 'apo', plain), ('apo-fast', 'apo', {})]:
         run_swift('rlhf', ['--rlhf_type', rlhf_type, *text_training_args(tiny_text_model, data), '--rpo_alpha', '0.5',
-                           '--beta', '0.1'], tmp_path / name, env=env)
+                           '--beta', '0.1', '--label_smoothing', '0.2'], tmp_path / name, env=env)
         logs[name] = read_logs(tmp_path / name)
     assert len(logs['apo']) == len(logs['apo-fast']) == len(logs['dpo']) == 3
     reward_rounding = 8 * 1.2e-7 * 0.1 * max(abs(line['logps/rejected']) for line in logs['dpo'])  # eps x beta x |logps|
@@ -170,6 +172,49 @@ def test_two_ranks_with_gloo(tiny_vl_model, tmp_path):
     assert first['num_rejected'] == pytest.approx(sum(ks) / len(ks), rel=1e-6)
     expected_sources = {f'rewards/rejected/row{i}-T{j}' for i, k in enumerate(ks) for j in range(k)}
     assert {k for k in first if k.startswith('rewards/rejected/')} == expected_sources
+
+
+def test_two_ranks_evaluate_every_row_once(tiny_text_model, tmp_path):
+    """5 eval rows on 2 ranks x 2 per batch: the loader repeats 3 rows to fill the last batch; they must not
+    count. The eval before training (policy = reference) must equal a single-process eval with another batch size."""
+    val_ks = [1, 5, 2, 7, 3]
+    data = write_apo_rows(tmp_path / 'train.jsonl', [2, 3], images=False)
+    val = write_apo_rows(tmp_path / 'val.jsonl', val_ks, images=False)
+    common = ['--rlhf_type', 'apo', '--model', tiny_text_model, *TEXT_FLAGS, '--tuner_type', 'lora',
+              '--dataset', str(data), '--val_dataset', str(val), '--split_dataset_ratio', '0',
+              '--per_device_train_batch_size', '1', '--gradient_accumulation_steps', '1', '--max_steps', '1',
+              '--eval_on_start', 'true', '--eval_strategy', 'steps', '--eval_steps', '100', '--save_strategy', 'no']
+    run_swift('rlhf', common + ['--per_device_eval_batch_size', '2', '--ddp_backend', 'gloo', '--use_cpu', 'true'],
+              tmp_path / 'two', env={'NPROC_PER_NODE': '2', 'MASTER_PORT': '29535'})
+    run_swift('rlhf', common + ['--per_device_eval_batch_size', '3'], tmp_path / 'one')
+    two, one = [next(line for line in read_logs(tmp_path / name) if 'eval_loss' in line) for name in ['two', 'one']]
+    assert two['eval_num_rejected'] == pytest.approx(sum(val_ks) / len(val_ks), rel=1e-6)
+    assert two['eval_loss'] == pytest.approx(mean_log_1_plus_k(val_ks), abs=1e-5)
+    sources = {k for k in two if k.startswith('eval_rewards/rejected/')}
+    assert sources == {f'eval_rewards/rejected/T{j}' for j in range(7)}
+    keys = [k for k in one if k.startswith(('eval_loss', 'eval_num_rejected', 'eval_logps/', 'eval_logits/',
+                                            'eval_rewards/'))]
+    assert len(keys) > 10
+    for key in keys:
+        assert two[key] == pytest.approx(one[key], rel=1e-5, abs=1e-6), key
+
+
+def test_moe_router_aux_loss(tiny_moe_model, tmp_path):
+    """--router_aux_loss_coef on a MoE model: the load-balancing loss is added and logged; the shared-prefix
+    forward steps aside for it (logged), the lean log-probs stay."""
+    ks = [1, 3, 2, 4]
+    data = write_apo_rows(tmp_path / 'train.jsonl', ks, images=False)
+    proc = run_swift('rlhf', ['--rlhf_type', 'apo', '--model', tiny_moe_model, *MOE_FLAGS, '--tuner_type', 'lora',
+                              '--dataset', str(data), '--split_dataset_ratio', '0',
+                              '--per_device_train_batch_size', '4', '--gradient_accumulation_steps', '1',
+                              '--max_steps', '1', '--save_strategy', 'no',
+                              '--router_aux_loss_coef', '0.5'], tmp_path / 'out')
+    output = proc.stdout + proc.stderr
+    assert "APO shared-prefix forward not used: the MoE router's load-balancing loss" in output
+    assert 'APO lean log-probs in use.' in output
+    first = read_logs(tmp_path / 'out')[0]
+    assert math.isfinite(first['aux_loss']) and first['aux_loss'] > 0
+    assert first['loss'] == pytest.approx(mean_log_1_plus_k(ks) + 0.5 * first['aux_loss'], abs=1e-4)
 
 
 @pytest.mark.parametrize('zero', ['zero2', 'zero3'])

@@ -195,3 +195,35 @@ def test_prompts_that_differ_fall_back_to_the_plain_batch(env, tiny_text_model, 
         fast, answer = _sequence_logps(model, batch, labels, num_rejected, PATHS['both'])
     assert not answer.packed
     _assert_same(plain, fast, 'log-probs')
+
+
+def _switch_load_balancing_loss(router_logits, real, num_experts, top_k):
+    """Switch Transformer's auxiliary loss over the real tokens of all layers: E * sum_e f_e * P_e, with f_e the
+    share of top-k assignments and P_e the mean router probability of expert e."""
+    probs = torch.cat([layer[real.flatten()] for layer in router_logits]).softmax(-1)
+    assigned = torch.zeros_like(probs).scatter_(1, probs.topk(top_k, dim=-1).indices, 1.0)
+    return num_experts * (assigned.mean(0) * probs.mean(0)).sum()
+
+
+def test_moe_router_aux_loss_runs_the_plain_batch(env, tiny_moe_model, tmp_path):
+    """--router_aux_loss_coef: transformers' load-balancing loss takes the [batch, length] padding mask, so the
+    shared-prefix forward (a 4D block mask) steps aside and the aux loss is the plain batch's."""
+    model, processor = load(tiny_moe_model, 'qwen2_moe')
+    model.set_experts_implementation('eager')  # the default grouped_mm takes no float64
+    template = apo_template(processor, model, 'qwen2_5')
+    batch, labels, num_rejected = collate(template, apo_rows(None, [3, 1, 2]))
+    router = {'output_router_logits': True}
+    with torch.no_grad():
+        packed, packed_answer = _sequence_logps(model, batch, labels, num_rejected, PATHS['both'])
+        results = {name: compute_answer_logps(model, model, batch, labels, num_rejected, copy.copy(PATHS[name]), router)
+                   for name in ['plain', 'both']}
+    assert packed_answer.packed, 'without the aux loss this MoE model takes the shared-prefix forward'
+    assert not results['both'].packed
+    plain_aux = results['plain'].outputs.aux_loss
+    expected = _switch_load_balancing_loss(results['plain'].outputs.router_logits, batch['attention_mask'].bool(),
+                                           model.config.num_experts, model.config.num_experts_per_tok)
+    assert torch.isfinite(plain_aux) and plain_aux > 0
+    _assert_same(expected, plain_aux, 'aux loss against the written-out Switch loss', rel=1e-6)  # float32 sums
+    _assert_same(plain_aux, results['both'].outputs.aux_loss, 'aux loss with the fast options', rel=1e-12)
+    for name, answer in results.items():
+        _assert_same(packed, sequence_logps(answer, labels.shape[0]), f'{name} log-probs with the router logits against the packed ones')

@@ -30,11 +30,25 @@ def _reference_loss(pc, pr, rc, rr, mask, beta):
     return torch.tensor(losses, dtype=torch.float64)
 
 
-def _swift_dpo_sigmoid(pc, pr, rc, rr, beta):
-    trainer = SimpleNamespace(beta=beta, label_smoothing=0.0, reference_free=False, f_divergence_type='reverse_kl',
+def _swift_dpo_sigmoid(pc, pr, rc, rr, beta, label_smoothing=0.0):
+    trainer = SimpleNamespace(beta=beta, label_smoothing=label_smoothing, reference_free=False,
+                              f_divergence_type='reverse_kl',
                               f_divergence_params={}, accelerator=SimpleNamespace(device=pc.device))
     losses, chosen_rewards, rejected_rewards = DPOTrainer.dpo_loss(trainer, pc, pr, rc, rr, loss_type='sigmoid')
     return losses, chosen_rewards, rejected_rewards
+
+
+def _smoothed_reference_loss(pc, pr, rc, rr, mask, beta, eps):
+    """Cross-entropy of softmax([r+, r_1..r_K]) against (1 - eps, eps/K, ..., eps/K), by explicit log_softmax
+    over each row's real answers in float64."""
+    losses = []
+    for i in range(len(pc)):
+        real = mask[i]
+        rewards = torch.cat([beta * (pc[i:i + 1] - rc[i:i + 1]), beta * (pr[i, real] - rr[i, real])]).double()
+        k = int(real.sum())
+        target = torch.tensor([1 - eps] + [eps / k] * k, dtype=torch.float64)
+        losses.append(-(target * torch.log_softmax(rewards, 0)).sum())
+    return torch.stack(losses)
 
 
 @pytest.mark.parametrize('beta', [0.1, 0.5, 2.0])
@@ -46,6 +60,84 @@ def test_k1_equals_ms_swift_dpo_sigmoid(beta):
     torch.testing.assert_close(ours.losses, dpo_losses, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(ours.chosen_rewards, dpo_chosen)
     torch.testing.assert_close(ours.rejected_rewards[:, 0], dpo_rejected)
+
+
+@pytest.mark.parametrize('eps', [0.05, 0.2, 0.45])
+def test_label_smoothing_k1_equals_ms_swift_conservative_dpo(eps):
+    """K = 1: -(1 - eps) logsigmoid(beta h) - eps logsigmoid(-beta h), the formula of ms-swift's DPOTrainer.dpo_loss
+    (sigmoid); trl 0.29's own sigmoid branch no longer applies label smoothing."""
+    pc, pr, rc, rr, _ = _random_case(rows=6, max_k=1, seed=11)
+    mask = torch.ones(6, 1, dtype=torch.bool)
+    ours = apo_loss(pc, pr, rc, rr, mask, 0.3, label_smoothing=eps).losses
+    dpo_losses, _, _ = _swift_dpo_sigmoid(pc, pr[:, 0], rc, rr[:, 0], 0.3, label_smoothing=eps)
+    torch.testing.assert_close(ours, dpo_losses, rtol=1e-12, atol=1e-12)
+    h = 0.3 * ((pc - rc) - (pr[:, 0] - rr[:, 0]))
+    written = -(1 - eps) * torch.nn.functional.logsigmoid(h) - eps * torch.nn.functional.logsigmoid(-h)
+    torch.testing.assert_close(ours, written, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(ours, apo_loss(pc, pr, rc, rr, mask, 0.3).losses)
+
+
+@pytest.mark.parametrize('eps', [0.1, 0.3])
+def test_label_smoothing_with_mixed_k_matches_explicit_cross_entropy(eps):
+    pc, pr, rc, rr, mask = _random_case(rows=6, max_k=7, seed=12)
+    pc, pr, rc, rr = (t / 20 for t in (pc, pr, rc, rr))  # rewards of order 1, so the eps terms matter
+    assert len(set(mask.sum(1).tolist())) > 1
+    ours = apo_loss(pc, pr, rc, rr, mask, 0.5, label_smoothing=eps)
+    torch.testing.assert_close(ours.losses, _smoothed_reference_loss(pc, pr, rc, rr, mask, 0.5, eps))
+    # Rewards are the same as without smoothing; only the loss changes.
+    plain = apo_loss(pc, pr, rc, rr, mask, 0.5)
+    torch.testing.assert_close(ours.rejected_rewards, plain.rejected_rewards)
+    assert not torch.allclose(ours.losses, plain.losses)
+
+
+def test_label_smoothing_properties():
+    pc, pr, rc, rr, mask = _random_case(rows=5, max_k=6, seed=13)
+    pc, pr, rc, rr = (t / 20 for t in (pc, pr, rc, rr))
+    base = apo_loss(pc, pr, rc, rr, mask, 0.4, label_smoothing=0.2).losses
+    # eps = 0 is the unsmoothed loss, bit for bit.
+    assert torch.equal(apo_loss(pc, pr, rc, rr, mask, 0.4, label_smoothing=0.0).losses,
+                       apo_loss(pc, pr, rc, rr, mask, 0.4).losses)
+    # Padding slots contribute nothing, whatever they hold, and an extra padding column changes nothing.
+    garbage = pr.clone()
+    garbage[~mask] = 1e4
+    torch.testing.assert_close(apo_loss(pc, garbage, rc, rr, mask, 0.4, label_smoothing=0.2).losses, base)
+    widen = lambda t: torch.cat([t, torch.full((t.shape[0], 1), -7.0, dtype=t.dtype)], 1)  # noqa: E731
+    wider_mask = torch.cat([mask, torch.zeros(5, 1, dtype=torch.bool)], 1)
+    torch.testing.assert_close(apo_loss(pc, widen(pr), rc, widen(rr), wider_mask, 0.4, label_smoothing=0.2).losses,
+                               base)
+    # The order of the rejected answers does not matter.
+    full = torch.ones_like(mask)
+    permutation = torch.tensor([4, 2, 0, 5, 1, 3])
+    torch.testing.assert_close(
+        apo_loss(pc, pr[:, permutation], rc, rr[:, permutation], full, 0.4, label_smoothing=0.2).losses,
+        apo_loss(pc, pr, rc, rr, full, 0.4, label_smoothing=0.2).losses)
+    # While policy = reference every answer is equally likely: log(1 + K) for any eps.
+    torch.testing.assert_close(apo_loss(pc, pr, pc, pr, mask, 0.4, label_smoothing=0.2).losses,
+                               torch.log1p(mask.sum(1).double()))
+    # Gradients: finite differences, and none reaches a padding slot.
+    pc.requires_grad_(True)
+    pr.requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda c, r: apo_loss(c, r, rc, rr, mask, 0.4, label_smoothing=0.2).losses.sum(), (pc, pr))
+    apo_loss(pc, pr, rc, rr, mask, 0.4, label_smoothing=0.2).losses.sum().backward()
+    assert (pr.grad[~mask] == 0).all()
+
+
+def test_label_smoothing_bounds_the_margin():
+    """The smoothed loss is minimised at the margin log((1 - eps) K / eps), not at an infinite one."""
+    eps, k = 0.1, 3
+    margin = torch.linspace(0, 10, 2001, dtype=torch.float64)
+    rejected = torch.zeros(margin.shape[0], k, dtype=torch.float64)
+    mask = torch.ones_like(rejected, dtype=torch.bool)
+    losses = apo_loss(margin, rejected, torch.zeros_like(margin), rejected, mask, 1.0, label_smoothing=eps).losses
+    assert float(margin[losses.argmin()]) == pytest.approx(math.log((1 - eps) * k / eps), abs=0.01)
+
+
+@pytest.mark.parametrize('eps', [-0.1, 0.5, 0.9])
+def test_label_smoothing_out_of_range_is_refused(eps):
+    pc, pr, rc, rr, mask = _random_case(rows=2, max_k=2, seed=14)
+    with pytest.raises(ValueError, match=r'label_smoothing must lie in \[0, 0.5\)'):
+        apo_loss(pc, pr, rc, rr, mask, 0.1, label_smoothing=eps)
 
 
 def test_matches_written_out_softmax_with_mixed_k():

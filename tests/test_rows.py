@@ -75,14 +75,16 @@ def test_dpo_only_flags_are_refused_for_apo():
 
     def args(**overrides):
         base = dict(packing=False, padding_free=False, ld_alpha=None, loss_weights=None, sequence_parallel_size=1,
-                    truncation_strategy='delete', loss_type=None)
+                    truncation_strategy='delete', loss_type=None, label_smoothing=0.0)
         return SimpleNamespace(**{**base, **overrides})
 
     check_apo_arguments(args())
     check_apo_arguments(args(loss_type=['sigmoid']))
+    check_apo_arguments(args(label_smoothing=0.3))
     for overrides, flag in [({'padding_free': True}, '--padding_free'), ({'packing': True}, '--packing'),
                             ({'sequence_parallel_size': 2}, '--sequence_parallel_size'),
                             ({'truncation_strategy': 'split'}, '--truncation_strategy split'),
-                            ({'loss_type': 'apo_zero'}, '--loss_type apo_zero')]:
+                            ({'loss_type': 'apo_zero'}, '--loss_type apo_zero'),
+                            ({'label_smoothing': 0.5}, r'--label_smoothing 0.5 \(it must lie in \[0, 0.5\)\)')]:
         with pytest.raises(ValueError, match=f'--rlhf_type apo does not support: {flag}'):
             check_apo_arguments(args(**overrides))

@@ -12,7 +12,8 @@ Qwen's real id), a ``Qwen2_5_VLProcessor`` and a ``generation_config.json``. ms-
     MAX_PIXELS=3136 swift sft --model OUT_DIR --model_type qwen2_5_vl --template qwen2_5_vl --check_model false ...
 
 ``build_tiny_text_model`` writes a tiny text-only ``Qwen2ForCausalLM`` with the same tokenizer (Qwen2.5-Instruct
-chat template); ms-swift: ``--model_type qwen2 --template qwen2_5``.
+chat template); ms-swift: ``--model_type qwen2 --template qwen2_5``. ``build_tiny_moe_model`` writes a tiny
+Qwen2-MoE with the same tokenizer; ms-swift: ``--model_type qwen2_moe --template qwen2_5``.
 
 Tokenizer: transformers' ``Qwen2Tokenizer`` over a ``tokenizers`` byte-level BPE with Qwen's pre-tokenizer regex,
 ids 0..255 = the byte alphabet in Qwen's order (e.g. 'Ċ'=198, 'Ġ'=220), inert filler tokens up to 151642, no merges
@@ -38,6 +39,7 @@ from typing import Any, Dict, List, Tuple, Union
 __all__ = [
     'build_tiny_qwen2_5_vl',
     'build_tiny_text_model',
+    'build_tiny_moe_model',
     'build_tokenizer',
     'SPECIAL_TOKENS',
     'VOCAB_SIZE',
@@ -525,6 +527,28 @@ def build_tiny_qwen2_5_vl(out_dir: PathLike,
 _TEXT_REQUIRED = ['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']
 
 
+def _build_text_model(out_dir: PathLike, params: Dict[str, Any], make_config) -> Path:
+    """A text-only causal LM from ``make_config()`` with the Qwen tokenizer (Qwen2.5-Instruct chat template)."""
+
+    def write(tmp_dir: Path) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        config = make_config()
+        _seed_everything(params['seed'])
+        model = AutoModelForCausalLM.from_config(config).to(torch.float32).eval()
+        model.generation_config = _generation_config(temperature=0.7, top_p=0.8, top_k=20)
+        _save_model(model, tmp_dir)
+
+        tok_dir = tmp_dir / '_tokenizer_src'
+        tokenizer = build_tokenizer(tok_dir, QWEN2_5_CHAT_TEMPLATE, model_max_length=131072)
+        tokenizer.save_pretrained(str(tmp_dir))
+        shutil.rmtree(tok_dir)
+        _clean_tokenizer_config(tmp_dir)
+
+    return _atomic_build(out_dir, params, _TEXT_REQUIRED, write)
+
+
 def build_tiny_text_model(out_dir: PathLike, seed: int = 0, hidden_size: int = 64, num_layers: int = 2) -> Path:
     """Build a tiny random text-only Qwen2 (Qwen2.5-Instruct style) model directory; same tokenizer ids.
 
@@ -538,26 +562,46 @@ def build_tiny_text_model(out_dir: PathLike, seed: int = 0, hidden_size: int = 6
         'num_layers': int(num_layers),
     }
 
-    def write(tmp_dir: Path) -> None:
-        import torch
-        from transformers import Qwen2Config, Qwen2ForCausalLM
-
-        config = Qwen2Config(
+    def make_config():
+        from transformers import Qwen2Config
+        return Qwen2Config(
             **_text_config_kwargs(hidden_size, num_layers, {'rope_type': 'default', 'rope_theta': 1000000.0}),
             architectures=['Qwen2ForCausalLM'],
         )
-        _seed_everything(seed)
-        model = Qwen2ForCausalLM(config).to(torch.float32).eval()
-        model.generation_config = _generation_config(temperature=0.7, top_p=0.8, top_k=20)
-        _save_model(model, tmp_dir)
 
-        tok_dir = tmp_dir / '_tokenizer_src'
-        tokenizer = build_tokenizer(tok_dir, QWEN2_5_CHAT_TEMPLATE, model_max_length=131072)
-        tokenizer.save_pretrained(str(tmp_dir))
-        shutil.rmtree(tok_dir)
-        _clean_tokenizer_config(tmp_dir)
+    return _build_text_model(out_dir, params, make_config)
 
-    return _atomic_build(out_dir, params, _TEXT_REQUIRED, write)
+
+def build_tiny_moe_model(out_dir: PathLike, seed: int = 0, hidden_size: int = 64, num_layers: int = 2,
+                         num_experts: int = 4, experts_per_token: int = 2) -> Path:
+    """Build a tiny random Qwen2-MoE (Qwen1.5-MoE / Qwen2-57B-A14B architecture) model directory; same tokenizer.
+
+    Every layer is sparse: ``num_experts`` routed experts (``experts_per_token`` per token) plus the shared
+    expert. ms-swift: ``--model_type qwen2_moe --template qwen2_5 --check_model false``.
+    """
+    params = {
+        'kind': 'qwen2_moe',
+        'builder_version': BUILDER_VERSION,
+        'seed': int(seed),
+        'hidden_size': int(hidden_size),
+        'num_layers': int(num_layers),
+        'num_experts': int(num_experts),
+        'experts_per_token': int(experts_per_token),
+    }
+
+    def make_config():
+        from transformers import Qwen2MoeConfig
+        return Qwen2MoeConfig(
+            **_text_config_kwargs(hidden_size, num_layers, {'rope_type': 'default', 'rope_theta': 1000000.0}),
+            num_experts=num_experts,
+            num_experts_per_tok=experts_per_token,
+            moe_intermediate_size=hidden_size,
+            shared_expert_intermediate_size=hidden_size,
+            decoder_sparse_step=1,
+            architectures=['Qwen2MoeForCausalLM'],
+        )
+
+    return _build_text_model(out_dir, params, make_config)
 
 
 # ----------------------------------------------------------------------------------------------------------------
