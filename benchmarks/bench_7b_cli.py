@@ -501,7 +501,7 @@ def main(argv=None):
             results.append({'name': name, 'variant': variant, 'label': VARIANTS[variant][0], 'tuning': tuning,
                             'batch': batch, 'status': 'skipped: (a) full did not run'})
             continue
-        print(f'running {name} ...', file=sys.stderr, flush=True)
+        print(f'{name} ...', file=sys.stderr, flush=True)
         results.append(run_variant(args, name, variant, tuning, batch, dpo_data if variant == 'c' else apo_data))
         took = 'kept from an earlier call' if results[-1].get('resumed') else f'{results[-1]["run_seconds"]} s'
         print(f'  {results[-1]["status"]} ({took})', file=sys.stderr, flush=True)
