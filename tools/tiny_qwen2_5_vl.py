@@ -15,6 +15,11 @@ Qwen's real id), a ``Qwen2_5_VLProcessor`` and a ``generation_config.json``. ms-
 chat template); ms-swift: ``--model_type qwen2 --template qwen2_5``. ``build_tiny_moe_model`` writes a tiny
 Qwen2-MoE with the same tokenizer; ms-swift: ``--model_type qwen2_moe --template qwen2_5``.
 
+``build_qwen2_5_vl`` builds any size from overrides of the tiny settings, in a given dtype and on a given device
+(random init runs there, so 8B parameters take seconds on a GPU); ``QWEN2_5_VL_7B`` holds Qwen2.5-VL-7B-Instruct's
+published architecture (``python tools/tiny_qwen2_5_vl.py OUT --preset qwen2.5-vl-7b --dtype bfloat16 --device cuda``:
+random weights, ~16.6 GB of safetensors).
+
 Tokenizer: transformers' ``Qwen2Tokenizer`` over a ``tokenizers`` byte-level BPE with Qwen's pre-tokenizer regex,
 ids 0..255 = the byte alphabet in Qwen's order (e.g. 'Ċ'=198, 'Ġ'=220), inert filler tokens up to 151642, no merges
 (so one token per UTF-8 byte), specials at 151643..151664. Like real Qwen it NFC-normalizes its input, so
@@ -34,9 +39,10 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 __all__ = [
+    'build_qwen2_5_vl',
     'build_tiny_qwen2_5_vl',
     'build_tiny_text_model',
     'build_tiny_moe_model',
@@ -45,6 +51,7 @@ __all__ = [
     'VOCAB_SIZE',
     'QWEN2_5_VL_CHAT_TEMPLATE',
     'QWEN2_5_CHAT_TEMPLATE',
+    'QWEN2_5_VL_7B',
 ]
 
 # Bump when the produced files change, so stale cached dirs get rebuilt.
@@ -172,6 +179,40 @@ QWEN2_5_CHAT_TEMPLATE = (
 # Image budget of the saved processor: 56x56 (4 merged tokens) .. 112x112 (16 merged tokens).
 MIN_PIXELS = 56 * 56
 MAX_PIXELS = 28 * 28 * 16
+
+# Qwen/Qwen2.5-VL-7B-Instruct's config.json and preprocessor_config.json, as overrides of the tiny settings
+# (transformers 5 names: rope_parameters, in_channels).
+QWEN2_5_VL_7B: Dict[str, Any] = {
+    'text': {
+        'vocab_size': 152064,
+        'hidden_size': 3584,
+        'intermediate_size': 18944,
+        'num_hidden_layers': 28,
+        'num_attention_heads': 28,
+        'num_key_value_heads': 4,
+        'max_position_embeddings': 128000,
+        'max_window_layers': 28,
+        'rms_norm_eps': 1e-6,
+        'rope_parameters': {'rope_type': 'default', 'mrope_section': [16, 24, 24], 'rope_theta': 1000000.0},
+        'tie_word_embeddings': False,
+    },
+    'vision': {
+        'depth': 32,
+        'hidden_size': 1280,
+        'intermediate_size': 3420,
+        'num_heads': 16,
+        'in_channels': 3,
+        'hidden_act': 'silu',
+        'patch_size': 14,
+        'spatial_merge_size': 2,
+        'temporal_patch_size': 2,
+        'window_size': 112,
+        'fullatt_block_indexes': [7, 15, 23, 31],
+        'out_hidden_size': 3584,
+    },
+    'min_pixels': 3136,
+    'max_pixels': 12845056,
+}
 
 PathLike = Union[str, os.PathLike]
 
@@ -419,16 +460,21 @@ def _text_config_kwargs(hidden_size: int, num_layers: int, rope_parameters: Dict
     )
 
 
-def _vl_config(hidden_size: int, num_layers: int, vision_depth: int):
+def _vl_config(text: Dict[str, Any], vision: Dict[str, Any], dtype: str):
+    """The tiny settings (derived from ``hidden_size``, ``num_hidden_layers`` and ``depth``) overridden by
+    ``text`` and ``vision``."""
     from transformers import Qwen2_5_VLConfig
 
+    hidden_size = text.get('hidden_size', 64)
+    vision_depth = vision.get('depth', 1)
     vision_hidden = 32
     # mrope_section sums to head_dim // 2 (temporal, height, width), like Qwen's [16, 24, 24] for head_dim 128.
-    text_config = _text_config_kwargs(hidden_size, num_layers, {
+    text_config = _text_config_kwargs(hidden_size, text.get('num_hidden_layers', 2), {
         'rope_type': 'default',
         'mrope_section': [2, 3, 3],
         'rope_theta': 1000000.0,
     })
+    text_config.update(text, dtype=dtype)
     vision_config = dict(
         depth=vision_depth,
         hidden_size=vision_hidden,
@@ -445,6 +491,7 @@ def _vl_config(hidden_size: int, num_layers: int, vision_depth: int):
         fullatt_block_indexes=[vision_depth - 1],
         initializer_range=0.02,
     )
+    vision_config.update(vision)
     return Qwen2_5_VLConfig(
         text_config=text_config,
         vision_config=vision_config,
@@ -452,8 +499,8 @@ def _vl_config(hidden_size: int, num_layers: int, vision_depth: int):
         video_token_id=SPECIAL_TOKENS['<|video_pad|>'],
         vision_start_token_id=SPECIAL_TOKENS['<|vision_start|>'],
         vision_end_token_id=SPECIAL_TOKENS['<|vision_end|>'],
-        tie_word_embeddings=True,
-        dtype='float32',
+        tie_word_embeddings=text_config['tie_word_embeddings'],
+        dtype=dtype,
         architectures=['Qwen2_5_VLForConditionalGeneration'],
     )
 
@@ -473,23 +520,30 @@ def _generation_config(temperature: float, top_p: float, top_k: int):
     )
 
 
-def build_tiny_qwen2_5_vl(out_dir: PathLike,
-                          seed: int = 0,
-                          hidden_size: int = 64,
-                          num_layers: int = 2,
-                          vision_depth: int = 1) -> Path:
-    """Build a tiny random Qwen2.5-VL model directory at ``out_dir`` and return its absolute path.
+def build_qwen2_5_vl(out_dir: PathLike,
+                     text: Optional[Dict[str, Any]] = None,
+                     vision: Optional[Dict[str, Any]] = None,
+                     seed: int = 0,
+                     dtype: str = 'float32',
+                     device: str = 'cpu',
+                     min_pixels: int = MIN_PIXELS,
+                     max_pixels: int = MAX_PIXELS) -> Path:
+    """Build a random Qwen2.5-VL model directory of any size at ``out_dir`` and return its absolute path.
 
-    Loadable with ``Qwen2_5_VLForConditionalGeneration.from_pretrained`` / ``AutoProcessor.from_pretrained`` and by
-    ms-swift (``--model_type qwen2_5_vl --template qwen2_5_vl --check_model false``).
+    ``text`` / ``vision`` override the tiny settings (``QWEN2_5_VL_7B['text']`` etc. for the real 7B shapes).
+    The weights are created and initialised directly in ``dtype`` on ``device`` and saved as one safetensors file.
+    ``min_pixels`` / ``max_pixels``: the saved image processor's budget.
     """
+    text, vision = dict(text or {}), dict(vision or {})
     params = {
         'kind': 'qwen2_5_vl',
         'builder_version': BUILDER_VERSION,
         'seed': int(seed),
-        'hidden_size': int(hidden_size),
-        'num_layers': int(num_layers),
-        'vision_depth': int(vision_depth),
+        'text': text,
+        'vision': vision,
+        'dtype': dtype,
+        'device': device,
+        'pixels': [int(min_pixels), int(max_pixels)],
     }
 
     def write(tmp_dir: Path) -> None:
@@ -497,18 +551,23 @@ def build_tiny_qwen2_5_vl(out_dir: PathLike,
         from transformers import (Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor, Qwen2VLImageProcessor,
                                   Qwen2VLVideoProcessor)
 
-        config = _vl_config(hidden_size, num_layers, vision_depth)
+        config = _vl_config(text, vision, dtype)
+        if config.text_config.vocab_size < NUM_BPE_TOKENS + len(SPECIAL_TOKENS):
+            raise ValueError(f'vocab_size {config.text_config.vocab_size} is smaller than the tokenizer '
+                             f'({NUM_BPE_TOKENS + len(SPECIAL_TOKENS)} ids)')
         _seed_everything(seed)
-        model = Qwen2_5_VLForConditionalGeneration(config).to(torch.float32).eval()
+        with torch.device(device):
+            model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=getattr(torch, dtype)).eval()
         model.generation_config = _generation_config(temperature=0.1, top_p=0.001, top_k=1)
         _save_model(model, tmp_dir)
+        del model
 
         tok_dir = tmp_dir / '_tokenizer_src'
         tokenizer = build_tokenizer(tok_dir, QWEN2_5_VL_CHAT_TEMPLATE, model_max_length=32768)
         image_processor = Qwen2VLImageProcessor(
-            min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, patch_size=14, temporal_patch_size=2, merge_size=2)
+            min_pixels=min_pixels, max_pixels=max_pixels, patch_size=14, temporal_patch_size=2, merge_size=2)
         video_processor = Qwen2VLVideoProcessor(
-            min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, patch_size=14, temporal_patch_size=2, merge_size=2)
+            min_pixels=min_pixels, max_pixels=max_pixels, patch_size=14, temporal_patch_size=2, merge_size=2)
         processor = Qwen2_5_VLProcessor(
             image_processor=image_processor,
             tokenizer=tokenizer,
@@ -519,6 +578,20 @@ def build_tiny_qwen2_5_vl(out_dir: PathLike,
         _clean_tokenizer_config(tmp_dir)
 
     return _atomic_build(out_dir, params, _VL_REQUIRED, write)
+
+
+def build_tiny_qwen2_5_vl(out_dir: PathLike,
+                          seed: int = 0,
+                          hidden_size: int = 64,
+                          num_layers: int = 2,
+                          vision_depth: int = 1) -> Path:
+    """Build a tiny random Qwen2.5-VL model directory at ``out_dir`` and return its absolute path.
+
+    Loadable with ``Qwen2_5_VLForConditionalGeneration.from_pretrained`` / ``AutoProcessor.from_pretrained`` and by
+    ms-swift (``--model_type qwen2_5_vl --template qwen2_5_vl --check_model false``).
+    """
+    return build_qwen2_5_vl(out_dir, {'hidden_size': hidden_size, 'num_hidden_layers': num_layers},
+                            {'depth': vision_depth}, seed=seed)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -615,11 +688,19 @@ def main(argv=None) -> int:
     parser.add_argument('--hidden-size', type=int, default=64)
     parser.add_argument('--num-layers', type=int, default=2)
     parser.add_argument('--vision-depth', type=int, default=1)
+    parser.add_argument('--preset', choices=['qwen2.5-vl-7b'],
+                        help="a real model's architecture (random weights) instead of the size flags")
+    parser.add_argument('--dtype', default='float32', help='with --preset: float32, bfloat16, ...')
+    parser.add_argument('--device', default='cpu', help='with --preset: where the weights are initialised')
     args = parser.parse_args(argv)
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
     if args.text:
         path = build_tiny_text_model(args.out_dir, seed=args.seed, hidden_size=args.hidden_size,
                                      num_layers=args.num_layers)
+    elif args.preset:
+        preset = QWEN2_5_VL_7B
+        path = build_qwen2_5_vl(args.out_dir, preset['text'], preset['vision'], seed=args.seed, dtype=args.dtype,
+                                device=args.device, min_pixels=preset['min_pixels'], max_pixels=preset['max_pixels'])
     else:
         path = build_tiny_qwen2_5_vl(args.out_dir, seed=args.seed, hidden_size=args.hidden_size,
                                      num_layers=args.num_layers, vision_depth=args.vision_depth)
