@@ -10,6 +10,8 @@ processes), the rows that would not train are removed, and one log block on rank
 ('chosen' for the chosen answer, the ``rejected_sources`` names for the rejected ones), the answers over
 max_length and the answers that do not train. With ``APO_DROP_LONG_REJECTED=1`` only the over-long rejected
 answers are dropped (``rows.kept_answers``; the encoding drops the same answers again at training time).
+Encoding is exact but not free (images are processed for each of the K + 1 sequences); ``APO_LENGTH_CHECK=0``
+skips the check.
 """
 import time
 from dataclasses import dataclass, field
@@ -20,10 +22,11 @@ from datasets import Features, Value
 from datasets import Sequence as HfSequence
 from swift.utils import get_logger, is_master, safe_ddp_context
 
-from .rows import kept_answers
-from .template import DROP_LONG_REJECTED_ENV, apo_row_fits, drop_long_rejected_enabled
+from .rows import APORowError, kept_answers
+from .template import DROP_LONG_REJECTED_ENV, apo_row_fits, describe_row, drop_long_rejected_enabled, env_flag
 
 logger = get_logger()
+LENGTH_CHECK_ENV = 'APO_LENGTH_CHECK'
 CHOSEN = 'chosen'
 UNNAMED = 'rejected'  # the rejected answers of rows without rejected_sources
 _FEATURES = Features({'fits': HfSequence(Value('bool')), 'sources': HfSequence(Value('string')),
@@ -90,8 +93,8 @@ def format_report(tallies: Dict[str, LengthTally], max_length: int, drop_long_re
         for source, count in tally.sources.items():
             lines.append(f'    {source:<{width}}  {count.answers:>7}  {count.over_max_length:>15}  '
                          f'{count.not_trained:>11}')
-        for i, error in tally.failed[:3]:
-            lines.append(f'    row {i} failed to encode: {error}')
+        for _, error in tally.failed[:3]:
+            lines.append(f'    failed to encode: {error}')
     return '\n'.join(lines)
 
 
@@ -99,11 +102,14 @@ def _check_rows(batch: Dict[str, List[Any]], template) -> Dict[str, List[Any]]:
     columns = list(batch)
     result = {'fits': [], 'sources': [], 'error': []}
     for values in zip(*(batch[c] for c in columns)):
+        row = dict(zip(columns, values))
         fits, sources, error = None, None, None
         try:
-            fits, sources = apo_row_fits(template, dict(zip(columns, values)))
+            fits, sources = apo_row_fits(template, row)
+        except APORowError as e:  # names the row itself
+            error = str(e)
         except Exception as e:  # decided by --strict in the main process, as ms-swift's encoding would
-            error = f'{type(e).__name__}: {e}'
+            error = f'{describe_row(row)}: {type(e).__name__}: {e}'
         result['fits'].append(fits)
         result['sources'].append(sources)
         result['error'].append(error)
@@ -134,6 +140,10 @@ def drop_over_long_rows(args, template, *datasets):
     """Remove the rows that would not train from ``(train_dataset, val_dataset)`` and log what they cost."""
     if template.truncation_strategy != 'raise' or template.max_length is None:
         return datasets  # left/right truncation cuts sequences instead of dropping rows
+    if not env_flag(LENGTH_CHECK_ENV, default=True):
+        logger.info(f'APO length check off ({LENGTH_CHECK_ENV}=0): rows over max_length are dropped as they are '
+                    'encoded, uncounted.')
+        return datasets
     drop_long_rejected = drop_long_rejected_enabled()
     tallies, result = {}, []
     started = time.time()
@@ -145,11 +155,11 @@ def drop_over_long_rows(args, template, *datasets):
             result.append(dataset)
             continue
         tally = _tally_dataset(args, template, dataset, drop_long_rejected)
-        problems = [(i, f'over max_length {template.max_length}: {over}') for i, over in tally.over_max_length]
-        if args.strict and problems + tally.failed:
-            i, problem = min(problems + tally.failed)
-            raise ValueError(f'{name} dataset row {i}: {problem} (--strict true stops at the first row that '
-                             'would not train)')
+        problems = [(i, f'{describe_row(dataset[i])}: over max_length {template.max_length}: {over}')
+                    for i, over in tally.over_max_length[:1]] + tally.failed[:1]
+        if args.strict and problems:
+            raise ValueError(f'APO length check, {name} dataset: {min(problems)[1]} (--strict true stops at a row '
+                             'that would not train)')
         tallies[name] = tally
         result.append(dataset if len(tally.kept) == len(dataset) else dataset.select(tally.kept))
     if tallies and is_master():

@@ -55,8 +55,9 @@ def parse_rejected(row: Dict[str, Any], where: str = 'row') -> RejectedAnswers:
 
     for field in UNSUPPORTED_FIELDS:
         if row.get(field):
-            raise fail(field, f'not supported by --rlhf_type apo (every rejected answer shares the prompt, media and '
-                       f'tools of the chosen one; per-answer fields: {REJECTED_FIELD}, {SOURCES_FIELD}, {IMAGES_FIELD})')
+            raise fail(field, f'not supported by --rlhf_type apo (every rejected answer shares the prompt, media '
+                       f'and tools of the chosen one; per-answer fields: {REJECTED_FIELD}, {SOURCES_FIELD}, '
+                       f'{IMAGES_FIELD})')
     rejected = row.get(REJECTED_FIELD)
     if rejected is None:
         raise fail(REJECTED_FIELD, 'missing: an APO row needs at least one rejected answer')

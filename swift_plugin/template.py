@@ -34,8 +34,13 @@ _ANSWERS_KEY = 'rejected_answers'
 DROP_LONG_REJECTED_ENV = 'APO_DROP_LONG_REJECTED'
 
 
+def env_flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name, '').strip().lower()
+    return default if not value else value not in ('0', 'false', 'no', 'off')
+
+
 def drop_long_rejected_enabled() -> bool:
-    return os.environ.get(DROP_LONG_REJECTED_ENV, '0').strip().lower() in ('1', 'true', 'yes', 'on')
+    return env_flag(DROP_LONG_REJECTED_ENV, default=False)
 
 
 def _without_none(encoded: Dict[str, Any]) -> Dict[str, Any]:
@@ -54,6 +59,11 @@ class _EncodedSequences:
         return [self.chosen is not None] + [answer is not None for answer in self.answers]
 
 
+def describe_row(row: Dict[str, Any]) -> str:
+    """How errors name a row once it has left its file (ms-swift shuffles and samples rows)."""
+    return f'row with messages {str(row.get("messages"))[:200]!r}'
+
+
 def _encode_or_none(template, inputs) -> Optional[Dict[str, Any]]:
     try:
         return template._encode_truncated(inputs)
@@ -64,7 +74,7 @@ def _encode_or_none(template, inputs) -> Optional[Dict[str, Any]]:
 def _encode_sequences(template, row: Dict[str, Any]) -> _EncodedSequences:
     if not isinstance(row, dict):
         raise TypeError(f'APO encoding takes a dataset row (dict), got {type(row).__name__}')
-    rejected = parse_rejected(row, where=f'row with messages {str(row.get("messages"))[:200]!r}')
+    rejected = parse_rejected(row, where=describe_row(row))
     # rejected_* keys would make ms-swift build a DPO rejected sequence; APO builds its own from them.
     chosen_row = {k: v for k, v in row.items() if not k.startswith('rejected_')}
     chosen_inputs = TemplateInputs.from_dict(chosen_row).chosen
