@@ -155,9 +155,9 @@ def drop_over_long_rows(args, template, *datasets):
             result.append(dataset)
             continue
         tally = _tally_dataset(args, template, dataset, drop_long_rejected)
-        problems = [(i, f'{describe_row(dataset[i])}: over max_length {template.max_length}: {over}')
-                    for i, over in tally.over_max_length[:1]] + tally.failed[:1]
-        if args.strict and problems:
+        if args.strict and (tally.over_max_length or tally.failed):
+            problems = [(i, f'{describe_row(dataset[i])}: over max_length {template.max_length}: {over}')
+                        for i, over in tally.over_max_length[:1]] + tally.failed[:1]
             raise ValueError(f'APO length check, {name} dataset: {min(problems)[1]} (--strict true stops at a row '
                              'that would not train)')
         tallies[name] = tally

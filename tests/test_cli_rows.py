@@ -117,3 +117,28 @@ def test_answers_with_their_own_images_train(tiny_vl_model, tmp_path):
     output = proc.stdout + proc.stderr
     assert 'APO shared-prefix forward not used: row 0: its sequences carry different images' in output
     assert read_logs(tmp_path / 'out')[0]['loss'] == pytest.approx(mean_log_1_plus_k(ks), abs=1e-4)
+
+
+def test_dpo_rows_with_rejected_images_train_as_in_dpo(tiny_vl_model, tmp_path):
+    """DPO's own format with rejected_images (other size than the chosen image): APO logs DPO's numbers.
+    Also runs the length check in 2 processes (--dataset_num_proc 2)."""
+    Image.new('RGB', (112, 56), (200, 10, 10)).save(tmp_path / 'rejected.png')
+    with open(tmp_path / 'train.jsonl', 'w') as f:
+        for i in range(4):
+            f.write(json.dumps({'messages': [{'role': 'user', 'content': f'<image>Findings {i}?'},
+                                             {'role': 'assistant', 'content': f'Consensus answer {i}.'}],
+                                'rejected_response': f'Teacher {i}.', 'images': [_image(tmp_path / 'a.png')],
+                                'rejected_images': [str(tmp_path / 'rejected.png')]}) + '\n')
+    logs = {}
+    for rlhf_type in ['dpo', 'apo']:
+        args = _apo_args(tiny_vl_model, tmp_path / 'train.jsonl', '--per_device_train_batch_size', '2',
+                         '--learning_rate', '1e-2', '--dataset_num_proc', '2')
+        args[args.index('--rlhf_type') + 1] = rlhf_type
+        args[args.index('--max_steps') + 1] = '3'
+        run_swift('rlhf', args, tmp_path / rlhf_type)
+        logs[rlhf_type] = read_logs(tmp_path / rlhf_type)
+    assert len(logs['apo']) == len(logs['dpo']) == 3
+    for dpo, apo in zip(logs['dpo'], logs['apo']):
+        for key in ['loss', 'logps/chosen', 'logps/rejected', 'rewards/margins']:
+            assert apo[key] == pytest.approx(dpo[key], rel=1e-5, abs=1e-6), key
+    assert logs['apo'][-1]['rewards/margins'] > 0.1  # the compared run trains
