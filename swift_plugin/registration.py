@@ -213,13 +213,15 @@ def _patch_rlhf_pipeline(module) -> None:
 
     @wraps(get_dataset)
     def _get_dataset(self):
-        if self.args.rlhf_type == APO:
-            from .rows import local_dataset_file, validate_dataset_file
-            for spec in list(self.args.dataset) + list(self.args.val_dataset):
-                path = local_dataset_file(spec)
-                if path is not None:
-                    validate_dataset_file(path)
-        return get_dataset(self)
+        if self.args.rlhf_type != APO:
+            return get_dataset(self)
+        from .length_check import drop_over_long_rows
+        from .rows import local_dataset_file, validate_dataset_file
+        for spec in list(self.args.dataset) + list(self.args.val_dataset):
+            path = local_dataset_file(spec)
+            if path is not None:
+                validate_dataset_file(path, self.args.columns)
+        return drop_over_long_rows(self.args, self.template, *get_dataset(self))
 
     cls._prepare_template, cls.prepare_model, cls._get_dataset = _prepare_template, classmethod(
         _prepare_model), _get_dataset

@@ -7,14 +7,23 @@ Pure functions over one row (a dict as ms-swift loads it); no ms-swift or torch 
     rejected_response: [{"role": "assistant", ...}, ...]
                                                    -> K = 1, one multi-turn trajectory (ms-swift's meaning)
     rejected_sources:  ["GPT-5", ...]              -> optional, one name per alternative
+    rejected_images:   [img, ...]                  -> optional, the images of every rejected answer (DPO's meaning)
+    rejected_images:   [[img, ...], ..., [img, ...]]
+                                                   -> optional, the images of each rejected answer, one list each
 """
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 REJECTED_FIELD = 'rejected_response'
 SOURCES_FIELD = 'rejected_sources'
+IMAGES_FIELD = 'rejected_images'
+# ms-swift's other per-rejected-answer fields. APO encodes every answer with the chosen row's prompt, media and
+# tools, so a row that sets one of these would silently train on something else than it says.
+UNSUPPORTED_FIELDS = ('rejected_messages', 'rejected_videos', 'rejected_audios', 'rejected_tools',
+                      'rejected_objects')
 
 
 class APORowError(ValueError):
@@ -25,6 +34,7 @@ class APORowError(ValueError):
 class RejectedAnswers:
     trajectories: List[List[Dict[str, Any]]]  # each replaces the chosen answer's messages
     sources: Optional[List[str]]
+    images: Optional[List[list]] = None  # each replaces the chosen row's images; None: the chosen row's images
 
     def __len__(self) -> int:
         return len(self.trajectories)
@@ -43,6 +53,11 @@ def parse_rejected(row: Dict[str, Any], where: str = 'row') -> RejectedAnswers:
     def fail(field: str, problem: str) -> APORowError:
         return APORowError(f'{where}: field {field!r}: {problem}')
 
+    for field in UNSUPPORTED_FIELDS:
+        if row.get(field):
+            raise fail(field, f'not supported by --rlhf_type apo (every rejected answer shares the prompt, media '
+                       f'and tools of the chosen one; per-answer fields: {REJECTED_FIELD}, {SOURCES_FIELD}, '
+                       f'{IMAGES_FIELD})')
     rejected = row.get(REJECTED_FIELD)
     if rejected is None:
         raise fail(REJECTED_FIELD, 'missing: an APO row needs at least one rejected answer')
@@ -81,7 +96,9 @@ def parse_rejected(row: Dict[str, Any], where: str = 'row') -> RejectedAnswers:
                 raise fail(field, 'identical to the chosen answer')
         trajectories = [[{'role': 'assistant', 'content': text}] for text in texts]
 
-    return RejectedAnswers(trajectories=trajectories, sources=_parse_sources(row, len(trajectories), fail))
+    num_rejected = len(trajectories)
+    return RejectedAnswers(trajectories=trajectories, sources=_parse_sources(row, num_rejected, fail),
+                           images=_parse_images(row, num_rejected, fail))
 
 
 def _parse_sources(row: Dict[str, Any], num_rejected: int, fail) -> Optional[List[str]]:
@@ -95,6 +112,61 @@ def _parse_sources(row: Dict[str, Any], num_rejected: int, fail) -> Optional[Lis
     if len(sources) != num_rejected:
         raise fail(SOURCES_FIELD, f'has {len(sources)} entries but {REJECTED_FIELD} has {num_rejected} answers')
     return list(sources)
+
+
+def _parse_images(row: Dict[str, Any], num_rejected: int, fail) -> Optional[List[list]]:
+    images = row.get(IMAGES_FIELD)
+    if images is None:
+        return None
+    if isinstance(images, (str, dict)):
+        images = [images]
+    if not isinstance(images, (list, tuple)):
+        raise fail(IMAGES_FIELD, f'must be a list of images, or one list of images per rejected answer, found '
+                   f'{type(images).__name__}')
+    nested = [isinstance(item, (list, tuple)) for item in images]
+    one_list_per_answer = bool(images) and all(nested)
+    if one_list_per_answer:
+        if len(images) != num_rejected:
+            raise fail(IMAGES_FIELD, f'has {len(images)} image lists but {REJECTED_FIELD} has {num_rejected} answers '
+                       '(give one list per answer, or one flat list for all of them)')
+        per_answer = [list(item) for item in images]
+    elif any(nested):
+        raise fail(IMAGES_FIELD, 'mixes images and lists of images: use one flat list for all rejected answers, '
+                   'or one list per answer')
+    else:
+        per_answer = [list(images)] * num_rejected
+    for k, answer_images in enumerate(per_answer):
+        bad = [type(image).__name__ for image in answer_images if not isinstance(image, (str, dict))]
+        if bad:
+            field = f'{IMAGES_FIELD}[{k}]' if one_list_per_answer else IMAGES_FIELD
+            raise fail(field, f'an image must be a path, URL or {{"path"/"bytes"}} dict, found {bad[0]}')
+    return per_answer
+
+
+def kept_answers(fits: Sequence[bool], drop_long_rejected: bool) -> Optional[List[int]]:
+    """Which rejected answers a row trains on, given which of its sequences fit ``--max_length``.
+
+    ``fits`` is [chosen, rejected 1, ..., rejected K]. Returns the indices (0-based, among the rejected answers)
+    that train, or None when the whole row is dropped: ms-swift's ``--truncation_strategy delete`` drops a row
+    with any sequence over max_length; with ``drop_long_rejected`` only the over-long rejected answers go, and
+    the row stays while its chosen answer and at least one rejected answer fit.
+    """
+    chosen_fits, rejected_fit = fits[0], list(fits[1:])
+    if not chosen_fits or not any(rejected_fit) or (not drop_long_rejected and not all(rejected_fit)):
+        return None
+    return [k for k, fit in enumerate(rejected_fit) if fit]
+
+
+def column_renames(columns: Optional[Dict[str, str]], names: Iterable[str]) -> Dict[str, str]:
+    """The renames ms-swift's ``--columns`` makes on a dataset whose columns are ``names``.
+
+    The rule of ``RowPreprocessor.safe_rename_columns``: names match case-insensitively, and a target that
+    two present columns would both take is not renamed to at all.
+    """
+    by_lower = {name.lower(): name for name in names}
+    renames = {by_lower[old.lower()]: new for old, new in (columns or {}).items() if old.lower() in by_lower}
+    claimed = Counter(renames.values())
+    return {old: new for old, new in renames.items() if claimed[new] == 1 and old != new}
 
 
 def iter_local_rows(path: str) -> Iterator[Tuple[str, Dict[str, Any]]]:
@@ -125,12 +197,21 @@ def local_dataset_file(spec: str) -> Optional[str]:
     return None
 
 
-def validate_dataset_file(path: str) -> int:
-    """Check every row of a local preference file; return the number of rows."""
+def validate_dataset_file(path: str, columns: Optional[Dict[str, str]] = None) -> int:
+    """Check every row of a local preference file as ms-swift will read it (after ``--columns``); return the
+    number of rows. Field names in errors are the renamed ones, e.g. 'rejected_response' for a column
+    ``rejected`` under ``--columns '{"rejected": "rejected_response"}'``."""
+    renames = {}
+    if columns:
+        names = {}  # the file's columns in order of appearance, as the json loader sees them
+        for _, row in iter_local_rows(path):
+            if isinstance(row, dict):
+                names.update(dict.fromkeys(row))
+        renames = column_renames(columns, names)
     count = 0
     for where, row in iter_local_rows(path):
         if not isinstance(row, dict):
             raise APORowError(f'{where}: a row must be a JSON object')
-        parse_rejected(row, where)
+        parse_rejected({renames.get(k, k): v for k, v in row.items()}, where)
         count += 1
     return count

@@ -12,46 +12,119 @@ and collates a batch of B rows into one model batch whose sequences are
 exactly ms-swift's DPO layout ``[chosen x B, rejected x B]``.
 
 Each sequence goes through the template's own ``_encode_truncated``, so ``--max_length`` and
-``--truncation_strategy`` follow ms-swift's rules (image placeholder tokens are never cut).
+``--truncation_strategy`` follow ms-swift's rules (image placeholder tokens are never cut). Under
+``--truncation_strategy delete`` a row with any sequence over max_length is dropped, as in DPO; with
+``APO_DROP_LONG_REJECTED=1`` only its over-long rejected answers are (see ``rows.kept_answers``).
+A rejected answer is encoded with its own images when the row has ``rejected_images``.
 """
-from typing import Any, Dict, List, Optional
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
-from swift.template import TemplateInputs
+from swift.template import MaxLengthError, TemplateInputs
 from swift.template.utils import get_last_user_round
 
-from .rows import REJECTED_FIELD, SOURCES_FIELD, parse_rejected
+from .rows import RejectedAnswers, kept_answers, parse_rejected
 
 APO_MODE = 'apo'
 NUM_REJECTED_KEY = 'num_rejected'
 SOURCES_KEY = 'rejected_sources'
 _ANSWERS_KEY = 'rejected_answers'
+DROP_LONG_REJECTED_ENV = 'APO_DROP_LONG_REJECTED'
+
+
+def env_flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name, '').strip().lower()
+    return default if not value else value not in ('0', 'false', 'no', 'off')
+
+
+def drop_long_rejected_enabled() -> bool:
+    return env_flag(DROP_LONG_REJECTED_ENV, default=False)
 
 
 def _without_none(encoded: Dict[str, Any]) -> Dict[str, Any]:
     return {k: v for k, v in encoded.items() if v is not None}
 
 
-def encode_apo_row(template, row: Dict[str, Any], return_length: bool = False) -> Dict[str, Any]:
-    """Encode one APO row with ``template`` (an ms-swift Template)."""
+@dataclass
+class _EncodedSequences:
+    chosen_inputs: Any  # ms-swift's StdTemplateInputs of the chosen sequence
+    chosen: Optional[Dict[str, Any]]  # None: over max_length
+    answers: List[Optional[Dict[str, Any]]]  # one per rejected answer; None: over max_length
+    rejected: RejectedAnswers
+
+    @property
+    def fits(self) -> List[bool]:
+        return [self.chosen is not None] + [answer is not None for answer in self.answers]
+
+
+def describe_row(row: Dict[str, Any]) -> str:
+    """How errors name a row once it has left its file (ms-swift shuffles and samples rows)."""
+    return f'row with messages {str(row.get("messages"))[:200]!r}'
+
+
+def _encode_or_none(template, inputs) -> Optional[Dict[str, Any]]:
+    try:
+        return template._encode_truncated(inputs)
+    except MaxLengthError:  # raised only under --truncation_strategy delete
+        return None
+
+
+def _encode_sequences(template, row: Dict[str, Any]) -> _EncodedSequences:
     if not isinstance(row, dict):
         raise TypeError(f'APO encoding takes a dataset row (dict), got {type(row).__name__}')
-    rejected = parse_rejected(row, where=f'row with messages {str(row.get("messages"))[:200]!r}')
-    chosen_row = {k: v for k, v in row.items() if k not in (REJECTED_FIELD, SOURCES_FIELD)}
+    rejected = parse_rejected(row, where=describe_row(row))
+    # rejected_* keys would make ms-swift build a DPO rejected sequence; APO builds its own from them.
+    chosen_row = {k: v for k, v in row.items() if not k.startswith('rejected_')}
     chosen_inputs = TemplateInputs.from_dict(chosen_row).chosen
-    chosen = template._encode_truncated(chosen_inputs)
+    chosen = _encode_or_none(template, chosen_inputs)
 
     messages = chosen_row['messages']
     prompt = messages[:get_last_user_round(messages, include_tool=False) + 1]
     answers = []
-    for trajectory in rejected.trajectories:
-        inputs = TemplateInputs.from_dict({**chosen_row, 'messages': prompt + trajectory}).chosen
-        answers.append(_without_none(template._encode_truncated(inputs)))
+    for k, trajectory in enumerate(rejected.trajectories):
+        answer_row = {**chosen_row, 'messages': prompt + trajectory}
+        if rejected.images is not None:
+            answer_row['images'] = rejected.images[k]
+        answers.append(_encode_or_none(template, TemplateInputs.from_dict(answer_row).chosen))
+    return _EncodedSequences(chosen_inputs, chosen, answers, rejected)
 
+
+def apo_row_fits(template, row: Dict[str, Any]) -> Tuple[List[bool], Optional[List[str]]]:
+    """Whether each sequence of the row, [chosen, rejected 1, ..., rejected K], fits ``--max_length``, and the
+    row's ``rejected_sources``."""
+    sequences = _encode_sequences(template, row)
+    return sequences.fits, sequences.rejected.sources
+
+
+def encode_apo_row(template,
+                   row: Dict[str, Any],
+                   return_length: bool = False,
+                   drop_long_rejected: Optional[bool] = None) -> Dict[str, Any]:
+    """Encode one APO row with ``template`` (an ms-swift Template).
+
+    Raises MaxLengthError (ms-swift then drops the row) when the row does not train under
+    ``--truncation_strategy delete``; ``drop_long_rejected`` defaults to ``APO_DROP_LONG_REJECTED``.
+    """
+    if drop_long_rejected is None:
+        drop_long_rejected = drop_long_rejected_enabled()
+    sequences = _encode_sequences(template, row)
+    kept = kept_answers(sequences.fits, drop_long_rejected)
+    if kept is None:
+        names = ['the chosen answer'] + [f'rejected answer {k}' for k in range(len(sequences.answers))]
+        over = [name for name, fit in zip(names, sequences.fits) if not fit]
+        raise MaxLengthError(f'APO row over max_length {template.max_length}: {", ".join(over)} '
+                             f'(the row trains only when the chosen answer and every rejected answer fit, or with '
+                             f'{DROP_LONG_REJECTED_ENV}=1 at least one)')
+    chosen = sequences.chosen
+    answers = [_without_none(sequences.answers[k]) for k in kept]
+    sources = sequences.rejected.sources
     lengths = [chosen.pop('length')] + [answer.pop('length') for answer in answers]
     encoded = {f'chosen_{k}': v for k, v in _without_none(chosen).items()}
     encoded[_ANSWERS_KEY] = answers
-    encoded[SOURCES_KEY] = rejected.sources
+    encoded[SOURCES_KEY] = [sources[k] for k in kept] if sources else None
+    chosen_inputs = sequences.chosen_inputs
     if chosen_inputs.channel is not None:
         encoded['channel'] = chosen_inputs.channel
     if return_length:

@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from swift_plugin.rows import APORowError, local_dataset_file, parse_rejected, validate_dataset_file
+from swift_plugin.rows import (APORowError, column_renames, kept_answers, local_dataset_file, parse_rejected,
+                               validate_dataset_file)
 
 PROMPT = [{'role': 'user', 'content': '<image>Which findings support atelectasis?'}]
 
@@ -88,3 +89,73 @@ def test_dpo_only_flags_are_refused_for_apo():
                             ({'label_smoothing': 0.5}, r'--label_smoothing 0.5 \(it must lie in \[0, 0.5\)\)')]:
         with pytest.raises(ValueError, match=f'--rlhf_type apo does not support: {flag}'):
             check_apo_arguments(args(**overrides))
+
+
+@pytest.mark.parametrize('names, columns', [
+    (['messages', 'rejected', 'images'], {'rejected': 'rejected_response'}),
+    (['messages', 'Rejected', 'teachers'], {'REJECTED': 'rejected_response', 'teachers': 'rejected_sources'}),
+    (['messages', 'bad', 'worse'], {'bad': 'rejected_response', 'worse': 'rejected_response'}),  # both claim it
+    (['messages', 'rejected_response'], {'rejected_response': 'rejected_response', 'absent': 'images'}),
+    (['messages', 'rejected'], {}),
+])
+def test_column_renames_are_ms_swift_renames(names, columns):
+    from datasets import Dataset
+    from swift.dataset import RowPreprocessor
+    renamed = RowPreprocessor.safe_rename_columns(Dataset.from_dict({name: ['x'] for name in names}), columns)
+    expected = {old: new for old, new in zip(names, renamed.column_names) if old != new}
+    assert column_renames(columns, names) == expected
+
+
+def test_validate_file_sees_the_columns_after_the_mapping(tmp_path):
+    path = tmp_path / 'dpo.jsonl'
+    rows = [{'messages': _row()['messages'], 'rejected': ['a', 'b'], 'teachers': ['GPT-5', 'Grok-4']},
+            {'messages': _row()['messages'], 'rejected': ['c'], 'teachers': ['GPT-5', 'Grok-4']}]
+    path.write_text(''.join(json.dumps(r) + '\n' for r in rows))
+    with pytest.raises(APORowError, match=f"^{path} line 1: field 'rejected_response': missing"):
+        validate_dataset_file(str(path))
+    columns = {'Rejected': 'rejected_response', 'teachers': 'rejected_sources'}
+    with pytest.raises(APORowError, match=f"^{path} line 2: field 'rejected_sources': has 2 entries but "
+                       'rejected_response has 1 answers'):
+        validate_dataset_file(str(path), columns)
+    path.write_text(json.dumps(rows[0]) + '\n')
+    assert validate_dataset_file(str(path), columns) == 1
+
+
+def test_rejected_images_shared_or_one_list_per_answer():
+    shared = parse_rejected(_row(rejected_response=['a', 'b'], rejected_images=['x.png']))
+    assert shared.images == [['x.png'], ['x.png']]
+    assert parse_rejected(_row(rejected_response='a', rejected_images='x.png')).images == [['x.png']]
+    per_answer = parse_rejected(_row(rejected_response=['a', 'b'], rejected_images=[['x.png'], [{'path': 'y.png'}]]))
+    assert per_answer.images == [['x.png'], [{'path': 'y.png'}]]
+    assert parse_rejected(_row(rejected_response=['a', 'b'])).images is None
+
+
+@pytest.mark.parametrize('images, field, problem', [
+    ([['x.png']], "'rejected_images'", 'has 1 image lists but rejected_response has 2 answers'),
+    (['x.png', ['y.png']], "'rejected_images'", 'mixes images and lists of images'),
+    ([['x.png'], [3]], r"'rejected_images\[1\]'", 'found int'),
+    (7, "'rejected_images'", 'found int'),
+])
+def test_bad_rejected_images_name_the_field(images, field, problem):
+    with pytest.raises(APORowError, match=f'^data.jsonl line 4: field {field}: .*{problem}'):
+        parse_rejected(_row(rejected_response=['a', 'b'], rejected_images=images), where='data.jsonl line 4')
+
+
+@pytest.mark.parametrize('field', ['rejected_messages', 'rejected_videos', 'rejected_audios', 'rejected_tools',
+                                   'rejected_objects'])
+def test_other_per_answer_fields_are_refused_not_ignored(field):
+    with pytest.raises(APORowError, match=f"^r: field '{field}': not supported by --rlhf_type apo"):
+        parse_rejected(_row(rejected_response=['a'], **{field: ['x']}), where='r')
+    parse_rejected(_row(rejected_response=['a'], **{field: None}))  # a column other rows fill: absent here
+
+
+@pytest.mark.parametrize('fits, drop_long_rejected, kept', [
+    ([True, True, True], False, [0, 1]),
+    ([True, True, False], False, None),
+    ([True, True, False], True, [0]),
+    ([True, False, True, False], True, [1]),
+    ([True, False, False], True, None),  # no rejected answer left
+    ([False, True, True], True, None),  # the chosen answer never goes
+])
+def test_kept_answers(fits, drop_long_rejected, kept):
+    assert kept_answers(fits, drop_long_rejected) == kept

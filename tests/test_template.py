@@ -3,6 +3,7 @@ import copy
 
 import pytest
 import torch
+from PIL import Image
 from swift.dataset import RowPreprocessor
 from swift.model import get_processor
 from swift.template import get_template
@@ -32,10 +33,14 @@ def _template(processor, mode, **kwargs):
     return template
 
 
+def _image(tmp_path, name, size=(56, 56), color=(90, 90, 90)):
+    path = tmp_path / name
+    Image.new('RGB', size, color).save(path)
+    return str(path)
+
+
 def _rows(tmp_path, ks):
-    from PIL import Image
-    image = tmp_path / 'cxr.png'
-    Image.new('RGB', (56, 56), (90, 90, 90)).save(image)
+    image = _image(tmp_path, 'cxr.png')
     rows = []
     for i, k in enumerate(ks):
         rows.append({
@@ -43,13 +48,18 @@ def _rows(tmp_path, ks):
                          {'role': 'assistant', 'content': f'Consensus {i}: cardiomegaly.'}],
             'rejected_response': [f'Teacher {j}: study {i} is normal.' for j in range(k)],
             'rejected_sources': [f'T{j}' for j in range(k)],
-            'images': [{'bytes': None, 'path': str(image)}],
+            'images': [{'bytes': None, 'path': image}],
         })
     return rows
 
 
-def test_k1_batch_is_exactly_ms_swift_dpo_batch(processor, tmp_path):
+@pytest.mark.parametrize('rejected_images', [False, True])
+def test_k1_batch_is_exactly_ms_swift_dpo_batch(processor, tmp_path, rejected_images):
+    """Also with DPO's rejected_images: the rejected answer is encoded with those images, as DPO does."""
     rows = _rows(tmp_path, [1, 1, 1])
+    if rejected_images:
+        for i, row in enumerate(rows):
+            row['rejected_images'] = [_image(tmp_path, f'rejected{i}.png', (112, 56), (10 * i, 200, 30))]
     dpo_rows = [{**{k: v for k, v in r.items() if k != 'rejected_sources'}, 'rejected_response':
                  r['rejected_response'][0]} for r in rows]
     dpo, apo = _template(processor, 'rlhf'), _template(processor, 'apo')
@@ -60,6 +70,8 @@ def test_k1_batch_is_exactly_ms_swift_dpo_batch(processor, tmp_path):
     assert sorted(got) == sorted(expected)
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], msg=key)
+    # 56 x 56 chosen images (4 image tokens each), 112 x 56 rejected ones (scaled to 56 x 28: 2 tokens).
+    assert got['image_grid_thw'].prod(-1).tolist() == [16] * 3 + [8 if rejected_images else 16] * 3
 
 
 def test_mixed_k_layout(processor, tmp_path):
@@ -111,3 +123,80 @@ def test_bad_row_in_template_names_the_field(processor, tmp_path):
 
 def test_rejected_sources_survives_ms_swift_column_filter():
     assert 'rejected_sources' in RowPreprocessor.standard_keys
+
+
+def _single_sequence(template, row, images):
+    """ms-swift's own SFT encoding of one sequence: the row's prompt + one answer, with ``images``."""
+    template.set_mode('train')
+    try:
+        return template.encode({'messages': row['messages'], 'images': images})
+    finally:
+        template.set_mode('apo')
+
+
+def test_each_rejected_answer_is_encoded_with_its_own_images(processor, tmp_path):
+    row = _rows(tmp_path, [3])[0]
+    per_answer = [[_image(tmp_path, 'a.png', (56, 56), (200, 0, 0))], [_image(tmp_path, 'b.png', (112, 56))],
+                  [_image(tmp_path, 'c.png', (56, 56), (0, 0, 200))]]
+    row['rejected_images'] = per_answer
+    apo = _template(processor, 'apo')
+    encoded = apo.encode(copy.deepcopy(row))
+    prompt = row['messages'][:1]
+    for k, answer in enumerate(encoded['rejected_answers']):
+        expected = _single_sequence(apo, {'messages': prompt + [{'role': 'assistant', 'content':
+                                                                 row['rejected_response'][k]}]}, per_answer[k])
+        assert answer['input_ids'] == expected['input_ids'] and answer['labels'] == expected['labels']
+        torch.testing.assert_close(answer['pixel_values'], expected['pixel_values'])
+        torch.testing.assert_close(answer['image_grid_thw'], expected['image_grid_thw'])
+    chosen = _single_sequence(apo, row, row['images'])
+    torch.testing.assert_close(encoded['chosen_pixel_values'], chosen['pixel_values'])
+    # The answers' images really differ from the chosen one's and from each other.
+    pixels = [encoded['chosen_pixel_values']] + [a['pixel_values'] for a in encoded['rejected_answers']]
+    assert all(not torch.equal(pixels[i], pixels[j]) for i in range(4) for j in range(i) if
+               pixels[i].shape == pixels[j].shape)
+
+
+def _long_answer_row(tmp_path):
+    row = _rows(tmp_path, [3])[0]
+    row['rejected_response'][1] += ' and a much longer trace' * 4  # one token per byte: ~100 more tokens
+    return row
+
+
+def test_over_long_rejected_answer_drops_the_row_or_only_itself(processor, tmp_path):
+    from swift.template import MaxLengthError
+
+    from swift_plugin.template import apo_row_fits, encode_apo_row
+    row = _long_answer_row(tmp_path)
+    lengths = _template(processor, 'apo').encode(copy.deepcopy(row), return_length=True)['lengths']
+    assert lengths[2] > max(lengths[:2] + lengths[3:]) + 50
+    template = _template(processor, 'apo', max_length=lengths[2] - 1)
+    assert apo_row_fits(template, copy.deepcopy(row)) == ([True, True, False, True], ['T0', 'T1', 'T2'])
+    # ms-swift's --truncation_strategy delete (template 'raise'): the whole row goes, as in DPO.
+    with pytest.raises(MaxLengthError, match=f'APO row over max_length {lengths[2] - 1}: rejected answer 1 '):
+        template.encode(copy.deepcopy(row))
+    # APO_DROP_LONG_REJECTED=1: the row trains without that answer, exactly as if it had never been there.
+    dropped = encode_apo_row(template, copy.deepcopy(row), return_length=True, drop_long_rejected=True)
+    assert dropped['rejected_sources'] == ['T0', 'T2'] and dropped['lengths'] == lengths[:2] + lengths[3:]
+    without = {**row, 'rejected_response': [row['rejected_response'][k] for k in (0, 2)],
+               'rejected_sources': ['T0', 'T2']}
+    expected = template.data_collator([template.encode(copy.deepcopy(without))])
+    got = template.data_collator([dropped])
+    assert sorted(got) == sorted(expected)
+    for key in expected:
+        assert got[key] == expected[key] if key == SOURCES_KEY else torch.equal(got[key], expected[key]), key
+    # The chosen answer never goes, and a row keeps at least one rejected answer.
+    for max_length, problem in [(lengths[0] - 1, 'the chosen answer'), (min(lengths[1:]) - 1, 'rejected answer 0')]:
+        with pytest.raises(MaxLengthError, match=problem):
+            encode_apo_row(_template(processor, 'apo', max_length=max_length), copy.deepcopy(row),
+                           drop_long_rejected=True)
+
+
+def test_drop_long_rejected_reads_the_environment(processor, tmp_path, monkeypatch):
+    row = _long_answer_row(tmp_path)
+    lengths = _template(processor, 'apo').encode(copy.deepcopy(row), return_length=True)['lengths']
+    template = _template(processor, 'apo', max_length=lengths[2] - 1)
+    monkeypatch.setenv('APO_DROP_LONG_REJECTED', '1')
+    assert len(template.encode(copy.deepcopy(row))['rejected_answers']) == 2
+    monkeypatch.setenv('APO_DROP_LONG_REJECTED', '0')
+    with pytest.raises(ValueError, match='over max_length'):
+        template.encode(copy.deepcopy(row))
