@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
-from swift.template import MaxLengthError, TemplateInputs
+from swift.template import MaxLengthError, Template, TemplateInputs
+from swift.template.templates.qwen import Qwen2VLTemplate
 from swift.template.utils import get_last_user_round
 
 from .rows import RejectedAnswers, kept_answers, parse_rejected
@@ -71,17 +72,21 @@ def _encode_or_none(template, inputs) -> Optional[Dict[str, Any]]:
         return None
 
 
-def _encode_sequences(template, row: Dict[str, Any]) -> _EncodedSequences:
+def _split_row(row: Dict[str, Any]) -> Tuple[RejectedAnswers, Dict[str, Any], List[Dict[str, Any]]]:
+    """The row's rejected answers, its chosen row (no rejected_* keys) and the prompt every answer follows."""
     if not isinstance(row, dict):
         raise TypeError(f'APO encoding takes a dataset row (dict), got {type(row).__name__}')
     rejected = parse_rejected(row, where=describe_row(row))
     # rejected_* keys would make ms-swift build a DPO rejected sequence; APO builds its own from them.
     chosen_row = {k: v for k, v in row.items() if not k.startswith('rejected_')}
+    messages = chosen_row['messages']
+    return rejected, chosen_row, messages[:get_last_user_round(messages, include_tool=False) + 1]
+
+
+def _encode_sequences(template, row: Dict[str, Any]) -> _EncodedSequences:
+    rejected, chosen_row, prompt = _split_row(row)
     chosen_inputs = TemplateInputs.from_dict(chosen_row).chosen
     chosen = _encode_or_none(template, chosen_inputs)
-
-    messages = chosen_row['messages']
-    prompt = messages[:get_last_user_round(messages, include_tool=False) + 1]
     answers = []
     for k, trajectory in enumerate(rejected.trajectories):
         answer_row = {**chosen_row, 'messages': prompt + trajectory}
@@ -91,9 +96,59 @@ def _encode_sequences(template, row: Dict[str, Any]) -> _EncodedSequences:
     return _EncodedSequences(chosen_inputs, chosen, answers, rejected)
 
 
+def _untruncated_length(template, row: Dict[str, Any]) -> int:
+    """The length ``_encode_truncated`` compares with max_length (it raises without saying it)."""
+    inputs = TemplateInputs.from_dict(row).chosen
+    template._preprocess_inputs(inputs)
+    encoded = template._encode(inputs)
+    return template._get_length(encoded.get('input_ids'), encoded.get('labels'))
+
+
+# Templates whose encoding is ms-swift's text encoding, each piece tokenized on its own (template_backend
+# 'swift'), plus media tokens decided by the media alone: a sequence's length is the prompt's and media's,
+# which every answer of a row shares, plus its answer's.
+_ADDITIVE_ENCODE = (Template._encode, Qwen2VLTemplate._encode)
+
+
+def _plain_answer(messages: List[Dict[str, Any]]) -> bool:
+    return (len(messages) == 1 and set(messages[0]) <= {'role', 'content'} and messages[0]['role'] == 'assistant'
+            and isinstance(messages[0]['content'], str))
+
+
+def _shared_prompt_lengths(template, rejected: RejectedAnswers, chosen_row: Dict[str, Any],
+                           prompt: List[Dict[str, Any]]) -> Optional[List[int]]:
+    """Lengths [chosen, rejected 1..K] from one encoding with media, or None where that is not exact.
+
+    Every answer follows the same prompt and images, so rejected answer k's length is the chosen sequence's
+    minus the chosen answer's tokens plus answer k's; the answers' token counts come from the same template
+    encoding the prompt and each answer without the images, where only the answer differs.
+    """
+    answers = [chosen_row['messages'][len(prompt):]] + list(rejected.trajectories)
+    if (template.template_backend != 'swift' or template.is_encoder_decoder
+            or type(template)._encode not in _ADDITIVE_ENCODE or rejected.images is not None
+            or any(chosen_row.get(key) for key in ('videos', 'audios', 'objects'))
+            or not all(_plain_answer(answer) for answer in answers)
+            # '<img>path</img>' turns into an image when a row has none (ms-swift's _replace_image_tags)
+            or any('<img>' in str(message['content']) for message in prompt + [a[0] for a in answers])):
+        return None
+    chosen = _untruncated_length(template, chosen_row)
+    text_only = [_untruncated_length(template, {**chosen_row, 'messages': prompt + answer, 'images': []})
+                 for answer in answers]
+    return [chosen - text_only[0] + n for n in text_only]
+
+
 def apo_row_fits(template, row: Dict[str, Any]) -> Tuple[List[bool], Optional[List[str]]]:
     """Whether each sequence of the row, [chosen, rejected 1, ..., rejected K], fits ``--max_length``, and the
-    row's ``rejected_sources``."""
+    row's ``rejected_sources``.
+
+    Under ``--truncation_strategy delete`` the images of a row whose answers share the prompt and images are
+    processed once, not K + 1 times (``_shared_prompt_lengths``); other rows are encoded as for training.
+    """
+    if template.truncation_strategy == 'raise' and template.max_length is not None:
+        rejected, chosen_row, prompt = _split_row(row)
+        lengths = _shared_prompt_lengths(template, rejected, chosen_row, prompt)
+        if lengths is not None:
+            return [length <= template.max_length for length in lengths], rejected.sources
     sequences = _encode_sequences(template, row)
     return sequences.fits, sequences.rejected.sources
 
