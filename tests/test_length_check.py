@@ -109,3 +109,88 @@ def test_nothing_to_check_when_rows_are_truncated_or_the_check_is_off(processor,
                                None) == (train, None)
     monkeypatch.setenv('APO_LENGTH_CHECK', '0')
     assert drop_over_long_rows(_args(), _template(processor, max_length=200), train, None) == (train, None)
+
+
+# The fast path (one image encoding per row) against the full encoding of every sequence, on the real
+# qwen2_5_vl template: varied K, answer lengths and scripts, with and without images, system and history.
+ANSWER_WORDS = ['opacity', 'Lungenödem', '肺水肿', 'épanchement', '🫁', 'no', 'consolidation,', '\n-', 'ok.']
+
+
+def _vl_rows(image_dir):
+    from PIL import Image
+    rows = []
+    for i, k in enumerate([1, 2, 3, 7, 4, 7, 5]):
+        def answer(j):
+            words = [ANSWER_WORDS[(i * 7 + j * 3 + w) % len(ANSWER_WORDS)] for w in range(1 + 37 * j % 90)]
+            return ' '.join(words) + (' <|im_end|>' if (i + j) % 5 == 4 else '')  # ms-swift then adds no EOS
+
+        messages = [{'role': 'user', 'content': f'<image>Findings of study {i}? Résumé.'},
+                    {'role': 'assistant', 'content': answer(k + 1)}]
+        if i % 3 == 1:  # a history round before the prompt
+            messages = [{'role': 'user', 'content': 'Earlier study?'}, {'role': 'assistant', 'content': 'Clear.'}
+                        ] + messages
+        row = {'messages': messages, 'rejected_response': [answer(j) for j in range(k)]}
+        if i % 2 == 0:
+            row['images'] = [str(image_dir / f'cxr{i}.png')]
+            Image.new('RGB', (56 + 28 * i, 84), (30 * i, 90, 200)).save(row['images'][0])
+        else:
+            messages[-2]['content'] = messages[-2]['content'].replace('<image>', '')
+        if i % 3 == 2:
+            row['system'] = 'You are a radiologist. 放射科医生.'
+        rows.append(row)
+    return rows
+
+
+@pytest.fixture(scope='module')
+def vl_template(tiny_vl_model):
+    from swift.model import get_processor
+    from swift.template import get_template
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv('HF_HUB_OFFLINE', '1')
+        template = get_template(get_processor(tiny_vl_model, model_type='qwen2_5_vl'), template_type='qwen2_5_vl',
+                                truncation_strategy='raise')  # what --truncation_strategy delete sets
+    template.set_mode('apo')
+    return template
+
+
+def _full_lengths(template, row, monkeypatch):
+    from swift_plugin.template import _encode_sequences
+    monkeypatch.setattr(template, 'max_length', None)
+    sequences = _encode_sequences(template, row)
+    monkeypatch.undo()
+    return [sequences.chosen['length']] + [answer['length'] for answer in sequences.answers]
+
+
+def test_fast_length_check_equals_the_full_encoding(vl_template, tmp_path, monkeypatch):
+    from swift_plugin.template import _encode_sequences, _shared_prompt_lengths, _split_row, apo_row_fits
+    rows = _vl_rows(tmp_path)
+    lengths = []
+    for row in rows:
+        fast = _shared_prompt_lengths(vl_template, *_split_row(row))
+        assert fast is not None and fast == _full_lengths(vl_template, row, monkeypatch)
+        lengths.append(fast)
+    assert len({n for row in lengths for n in row}) > 20  # the rows do differ
+    # max_length values that cut some answers of some rows, at each length and one below it
+    cuts = sorted({n for row in lengths for n in row})[::4]
+    cut_rows = 0
+    for max_length in cuts + [n - 1 for n in cuts]:
+        monkeypatch.setattr(vl_template, 'max_length', max_length)
+        for row in rows:
+            fits, sources = apo_row_fits(vl_template, row)
+            assert fits == _encode_sequences(vl_template, row).fits
+            cut_rows += 0 < sum(fits) < len(fits)
+    assert cut_rows > 10
+
+
+def test_fast_length_check_declines_rows_and_templates_it_cannot_prove(vl_template, tmp_path, monkeypatch):
+    from swift_plugin.template import _shared_prompt_lengths, _split_row
+    row = _vl_rows(tmp_path)[2]
+    assert _shared_prompt_lengths(vl_template, *_split_row(row)) is not None
+    per_answer_images = {**row, 'rejected_images': [row['images']] * len(row['rejected_response'])}
+    trajectory = {**row, 'rejected_response': [{'role': 'assistant', 'content': 'a'},
+                                               {'role': 'tool', 'content': 'b'},
+                                               {'role': 'assistant', 'content': 'c'}]}
+    for other in (per_answer_images, trajectory):
+        assert _shared_prompt_lengths(vl_template, *_split_row(other)) is None
+    monkeypatch.setattr(vl_template, 'template_backend', 'jinja')
+    assert _shared_prompt_lengths(vl_template, *_split_row(row)) is None
