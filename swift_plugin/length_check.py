@@ -10,8 +10,9 @@ processes), the rows that would not train are removed, and one log block on rank
 ('chosen' for the chosen answer, the ``rejected_sources`` names for the rejected ones), the answers over
 max_length and the answers that do not train. With ``APO_DROP_LONG_REJECTED=1`` only the over-long rejected
 answers are dropped (``rows.kept_answers``; the encoding drops the same answers again at training time).
-Encoding is exact but not free (images are processed for each of the K + 1 sequences); ``APO_LENGTH_CHECK=0``
-skips the check.
+The check is exact and processes a row's images once where its answers share the prompt and images (the
+rejected lengths follow from the chosen one and the answers' token counts, ``template._shared_prompt_lengths``);
+other rows are encoded in full, once per sequence. ``APO_LENGTH_CHECK=0`` skips the check.
 """
 import time
 from dataclasses import dataclass, field
