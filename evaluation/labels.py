@@ -33,7 +33,7 @@ TEMPORAL_SYNONYMS: Dict[str, List[str]] = {
                   'regressing', 'regression', 'smaller', 'diminished', 'diminishing', 'cleared', 'clearing',
                   'no longer', 'no longer seen', 'no longer visible', 'no longer present', 'less prominent',
                   'less extensive', 'less conspicuous', 'less pronounced', 'less dense', 'less widespread',
-                  'less', 'lessened', 'receded', 'interval improvement', 'shrunk', 'shrunken', 'shrinking', 'shrank',
+                  'lessened', 'receded', 'interval improvement', 'shrunk', 'shrunken', 'shrinking', 'shrank',
                   're-expanded', 're-expansion', 'reexpanded', 'resorbed', 'down from', 'decreased in extent',
                   'decreased in size', 'nearly cleared', 'largely cleared'],
     'stable': ['unchanged', 'stably', 'no change', 'no changes', 'no significant change', 'no interval change',

@@ -14,6 +14,7 @@ edema" stays one). In a segment:
   backward to the nearest finding before it ("the effusion has increased") and the findings listed with it; in a
   segment without a finding, to the sentence's subject so far ("small effusions, not significantly changed");
   with none of these it is unattached (it answers the question as asked: "slightly worse").
+- "more" and "less" are terms only before a finding ("less interstitial edema", not "more supine").
 - "new" that names the image ("on the new film") is no term. A stable term followed by "to" and a direction
   gives way to it ("unchanged to slightly worse" is worsening).
 - An indeterminate cue ("cannot determine", "unable to assess", "not certain") drops its segment's terms.
@@ -29,6 +30,7 @@ from .labels import CHANGE_WORDS, OTHER_FINDINGS, SHARED_MENTIONS, WEAK_TERMS, L
 
 NEGATION_WINDOW = 4
 ATTACH_WINDOW = 7
+FORWARD_ONLY = ('more', 'less')     # terms only as a quantity of the finding after them ("less edema")
 NEGATION_CUES = ('no', 'not', 'without', 'never', 'neither', 'nor', 'none', 'cannot', 'rather than', 'instead of',
                  'free of', 'negative for', 'absence of')
 HEDGES = ('cannot be excluded', 'can not be excluded', 'cannot be ruled out', 'can not be ruled out',
@@ -121,6 +123,8 @@ def lexicon(label_set: LabelSet, classes: Tuple[str, ...]) -> Lexicon:
             entries[cue] = ('cue', None, False)
         for hedge in HEDGES:
             entries[hedge] = ('hedge', None, False)
+        if {'improving', 'worsening'} <= set(classes):
+            entries['more'], entries['less'] = ('term', 'worsening', False), ('term', 'improving', False)
         if 'stable' in classes:
             for word in CHANGE_WORDS:
                 entries[word] = ('change', 'stable', False)
@@ -226,6 +230,9 @@ def _attach(text: str, segment: List[Mention], subject: Optional[Mention]) -> No
             if len(words) <= ATTACH_WINDOW and not set(words) & _VERBS and no_term:
                 m.attached = tuple(_listed(text, findings, after[0], 1))
                 continue
+        if norm(text[m.start:m.end]) in FORWARD_ONLY:     # "more supine", "less than": not about a finding
+            m.negated = True
+            continue
         before = [i for i, f in enumerate(findings) if f.end <= m.start]
         if before:
             m.attached = tuple(_listed(text, findings, before[-1], -1))
