@@ -54,9 +54,9 @@ _VERBS = {'is', 'are', 'was', 'were', 'has', 'have', 'had', 'be', 'been', 'being
 _LIST_JOIN = re.compile(r"^\W*(?:and|or|and/or|as well as)?\W*(?:[\w'-]+\W+){0,3}$")
 _NEW_IMAGE = re.compile(r"\s+(?:[\w-]+\s+){0,2}?(?:film|films|image|images|radiograph|radiographs|study|exam|"
                         r"examination|x-ray|view|projection|one|chest radiograph|comparison)\b")
-_POST_NEGATION = re.compile(r'^\W*(?:(?:is|are|was|were|has|have|had|be)\s+(?:not|no longer)\b|not\s+(?:seen|present|'
-                            r'identified|evident|visible|appreciated|demonstrated)\b|(?:\w+\s+){0,3}?(?:absent|ruled out|'
-                            r'excluded)\b)')
+_POST_NEGATION = re.compile(r'^\W*(?:(?:is|are|was|were|has|have|had|be)\s+(?:not|no longer)\b|'
+                            r'not\s+(?:seen|present|identified|evident|visible|appreciated|demonstrated)\b|'
+                            r'(?:\w+\s+){0,3}?(?:absent|ruled out|excluded)\b)')
 _RANGE = re.compile(r'^\s+to\s+(?:[\w-]+\s+){0,2}?$')
 _GRADES = {'tiny': 1, 'trace': 1, 'minimal': 1, 'faint': 1, 'faintly': 1, 'subtle': 1, 'barely': 1, 'small': 2,
            'mild': 2, 'moderate': 3, 'large': 4, 'severe': 4, 'dense': 4, 'extensive': 4, 'massive': 5}

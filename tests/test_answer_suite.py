@@ -83,7 +83,8 @@ def test_negation_scope():
     assert _about('No effusion and enlarging pneumothorax.', 'Pneumothorax') == [('worsening', False)]
     assert _about('No effusion and enlarging pneumothorax.', 'Pleural effusion') == []
     assert _about('There is no new or worsening consolidation.', 'Consolidation') == []
-    assert _about('The consolidation has not improved and is more extensive.', 'Consolidation') == [('worsening', False)]
+    assert _about('The consolidation has not improved and is more extensive.', 'Consolidation') == \
+        [('worsening', False)]
     assert _about('The pneumothorax is neither larger nor smaller.', 'Pneumothorax') == [('stable', False)]
     assert _about('No definite change in the effusion.', 'Pleural effusion') == [('stable', False)]
 
