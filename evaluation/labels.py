@@ -79,7 +79,8 @@ OBSERVATION_SYNONYMS: Dict[str, List[str]] = {
     'Edema': ['oedema', 'pulmonary edema', 'pulmonary oedema', 'vascular congestion', 'pulmonary congestion',
               'interstitial edema', 'kerley lines', 'kerley b lines', 'septal thickening', 'peribronchial cuffing',
               'perihilar haziness', 'cephalization', 'interstitial markings', 'vascular prominence',
-              'pulmonary vasculature', 'congestion'],
+              'pulmonary vasculature', 'congestion', 'heart failure', 'congestive heart failure', 'chf',
+              'fluid overload'],
 }
 
 # Words that may name the observation of several entries: a change term on them speaks for each of these.
