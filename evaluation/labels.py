@@ -25,35 +25,81 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from data_prep.sources import DataError
 
 # Words that mean each temporal class, besides the class name itself. Matching is on whole words,
-# case-insensitive, longest phrase first (so "no change" is one phrase, not a negation of "change").
+# case-insensitive, longest phrase first (so "no change" is one phrase, not a negation of "change"). A term
+# says something about the finding it modifies (parser.py attaches it), not about the whole answer.
 TEMPORAL_SYNONYMS: Dict[str, List[str]] = {
     'improving': ['improved', 'improve', 'improves', 'improvement', 'better', 'decreased', 'decreasing', 'decrease',
                   'decreases', 'reduced', 'reduction', 'resolved', 'resolving', 'resolution', 'regressed',
                   'regressing', 'regression', 'smaller', 'diminished', 'diminishing', 'cleared', 'clearing',
-                  'no longer seen', 'no longer visible', 'no longer present', 'less prominent', 'less extensive',
-                  'lessened', 'receded', 'interval improvement'],
+                  'no longer', 'no longer seen', 'no longer visible', 'no longer present', 'less prominent',
+                  'less extensive', 'less conspicuous', 'less pronounced', 'less dense', 'less widespread',
+                  'lessened', 'receded', 'interval improvement', 'shrunk', 'shrunken', 'shrinking', 'shrank',
+                  're-expanded', 're-expansion', 'reexpanded', 'resorbed', 'down from', 'decreased in extent',
+                  'decreased in size', 'nearly cleared', 'largely cleared'],
     'stable': ['unchanged', 'stably', 'no change', 'no changes', 'no significant change', 'no interval change',
-               'no appreciable change', 'no substantial change', 'not changed', 'remains the same',
-               'remained the same', 'similar', 'similar in appearance', 'persistent', 'persists', 'no progression',
-               'steady', 'static'],
+               'no appreciable change', 'no substantial change', 'no definite change', 'no definite interval change',
+               'no significant interval change', 'no meaningful change', 'not changed', 'not significantly changed',
+               'not appreciably changed', 'not changed appreciably', 'not significantly different',
+               'little change', 'little changed', 'little interval change', 'minimal change', 'without change',
+               'without interval change', 'without significant change', 'without significant interval change',
+               'remains the same', 'remained the same', 'the same as before', 'essentially the same',
+               'looks the same', 'appears the same', 'shows the same', 'same size', 'similar',
+               'similar in appearance', 'no progression', 'steady', 'static', 'essentially unchanged', 'as before'],
     'worsening': ['worsened', 'worsen', 'worsens', 'worse', 'progressed', 'progressing', 'progression',
                   'progressive', 'increased', 'increasing', 'increase', 'increases', 'enlarged', 'enlarging',
-                  'larger', 'new', 'newly', 'developing', 'deteriorated', 'deteriorating', 'deterioration',
-                  'more prominent', 'more extensive', 'extended', 'extension', 'interval worsening'],
+                  'larger', 'bigger', 'new', 'newly', 'developing', 'developed', 'development', 'deteriorated',
+                  'deteriorating', 'deterioration', 'more prominent', 'more extensive', 'more pronounced',
+                  'more conspicuous', 'more widespread', 'more confluent', 'more dense', 'denser', 'extended',
+                  'extension', 'extending', 'spread', 'spreading', 'expanded', 'grown', 'grows', 'growing',
+                  'appeared', 'reaccumulated', 'reaccumulation', 'recurred', 'recurrence', 'up from',
+                  'interval worsening', 'not present before', 'not present previously', 'not present on the prior',
+                  'not seen previously', 'not seen before', 'not seen on the prior', 'not present on the prior study'],
 }
+
+# Words that say "changed" without a direction: negated ("not significantly changed", "no appreciable
+# difference", "little change") they mean stable; affirmed they say nothing.
+CHANGE_WORDS = ('change', 'changes', 'changed', 'difference', 'differences', 'different', 'differ', 'altered')
+
+# Stable words that only say the finding is still there: they give way to a change term on the same finding
+# ("a tiny residual pneumothorax persists, much smaller than before" is improving).
+WEAK_TERMS = ('persistent', 'persists', 'persist', 'persisting', 'still present', 'still seen', 'again seen',
+              'again noted', 'again demonstrated', 'again visualized', 'again identified', 'redemonstrated',
+              're-demonstrated', 'redemonstration', 're-demonstration', 'remains', 'remain', 'residual')
 
 MS_CXR_T_OBSERVATIONS = ('Consolidation', 'Pleural effusion', 'Pneumonia', 'Pneumothorax', 'Edema')
 TEMPORAL_CLASSES = ('improving', 'stable', 'worsening')
 
 OBSERVATION_SYNONYMS: Dict[str, List[str]] = {
     'Consolidation': ['consolidations', 'consolidative opacity', 'consolidative opacities', 'airspace opacity',
-                      'airspace opacities', 'airspace disease'],
-    'Pleural effusion': ['pleural effusions', 'effusion', 'effusions', 'pleural fluid'],
+                      'airspace opacities', 'airspace consolidation'],
+    'Pleural effusion': ['pleural effusions', 'effusion', 'effusions', 'pleural fluid', 'pleural fluid collection',
+                         'costophrenic angle', 'costophrenic angles', 'meniscus'],
     'Pneumonia': ['pneumonias', 'infection', 'infectious process'],
-    'Pneumothorax': ['pneumothoraces', 'ptx'],
+    'Pneumothorax': ['pneumothoraces', 'ptx', 'pleural line', 'apical pleural line'],
     'Edema': ['oedema', 'pulmonary edema', 'pulmonary oedema', 'vascular congestion', 'pulmonary congestion',
-              'interstitial edema'],
+              'interstitial edema', 'kerley lines', 'kerley b lines', 'septal thickening', 'peribronchial cuffing',
+              'perihilar haziness', 'cephalization', 'interstitial markings', 'vascular prominence',
+              'pulmonary vasculature', 'congestion', 'heart failure', 'congestive heart failure', 'chf',
+              'fluid overload'],
 }
+
+# Words that may name the observation of several entries: a change term on them speaks for each of these.
+SHARED_MENTIONS: Dict[str, Tuple[str, ...]] = {
+    **{w: ('Consolidation', 'Pneumonia', 'Edema') for w in ('opacity', 'opacities', 'opacification', 'haziness',
+                                                             'airspace disease', 'perihilar opacities')},
+    **{w: ('Consolidation', 'Pneumonia') for w in ('infiltrate', 'infiltrates', 'air bronchograms')},
+    **{w: MS_CXR_T_OBSERVATIONS for w in ('finding', 'findings', 'abnormality', 'abnormalities')},
+}
+
+# Other things a chest radiograph report describes: a change term on them says nothing about the observation
+# ("larger lung volumes and clearing of the opacity", "stable cardiomegaly, progressing effusion").
+OTHER_FINDINGS = ('heart', 'heart size', 'cardiomegaly', 'cardiac silhouette', 'cardiomediastinal silhouette',
+                  'cardiac size', 'mediastinum', 'mediastinal shift', 'mediastinal contours', 'hilar contours',
+                  'lung volumes', 'volumes', 'atelectasis', 'emphysema', 'subcutaneous emphysema', 'chest tube',
+                  'tube', 'tubes', 'line', 'lines', 'catheter', 'hardware', 'aeration', 'hemidiaphragm',
+                  'cavitation', 'nodule', 'nodules', 'mass', 'lymphadenopathy', 'fracture', 'fractures',
+                  'support devices', 'pacemaker', 'aorta', 'scarring', 'fibrosis', 'granuloma', 'granulomas',
+                  'tension physiology')
 
 
 @dataclass(frozen=True)

@@ -183,7 +183,7 @@ def test_score_counts_unparsed_as_wrong_and_lists_them():
     result = score(items, answers, MS_CXR_T, 'm', n_boot=200)
     assert result['average']['correct'] == len(items) - 2 and result['average']['unparsed'] == 2
     assert [u['id'] for u in result['unparsed']] == [items[0].id, items[1].id]
-    assert {u['rule'] for u in result['unparsed']} == {'no label found', 'no answer'}
+    assert {u['rule'] for u in result['unparsed']} == {'indeterminate', 'no answer'}     # 'I am not sure.'
     first = result['observations'][items[0].observation]
     assert (first['n'], first['correct'], first['accuracy']) == (2, 0, 0.0)
     assert list(result['observations']) == list(MS_CXR_T.observations)
