@@ -127,7 +127,8 @@ def _tally_dataset(args, template, dataset: HfDataset, drop_long_rejected: bool)
                 fn_kwargs={'template': template},
                 batched=True,
                 batch_size=100,
-                num_proc=args.dataset_num_proc,
+                # num_proc=1 would still start a pool (and datasets then swaps os.environ for a copy of it)
+                num_proc=args.dataset_num_proc if args.dataset_num_proc > 1 else None,
                 load_from_cache_file=load_from_cache_file,
                 remove_columns=dataset.column_names,
                 features=_FEATURES,

@@ -147,6 +147,7 @@ def vl_template(tiny_vl_model):
     from swift.template import get_template
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv('HF_HUB_OFFLINE', '1')
+        mp.setenv('MAX_PIXELS', '3136')  # the other tests' size: the first Qwen2.5-VL processor in a process fixes it
         template = get_template(get_processor(tiny_vl_model, model_type='qwen2_5_vl'), template_type='qwen2_5_vl',
                                 truncation_strategy='raise')  # what --truncation_strategy delete sets
     template.set_mode('apo')
