@@ -273,6 +273,39 @@ def test_bad_items_name_file_line_and_field(tmp_path):
     assert item.images[0] == str(REPO / 'sample_data' / good['images'][0])
 
 
+def test_item_images_stay_under_the_image_root(tmp_path, capsys):
+    """data_prep's rule and message: `..`, absolute paths and symbolic links out of the root need the flag."""
+    good = json.loads(SAMPLE_ITEMS.read_text().splitlines()[0])
+    outside = tmp_path / 'outside.png'
+    outside.write_bytes(b'')
+    (tmp_path / 'items').mkdir()
+    (tmp_path / 'items' / 'link.png').symlink_to(outside)
+    (tmp_path / 'items' / 'ok.png').symlink_to(tmp_path / 'items' / 'link.png')  # a link to a link: still out
+    cases = {'../../../etc/passwd': 'leaves the image root', str(outside): 'is absolute',
+             'link.png': f'leads out of the image root through a symbolic link (to {outside})',
+             'ok.png': f'leads out of the image root through a symbolic link (to {outside})'}
+    answers = _write(tmp_path / 'answers.jsonl', [{'id': good['id'], 'answer': 'stable'}])
+    for path, how in cases.items():
+        items = _write(tmp_path / 'items' / 'items.jsonl', [dict(good, images=['inside.png', path])])
+        message = (f"{items} line 1: field 'images': image path {path!r} {how} ({tmp_path / 'items'}); "
+                   f"pass --allow-outside-image-root if that is intended")
+        with pytest.raises(DataError) as error:
+            read_items(str(items), MS_CXR_T)
+        assert str(error.value) == message
+        argv = ['classify', '--answers', str(answers), '--dataset', str(items), '--out', str(tmp_path / 'out'),
+                '--n-boot', '10']
+        assert main(argv) == 2 and message in capsys.readouterr().err
+        assert main(argv + ['--allow-outside-image-root']) == 0
+        assert read_items(str(items), MS_CXR_T, allow_outside_root=True)[0].images[1] == \
+            os.path.normpath(os.path.join(tmp_path / 'items', path))
+    (tmp_path / 'root').mkdir()
+    (tmp_path / 'root' / 'real.png').write_bytes(b'')
+    (tmp_path / 'items' / 'root-link').symlink_to(tmp_path / 'root')   # the root itself through a link: fine
+    items = _write(tmp_path / 'items' / 'items.jsonl', [dict(good, images=['real.png'])])
+    assert read_items(str(items), MS_CXR_T, image_root=str(tmp_path / 'items' / 'root-link'))[0].images == \
+        (str(tmp_path / 'items' / 'root-link' / 'real.png'),)
+
+
 def test_classify_answers_file_and_failures_leave_nothing(tmp_path, capsys):
     out = tmp_path / 'eval'
     answers = _write(tmp_path / 'gpt5.jsonl', [{'id': 'sample-01', 'answer': 'The consolidation has progressed.'},
