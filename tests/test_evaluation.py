@@ -216,6 +216,25 @@ def test_table_markdown_and_png(tmp_path):
     assert not [p for p in out.parent.iterdir() if p.name.startswith('.')]    # no temporary files left
 
 
+def test_table_shows_generative_and_likelihood_side_by_side():
+    items = read_items(str(SAMPLE_ITEMS), MS_CXR_T)
+    # likelihood: 'stable' most likely everywhere (ties go to the first class listed, here never needed)
+    class_scores = {item.id: {c: {'text': c, 'sum_logp': -1.0 if c == 'stable' else -2.0 - i, 'mean_logp': -1.0,
+                                  'n_tokens': 1} for i, c in enumerate(item.classes)} for item in items}
+    loglik = score(items, {}, MS_CXR_T, 'SFT', n_boot=100, class_scores=class_scores)
+    assert loglik['scoring'] == 'loglik' and loglik['average']['unparsed'] == 0
+    assert [r['predicted'] for r in loglik['items']] == ['stable'] * len(items)
+    assert loglik['items'][0]['scores'] == class_scores[items[0].id]
+    stable = sum(item.label == 'stable' for item in items)
+    assert loglik['average']['correct'] == stable
+    sft, apo = _result('SFT', {item.id: item.label for item in items}), _result('APO', {})
+    rows = [line for line in markdown([loglik, apo, sft], baseline=1).splitlines() if line.startswith('| ')][1:]
+    assert [row.split(' | ')[0] for row in rows] == ['| APO', '| SFT (generative)', '| SFT (likelihood) (baseline)']
+    assert rows[1].endswith(f'| {1 - loglik["average"]["accuracy"]:+.2f} |') and rows[2].endswith('| – |')
+    assert '- SFT (likelihood): 10 items, likelihood scoring' in markdown([loglik])
+    assert markdown([loglik]).splitlines()[2].startswith('| SFT (likelihood) |')
+
+
 def test_table_without_published_rows_for_other_label_sets():
     result = _result('m', {})
     result['observations'] = {'Atelectasis': result['observations']['Edema']}
