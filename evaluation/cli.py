@@ -1,6 +1,7 @@
 """``python -m evaluation {classify,table,compare,report-gen}``: the thin command line over the modules.
 
     python -m evaluation classify --model output/sft-merged --dataset ms_cxr_t.jsonl --out reports/eval/
+    python -m evaluation classify --model output/sft-merged --scoring loglik --dataset ms_cxr_t.jsonl --out reports/
     python -m evaluation classify --answers gpt5_answers.jsonl --name GPT-5 --dataset ms_cxr_t.jsonl --out reports/eval/
     python -m evaluation table reports/eval/*.json --published --out reports/eval/table1.md
     python -m evaluation compare reports/eval/sft.json reports/eval/apo.json --out reports/eval/sft_vs_apo.md
@@ -28,7 +29,7 @@ from .items import DEFAULT_PROMPT, join_answers, read_items, read_report_items, 
 from .labels import load_label_set
 from .metrics import DEFAULT_N_BOOT, DEFAULT_SEED
 from .report_gen import text_metrics
-from .loglik import DEFAULT_ANSWER_TEMPLATE, load_model_template, loglik_scores
+from .loglik import DEFAULT_ANSWER_TEMPLATE, answer_texts, load_model_template, loglik_scores
 from .scoring import GENERATIVE, LOGLIK, score
 from .table import bar_chart, compare_markdown, load_result, markdown
 
@@ -171,6 +172,8 @@ def run_classify(args) -> None:
     loglik = args.scoring == LOGLIK
     if loglik and not args.model:
         raise DataError('--scoring loglik needs --model (it scores answer texts with the model)')
+    if loglik and args.batch_size < 1:
+        raise DataError('--batch-size must be at least 1')
     label_set = load_label_set(args.labels)
     items = read_items(args.dataset, label_set, args.image_root, check_images=args.check_images or bool(args.model),
                        allow_outside_root=args.allow_outside_image_root)
@@ -182,8 +185,9 @@ def run_classify(args) -> None:
         if loglik:
             with outputs.open(os.path.join(args.out, f'{_file_name(name)}.requests.jsonl')) as handle:
                 handle.writelines(dump_row(row) for row in requests)
+            texts = answer_texts(items, args.answer_template)
             model, template = load_model_template(args.model, args.adapters, shlex.split(args.swift_args))
-            scores = loglik_scores(items, requests, model, template, args.answer_template, args.batch_size)
+            scores = loglik_scores(items, requests, texts, model, template, args.batch_size)
             source['answer_template'] = args.answer_template
             result = score(items, {}, label_set, name, args.n_boot, args.seed, source, class_scores=scores)
         else:

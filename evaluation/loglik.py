@@ -81,20 +81,20 @@ def score_sequences(model, template, batch: List[Tuple[Dict, List[int]]]):
     return out
 
 
-def loglik_scores(items: List[Item], requests: List[Dict], model, template, answer_template: str,
+def answer_texts(items: List[Item], answer_template: str) -> Dict[str, Dict[str, str]]:
+    """item id -> class -> the answer text scored for it."""
+    return {item.id: {c: answer_text(answer_template, c, item.observation) for c in item.classes} for item in items}
+
+
+def loglik_scores(items: List[Item], requests: List[Dict], texts: Dict[str, Dict[str, str]], model, template,
                   batch_size: int) -> Dict[str, Dict[str, Dict]]:
     """item id -> class -> {"text": its answer text, "sum_logp": the summed log-probability of the text's
     tokens, "mean_logp": per token, "n_tokens"}."""
     import torch
     from tqdm import tqdm
-    if batch_size < 1:
-        raise DataError('--batch-size must be at least 1')
     tokenizer = template.tokenizer
-    jobs = []
-    for item, request in zip(items, requests):
-        for choice in item.classes:
-            text = answer_text(answer_template, choice, item.observation)
-            jobs.append((item.id, choice, text, request, tokenizer(text, add_special_tokens=False)['input_ids']))
+    jobs = [(item.id, choice, text, request, tokenizer(text, add_special_tokens=False)['input_ids'])
+            for item, request in zip(items, requests) for choice, text in texts[item.id].items()]
     scores: Dict[str, Dict[str, Dict]] = {item.id: {} for item in items}
     with torch.inference_mode(), tqdm(total=len(jobs), desc='loglik', unit='answer') as bar:
         for start in range(0, len(jobs), batch_size):

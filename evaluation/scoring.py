@@ -49,7 +49,8 @@ def score(items: List[Item], answers: Dict[str, Optional[str]], label_set: Label
     unparsed = [{k: r[k] for k in ('id', 'observation', 'gold', 'rule', 'answer')}
                 for r in rows if r['predicted'] is None]
     return {
-        'format': RESULT_FORMAT, 'model': model, 'scoring': LOGLIK if class_scores is not None else GENERATIVE, 'source': source or {}, 'label_set': label_set.as_dict(),
+        'format': RESULT_FORMAT, 'model': model, 'scoring': LOGLIK if class_scores is not None else GENERATIVE,
+        'source': source or {}, 'label_set': label_set.as_dict(),
         'bootstrap': {'n_boot': n_boot, 'seed': seed, 'level': 0.95},
         'observations': cells,
         'average': {'accuracy': macro_accuracy(groups), 'ci95': [low, high], 'n': len(rows),

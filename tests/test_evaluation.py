@@ -526,7 +526,8 @@ def test_loglik_equals_transformers(tiny_vl_model, tmp_path, monkeypatch, capsys
         for choice, (total, mean, n) in want.items():
             got = row['scores'][choice]
             assert got['n_tokens'] == n
-            assert got['sum_logp'] == pytest.approx(total, abs=1e-5) and got['mean_logp'] == pytest.approx(mean, abs=1e-5)
+            assert got['sum_logp'] == pytest.approx(total, abs=1e-5)
+            assert got['mean_logp'] == pytest.approx(mean, abs=1e-5)
         best = max(want, key=lambda c: want[c][0])
         assert row['predicted'] == best and row['correct'] == (best == row['gold']) and row['answer'] is None
     assert result['average']['unparsed'] == 0 and (out / 'tiny.requests.jsonl').exists()

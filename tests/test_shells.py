@@ -152,8 +152,8 @@ def eval_stage(tmp_path):
         (work / '.stages' / f'{stage}.done').touch()
     log = tmp_path / 'python calls.jsonl'
     python = tmp_path / 'python'
-    python.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -c "import json, sys; '
-                      f'open(sys.argv[1], \'a\').write(json.dumps(sys.argv[2:]) + chr(10))" {shlex.quote(str(log))} "$@"\n')
+    script = 'import json, sys; open(sys.argv[1], "a").write(json.dumps(sys.argv[2:]) + chr(10))'
+    python.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -c {shlex.quote(script)} {shlex.quote(str(log))} "$@"\n')
     python.chmod(0o755)
     env = {'WORK_DIR': str(work), 'EVAL_DATASET': str(tmp_path / 'items.jsonl'), 'PYTHON': str(python),
            'EVAL_ARGS': '--max_batch_size 4'}
