@@ -45,23 +45,27 @@ def load_model_template(model: str, adapters: Sequence[str], swift_args: Sequenc
     return model, template
 
 
-def _sequence(template, request: Dict, answer_ids: List[int]) -> Dict:
-    """ms-swift's encoding of ``request`` (prompt up to the assistant's turn) with ``answer_ids`` appended."""
-    import torch
+def encode_prompt(template, request: Dict) -> Dict:
+    """ms-swift's encoding of ``request``: the prompt up to and including the assistant turn's opening."""
     encoded = template.encode(copy.deepcopy(request))
     encoded.pop('labels', None)
-    encoded['input_ids'] = list(encoded['input_ids']) + answer_ids
-    if 'mm_token_type_ids' in encoded:   # per-token: answer tokens are text (0)
-        mm = encoded['mm_token_type_ids']
+    return encoded
+
+
+def _with_answer(prompt: Dict, answer_ids: List[int]) -> Dict:
+    import torch
+    encoded = dict(prompt, input_ids=list(prompt['input_ids']) + answer_ids)
+    if 'mm_token_type_ids' in prompt:   # per-token: answer tokens are text (0)
+        mm = prompt['mm_token_type_ids']
         encoded['mm_token_type_ids'] = torch.cat([mm, mm.new_zeros(len(answer_ids))])
     return encoded
 
 
 def score_sequences(model, template, batch: List[Tuple[Dict, List[int]]]):
-    """Per-token log-probabilities of each ``answer_ids`` after its request, one forward pass for the batch."""
+    """Per-token log-probabilities of each ``answer_ids`` after its encoded prompt, one forward pass for the batch."""
     import torch
     from swift.utils import to_device
-    encoded = [_sequence(template, request, ids) for request, ids in batch]
+    encoded = [_with_answer(prompt, ids) for prompt, ids in batch]
     inputs = to_device(template.data_collator(encoded), model.device)
     if inputs['input_ids'].shape[1] != max(len(e['input_ids']) for e in encoded) or \
             not bool(inputs['attention_mask'][:, -1].all()):
@@ -96,10 +100,15 @@ def loglik_scores(items: List[Item], requests: List[Dict], texts: Dict[str, Dict
     jobs = [(item.id, choice, text, request, tokenizer(text, add_special_tokens=False)['input_ids'])
             for item, request in zip(items, requests) for choice, text in texts[item.id].items()]
     scores: Dict[str, Dict[str, Dict]] = {item.id: {} for item in items}
+    prompts: Dict[str, Dict] = {}     # an item's prompt is encoded (images loaded) once for all its classes
     with torch.inference_mode(), tqdm(total=len(jobs), desc='loglik', unit='answer') as bar:
         for start in range(0, len(jobs), batch_size):
             chunk = jobs[start:start + batch_size]
-            logps = score_sequences(model, template, [(request, ids) for *_, request, ids in chunk])
+            kept, prompts = prompts, {}
+            for item_id, _, _, request, _ in chunk:
+                if item_id not in prompts:
+                    prompts[item_id] = kept.get(item_id) or encode_prompt(template, request)
+            logps = score_sequences(model, template, [(prompts[item_id], ids) for item_id, *_, ids in chunk])
             for (item_id, choice, text, _, _), token_logps in zip(chunk, logps):
                 scores[item_id][choice] = {'text': text, 'sum_logp': sum(token_logps),
                                            'mean_logp': sum(token_logps) / len(token_logps),
