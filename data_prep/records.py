@@ -159,15 +159,24 @@ def image_paths(row, where, column) -> list:
 
 
 def resolve_image(path: str, policy: ImagePolicy, where: str, field: str) -> str:
-    """The absolute path of an image under the image root; paths that leave the root need permission."""
+    """The absolute path of an image under the image root; paths that leave the root need permission.
+    Symbolic links (in the root and the path) are followed before the check, so a link cannot lead out."""
     root = os.path.abspath(policy.root)
     resolved = os.path.normpath(os.path.join(root, path))
-    inside = resolved == root or resolved.startswith(root.rstrip(os.sep) + os.sep)
-    if not inside and not policy.allow_outside_root:
-        how = 'is absolute' if os.path.isabs(path) else 'leaves the image root'
+    if not policy.allow_outside_root:
+        if not _inside(resolved, root):
+            how = 'is absolute' if os.path.isabs(path) else 'leaves the image root'
+        elif not _inside(os.path.realpath(resolved), os.path.realpath(root)):
+            how = f'leads out of the image root through a symbolic link (to {os.path.realpath(resolved)})'
+        else:
+            return resolved
         raise field_error(where, field, f'image path {path!r} {how} ({root}); pass --allow-outside-image-root '
                           f'if that is intended', 'image outside root')
     return resolved
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def check_image(path: str, where: str, field: str) -> None:

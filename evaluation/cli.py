@@ -1,6 +1,7 @@
 """``python -m evaluation {classify,table,compare,report-gen}``: the thin command line over the modules.
 
     python -m evaluation classify --model output/sft-merged --dataset ms_cxr_t.jsonl --out reports/eval/
+    python -m evaluation classify --model output/sft-merged --scoring loglik --dataset ms_cxr_t.jsonl --out reports/
     python -m evaluation classify --answers gpt5_answers.jsonl --name GPT-5 --dataset ms_cxr_t.jsonl --out reports/eval/
     python -m evaluation table reports/eval/*.json --published --out reports/eval/table1.md
     python -m evaluation compare reports/eval/sft.json reports/eval/apo.json --out reports/eval/sft_vs_apo.md
@@ -28,7 +29,8 @@ from .items import DEFAULT_PROMPT, join_answers, read_items, read_report_items, 
 from .labels import load_label_set
 from .metrics import DEFAULT_N_BOOT, DEFAULT_SEED
 from .report_gen import text_metrics
-from .scoring import score
+from .loglik import DEFAULT_ANSWER_TEMPLATE, answer_texts, load_model_template, loglik_scores
+from .scoring import GENERATIVE, LOGLIK, score
 from .table import bar_chart, compare_markdown, load_result, markdown
 
 
@@ -41,9 +43,13 @@ def _source_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--out', required=True, help='output folder')
     parser.add_argument('--name', help='model name in tables and output file names (default: from --model / --answers)')
     parser.add_argument('--image-root', help='folder the image paths are relative to (default: the dataset\'s folder)')
+    parser.add_argument('--allow-outside-image-root', action='store_true',
+                        help='accept absolute image paths and paths (or symbolic links) that leave the image root')
     infer = parser.add_argument_group('swift infer (with --model)')
     infer.add_argument('--infer-backend', choices=['auto', 'transformers', 'vllm'], default='auto',
                        help='auto: vllm when it is installed and a GPU is visible, else transformers (PyTorch)')
+    infer.add_argument('--adapters', nargs='+', default=[], metavar='CHECKPOINT',
+                       help='LoRA checkpoint(s) applied to --model (as `swift infer --adapters`)')
     infer.add_argument('--max-new-tokens', type=int, default=512)
     infer.add_argument('--swift-args', default='', help='more `swift infer` arguments, one string, e.g. '
                        '"--model_type qwen2_5_vl --template qwen2_5_vl --max_batch_size 8" (default: greedy decoding)')
@@ -61,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument('--prompt-template', default=DEFAULT_PROMPT,
                           help='prompt made from an item, with {question}, {choices}, {observation} '
                           f'(default: {DEFAULT_PROMPT!r}); "{{question}}" sends the question alone')
+    classify.add_argument('--scoring', choices=[GENERATIVE, LOGLIK], default=GENERATIVE,
+                          help='generative: parse the answer `swift infer` generates; loglik (with --model): the class '
+                          'whose answer text the model finds most likely after the prompt, nothing generated or parsed')
+    classify.add_argument('--answer-template', default=DEFAULT_ANSWER_TEMPLATE,
+                          help='loglik: the answer text scored for each class, with {choice}, {observation} '
+                          f'(default: {DEFAULT_ANSWER_TEMPLATE!r}, the class name)')
+    classify.add_argument('--batch-size', type=int, default=8, help='loglik: answer texts per forward pass (default 8)')
     classify.add_argument('--check-images', action='store_true', help='fail on a missing image (always on with --model)')
     classify.add_argument('--n-boot', type=int, default=DEFAULT_N_BOOT, help='bootstrap resamples (default 2000)')
     classify.add_argument('--seed', type=int, default=DEFAULT_SEED, help='bootstrap seed (default 0)')
@@ -122,7 +135,8 @@ def infer_backend(choice: str) -> str:
 def run_swift_infer(args, requests_path: str, result_path: str) -> None:
     cmd = [swift_executable(), 'infer', '--model', args.model, '--infer_backend', infer_backend(args.infer_backend),
            '--val_dataset', requests_path, '--result_path', result_path, '--max_new_tokens', str(args.max_new_tokens),
-           '--temperature', '0', *shlex.split(args.swift_args)]
+           '--temperature', '0', *(['--adapters', *args.adapters] if args.adapters else []),
+           *shlex.split(args.swift_args)]
     print('evaluation: running ' + ' '.join(shlex.quote(c) for c in cmd), file=sys.stderr, flush=True)
     proc = subprocess.run(cmd)
     if proc.returncode != 0:
@@ -155,16 +169,31 @@ def _answers(args, outputs, name: str, ids: List[str], requests: List[Dict]) -> 
 
 
 def run_classify(args) -> None:
+    loglik = args.scoring == LOGLIK
+    if loglik and not args.model:
+        raise DataError('--scoring loglik needs --model (it scores answer texts with the model)')
+    if loglik and args.batch_size < 1:
+        raise DataError('--batch-size must be at least 1')
     label_set = load_label_set(args.labels)
-    items = read_items(args.dataset, label_set, args.image_root, check_images=args.check_images or bool(args.model))
+    items = read_items(args.dataset, label_set, args.image_root, check_images=args.check_images or bool(args.model),
+                       allow_outside_root=args.allow_outside_image_root)
     name = _name(args)
     requests = [request_row(item, args.prompt_template) for item in items]
     with output_set() as outputs:
-        answers = _answers(args, outputs, _file_name(name), [item.id for item in items], requests)
-        source = {'dataset': os.path.abspath(args.dataset), 'model': args.model, 'answers': args.answers,
-                  'prompt_template': args.prompt_template}
-        result = score(items, answers, label_set, name, args.n_boot, args.seed, source)
-        stem = os.path.join(args.out, _file_name(name))
+        source = {'dataset': os.path.abspath(args.dataset), 'model': args.model, 'adapters': args.adapters,
+                  'answers': args.answers, 'prompt_template': args.prompt_template}
+        if loglik:
+            with outputs.open(os.path.join(args.out, f'{_file_name(name)}.requests.jsonl')) as handle:
+                handle.writelines(dump_row(row) for row in requests)
+            texts = answer_texts(items, args.answer_template)
+            model, template = load_model_template(args.model, args.adapters, shlex.split(args.swift_args))
+            scores = loglik_scores(items, requests, texts, model, template, args.batch_size)
+            source['answer_template'] = args.answer_template
+            result = score(items, {}, label_set, name, args.n_boot, args.seed, source, class_scores=scores)
+        else:
+            answers = _answers(args, outputs, _file_name(name), [item.id for item in items], requests)
+            result = score(items, answers, label_set, name, args.n_boot, args.seed, source)
+        stem = os.path.join(args.out, _file_name(name) + ('.loglik' if loglik else ''))
         with outputs.open(stem + '.json') as handle:
             json.dump(result, handle, indent=1, ensure_ascii=False)
             handle.write('\n')
@@ -173,8 +202,12 @@ def run_classify(args) -> None:
             handle.write(table)
     print(table)
     avg = result['average']
-    print(f'evaluation classify: {avg["n"]} items, {avg["correct"]} correct, {avg["unparsed"]} unparsed '
-          f'(listed under "unparsed" in {stem}.json); wrote {stem}.json, {stem}.md')
+    if loglik:
+        print(f'evaluation classify (loglik): {avg["n"]} items, {avg["correct"]} correct (each item\'s answer-text '
+              f'scores under "items" in {stem}.json); wrote {stem}.json, {stem}.md')
+    else:
+        print(f'evaluation classify: {avg["n"]} items, {avg["correct"]} correct, {avg["unparsed"]} unparsed '
+              f'(listed under "unparsed" in {stem}.json); wrote {stem}.json, {stem}.md')
 
 
 def run_table(args) -> None:
@@ -208,7 +241,7 @@ def run_compare(args) -> None:
 
 
 def run_report_gen(args) -> None:
-    items = read_report_items(args.dataset, args.image_root)
+    items = read_report_items(args.dataset, args.image_root, allow_outside_root=args.allow_outside_image_root)
     name = _name(args)
     requests = [item.request for item in items]
     with output_set() as outputs:

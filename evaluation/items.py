@@ -19,7 +19,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-from data_prep.records import image_paths
+from data_prep.records import ImagePolicy, image_paths, resolve_image
 from data_prep.sources import DataError, field_error, iter_rows
 from data_prep.stages import request_fingerprint
 
@@ -60,14 +60,19 @@ def _text(row: Dict, where: str, name: str, required: bool = True) -> Optional[s
     return value.strip()
 
 
-def _images(row: Dict, where: str, root: str) -> Tuple[str, ...]:
+def _images(row: Dict, where: str, policy: ImagePolicy) -> Tuple[str, ...]:
     name = 'images' if 'images' in row else 'image'
-    return tuple(os.path.normpath(os.path.join(root, path)) for path in image_paths(row, where, name))
+    return tuple(resolve_image(p, policy, where, name) for p in image_paths(row, where, name))
+
+
+def _image_policy(path: str, image_root: Optional[str], allow_outside_root: bool) -> ImagePolicy:
+    return ImagePolicy(os.path.abspath(image_root or os.path.dirname(os.path.abspath(path))), allow_outside_root)
 
 
 def read_items(path: str, label_set: LabelSet, image_root: Optional[str] = None,
-               check_images: bool = False) -> List[Item]:
-    root = os.path.abspath(image_root or os.path.dirname(os.path.abspath(path)))
+               check_images: bool = False, allow_outside_root: bool = False) -> List[Item]:
+    """Image paths must stay under the image root (symbolic links followed) unless ``allow_outside_root``."""
+    policy = _image_policy(path, image_root, allow_outside_root)
     items, seen = [], {}
     for source in _rows(path):
         row, where = source.row, source.where
@@ -78,7 +83,7 @@ def read_items(path: str, label_set: LabelSet, image_root: Optional[str] = None,
         if item_id in seen:
             raise field_error(where, 'id', f'{item_id!r} already used at {seen[item_id]}', 'duplicate item')
         seen[item_id] = where
-        images = _images(row, where, root)
+        images = _images(row, where, policy)
         if check_images:
             for image in images:
                 if not os.path.isfile(image):
@@ -165,10 +170,14 @@ class ReportItem:
     reference: str
 
 
-def read_report_items(path: str, image_root: Optional[str] = None) -> List[ReportItem]:
+def read_report_items(path: str, image_root: Optional[str] = None,
+                      allow_outside_root: bool = False) -> List[ReportItem]:
     """Rows in ms-swift's format (``messages`` ending with the reference as the assistant turn, ``images``),
-    e.g. ``data/sft.eval.jsonl``, or ``{"id", "images", "question", "reference"}`` (``report`` for ``reference``)."""
-    root = os.path.abspath(image_root or os.path.dirname(os.path.abspath(path)))
+    e.g. ``data/sft.eval.jsonl``, or ``{"id", "images", "question", "reference"}`` (``report`` for ``reference``).
+    The image-root rule applies to the second kind: rows in ms-swift's format are data_prep's output, whose
+    image paths data_prep checked against its own image root and wrote absolute."""
+    policy = _image_policy(path, image_root, allow_outside_root)
+    swift_rows = ImagePolicy(policy.root, allow_outside_root=True)
     items, seen = [], {}
     for source in _rows(path):
         row, where = source.row, source.where
@@ -176,7 +185,8 @@ def read_report_items(path: str, image_root: Optional[str] = None) -> List[Repor
         if item_id in seen:
             raise field_error(where, 'id', f'{item_id!r} already used at {seen[item_id]}', 'duplicate item')
         seen[item_id] = where
-        images = list(_images(row, where, root)) if ('images' in row or 'image' in row) else []
+        images = list(_images(row, where, swift_rows if 'messages' in row else policy)) \
+            if ('images' in row or 'image' in row) else []
         if 'messages' in row:
             messages = row['messages']
             if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):

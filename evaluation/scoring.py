@@ -9,20 +9,31 @@ from .metrics import DEFAULT_N_BOOT, DEFAULT_SEED, accuracy, bootstrap_ci, macro
 from .parser import parse_answer
 
 RESULT_FORMAT = 'swift-apo/classification/v1'
+GENERATIVE, LOGLIK = 'generative', 'loglik'
+LOGLIK_RULE = 'highest summed log-probability'
 
 
 def score(items: List[Item], answers: Dict[str, Optional[str]], label_set: LabelSet, model: str,
-          n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED, source: Optional[Dict] = None) -> Dict[str, Any]:
+          n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED, source: Optional[Dict] = None,
+          class_scores: Optional[Dict[str, Dict[str, Dict[str, float]]]] = None) -> Dict[str, Any]:
+    """``class_scores`` (likelihood scoring: item id -> class -> {"sum_logp", "mean_logp", "n_tokens"}):
+    the class with the highest ``sum_logp`` is the prediction, no answer is parsed, and the scores are
+    kept with each item."""
     rows = []
     for item in items:
         answer = answers.get(item.id)
-        if answer is None:
+        extra = {}
+        if class_scores is not None:
+            by_class = class_scores[item.id]
+            predicted, rule = max(by_class, key=lambda c: by_class[c]['sum_logp']), LOGLIK_RULE
+            extra = {'scores': by_class}
+        elif answer is None:
             predicted, rule = None, 'no answer'
         else:
             parsed = parse_answer(answer, item.classes, item.observation, label_set)
             predicted, rule = parsed.label, parsed.rule
         rows.append({'id': item.id, 'observation': item.observation, 'gold': item.label, 'predicted': predicted,
-                     'correct': predicted == item.label, 'rule': rule, 'answer': answer})
+                     'correct': predicted == item.label, 'rule': rule, 'answer': answer, **extra})
 
     order = [obs for obs in label_set.observations if any(r['observation'] == obs for r in rows)]
     order += sorted({r['observation'] for r in rows} - set(order))
@@ -38,7 +49,8 @@ def score(items: List[Item], answers: Dict[str, Optional[str]], label_set: Label
     unparsed = [{k: r[k] for k in ('id', 'observation', 'gold', 'rule', 'answer')}
                 for r in rows if r['predicted'] is None]
     return {
-        'format': RESULT_FORMAT, 'model': model, 'source': source or {}, 'label_set': label_set.as_dict(),
+        'format': RESULT_FORMAT, 'model': model, 'scoring': LOGLIK if class_scores is not None else GENERATIVE,
+        'source': source or {}, 'label_set': label_set.as_dict(),
         'bootstrap': {'n_boot': n_boot, 'seed': seed, 'level': 0.95},
         'observations': cells,
         'average': {'accuracy': macro_accuracy(groups), 'ci95': [low, high], 'n': len(rows),

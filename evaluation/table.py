@@ -1,6 +1,9 @@
 """Result JSONs -> Table 1's layout (a row per model, a column per observation, then "Avg") as Markdown,
 and a grouped bar chart (PNG) with the 95% bootstrap intervals as error bars.
 
+A model scored both ways (``classify`` and ``classify --scoring loglik``) gets two adjacent rows, "(generative)"
+and "(likelihood)"; a likelihood result alone is still marked "(likelihood)".
+
 A cell reads ``0.84 [0.72, 0.94] (42/50)``: accuracy, 95% bootstrap interval, correct/items. With
 ``published=True`` the paper's rows (``published.py``) are added below, named "... (published)", with the
 published value only; they are the paper's figures on the full MS-CXR-T, not computed here.
@@ -11,7 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from data_prep.sources import DataError
 
 from .published import OBSERVATIONS as PUBLISHED_OBSERVATIONS, PUBLISHED, SOURCE as PUBLISHED_SOURCE
-from .scoring import RESULT_FORMAT
+from .scoring import LOGLIK, RESULT_FORMAT
 
 AVG = 'Avg'
 
@@ -40,6 +43,28 @@ def _columns(results: Sequence[Dict]) -> List[str]:
     return columns
 
 
+def _is_loglik(result: Dict) -> bool:
+    return result.get('scoring') == LOGLIK
+
+
+def _ordered(results: Sequence[Dict]) -> List[Dict]:
+    """Each likelihood result moved right after the generative result of the same model, when there is one."""
+    generative = {r['model'] for r in results if not _is_loglik(r)}
+    ordered = [r for r in results if not (_is_loglik(r) and r['model'] in generative)]
+    for twin in [r for r in results if _is_loglik(r) and r['model'] in generative]:
+        at = next(i for i, r in enumerate(ordered) if r['model'] == twin['model'] and not _is_loglik(r))
+        ordered.insert(at + 1, twin)
+    return ordered
+
+
+def _label(result: Dict, results: Sequence[Dict]) -> str:
+    if _is_loglik(result):
+        return f'{result["model"]} (likelihood)'
+    if any(_is_loglik(r) and r['model'] == result['model'] for r in results):
+        return f'{result["model"]} (generative)'
+    return result['model']
+
+
 def _cell(cell: Optional[Dict]) -> str:
     if cell is None:
         return '–'
@@ -53,22 +78,28 @@ def _published_applies(columns: Sequence[str]) -> bool:
 
 def markdown(results: Sequence[Dict], published: bool = False, baseline: int = 0) -> str:
     """``results[:baseline]`` are marked as baselines, and every row gets its Avg difference to the first."""
+    baselines = [id(r) for r in results[:baseline]]
+    base = results[0]['average']['accuracy'] if baseline else None
+    results = _ordered(results)
     columns = _columns(results)
     header = ['model', *columns, AVG] + (['Δ Avg vs baseline'] if baseline else [])
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
-    base = results[0]['average']['accuracy'] if baseline else None
-    for i, result in enumerate(results):
-        name = result['model'] + (' (baseline)' if i < baseline else '')
+    for result in results:
+        name = _label(result, results) + (' (baseline)' if id(result) in baselines else '')
         row = [name, *(_cell(result['observations'].get(obs)) for obs in columns), _cell(result['average'])]
         if baseline:
-            row.append('–' if i == 0 else f'{result["average"]["accuracy"] - base:+.2f}')
+            row.append('–' if id(result) == baselines[0] else f'{result["average"]["accuracy"] - base:+.2f}')
         lines.append('| ' + ' | '.join(row) + ' |')
     notes = ['', 'Cells: top-1 accuracy [95% bootstrap interval] (correct/items). Avg: mean over the observations '
              '(its interval from a bootstrap within each observation). Unparseable answers count as wrong.']
     for result in results:
         avg = result['average']
-        notes.append(f'- {result["model"]}: {avg["n"]} items, {avg["unparsed"]} unparsed '
-                     f'(parse rate {avg["parse_rate"]:.0%}); from `{result.get("_path", "?")}`')
+        if _is_loglik(result):
+            how = (f'likelihood scoring (answer texts {result["source"].get("answer_template", "?")!r}, the highest '
+                   f'summed log-probability wins), nothing parsed')
+        else:
+            how = f'{avg["unparsed"]} unparsed (parse rate {avg["parse_rate"]:.0%})'
+        notes.append(f'- {_label(result, results)}: {avg["n"]} items, {how}; from `{result.get("_path", "?")}`')
     if published:
         if _published_applies(columns):
             for name, values in PUBLISHED.items():
@@ -90,6 +121,7 @@ def bar_chart(results: Sequence[Dict], path: str, published: bool = False, title
     import matplotlib.pyplot as plt
     import numpy as np
 
+    results = _ordered(results)
     columns = _columns(results)
     groups = [*columns, AVG]
     series = []
@@ -98,7 +130,7 @@ def bar_chart(results: Sequence[Dict], path: str, published: bool = False, title
         values = [c['accuracy'] if c else np.nan for c in cells]
         errors = [[c['accuracy'] - c['ci95'][0] if c else 0 for c in cells],
                   [c['ci95'][1] - c['accuracy'] if c else 0 for c in cells]]
-        series.append((result['model'], values, errors, None))
+        series.append((_label(result, results), values, errors, None))
     if published and _published_applies(columns):
         for name, values in PUBLISHED.items():
             series.append((f'{name} (published)', [values[g] for g in groups], None, '//'))

@@ -6,6 +6,8 @@
 #   BASE_MODEL      the student                                 WORK_DIR    where data/ and output/ go
 #   EVAL_FRACTION   patients held out for evaluation (0.05)      SEED        split and source-order seed (42)
 #   EVAL_DATASET    classification items (MS-CXR-T style, see README "Evaluation"); empty: no evaluation stage
+#   APO_CHECKPOINT  the APO adapter evaluated (default: the last checkpoint of the newest run under output/apo)
+#   EVAL_LOGLIK     1: also score by likelihood (classify --scoring loglik), beside the generative rows of Table 1
 #   PREP_ARGS (input and column-mapping flags of every data_prep subcommand), SFT_ARGS, MERGE_ARGS, INFER_ARGS,
 #   APO_ARGS, EVAL_ARGS (more `swift infer` arguments for evaluation): extra arguments for each stage
 # Every launcher's own variables (NPROC_PER_NODE, NNODES, BATCH, LR, ...) apply to its stage.
@@ -65,13 +67,27 @@ merge() {
 }
 
 evaluate() {
-  local reports=$WORK_DIR/reports/eval apo_checkpoint
-  apo_checkpoint=$(find "$out/apo" -mindepth 2 -maxdepth 2 -type d -name 'checkpoint-*' | sort -V | tail -n 1)
-  "$PYTHON" -m evaluation classify --model "$out/sft-merged" --name SFT --dataset "$EVAL_DATASET" --out "$reports" \
-      --swift-args "${EVAL_ARGS:-}"
-  "$PYTHON" -m evaluation classify --model "$out/sft-merged" --name APO --dataset "$EVAL_DATASET" --out "$reports" \
-      --swift-args "--adapters $apo_checkpoint ${EVAL_ARGS:-}"
-  "$PYTHON" -m evaluation table "$reports/SFT.json" "$reports/APO.json" --published --out "$reports/table1.md"
+  local reports=$WORK_DIR/reports/eval apo_checkpoint=${APO_CHECKPOINT:-} name scoring
+  local results=("$reports/SFT.json" "$reports/APO.json") scorings=(generative)
+  if [ -z "$apo_checkpoint" ] && [ -d "$out/apo" ]; then
+    apo_checkpoint=$(find "$out/apo" -mindepth 2 -maxdepth 2 -type d -name 'checkpoint-*' | sort -V | tail -n 1)
+  fi
+  if [ -z "$apo_checkpoint" ] || [ ! -d "$apo_checkpoint" ]; then
+    fail APO_CHECKPOINT "no APO checkpoint found under '$out/apo' (run the apo stage, shells/APO-Qwen2.5.sh)"
+  fi
+  if [ "${EVAL_LOGLIK:-0}" = 1 ]; then
+    scorings+=(loglik)
+    results+=("$reports/SFT.loglik.json" "$reports/APO.loglik.json")
+  fi
+  for scoring in "${scorings[@]}"; do
+    for name in SFT APO; do
+      local adapters=()
+      [ "$name" = SFT ] || adapters=(--adapters "$apo_checkpoint")
+      "$PYTHON" -m evaluation classify --model "$out/sft-merged" "${adapters[@]}" --name "$name" --scoring "$scoring" \
+          --dataset "$EVAL_DATASET" --out "$reports" --swift-args "${EVAL_ARGS:-}"
+    done
+  done
+  "$PYTHON" -m evaluation table "${results[@]}" --published --out "$reports/table1.md"
   "$PYTHON" -m evaluation compare "$reports/SFT.json" "$reports/APO.json" --out "$reports/sft_vs_apo.md"
 }
 

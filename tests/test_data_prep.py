@@ -405,6 +405,30 @@ def test_absolute_image_paths_need_permission(capsys, tmp_path):
     assert out[0]['images'] == [rows[0]['image_path']]
 
 
+def test_symlink_out_of_the_image_root_needs_permission(capsys, tmp_path):
+    """A link inside the root that points outside it is refused like ``..``; a link within the root is fine."""
+    (tmp_path / 'data').mkdir()
+    copy_images(tmp_path / 'outside')
+    first = sample_rows()[0]['image_path']
+    (tmp_path / 'data' / 'leak.jpg').symlink_to(tmp_path / 'outside' / first)
+    copy_images(tmp_path / 'data')
+    (tmp_path / 'data' / 'inside.jpg').symlink_to(tmp_path / 'data' / first)
+    rows = sample_rows()
+
+    def linked(name):   # every trace row of the first study through the link
+        return write_jsonl(tmp_path / 'data' / 'd.jsonl', [{**r, 'image_path': name} if r['study_id'] ==
+                                                            rows[0]['study_id'] else r for r in rows])
+    sft_ok(capsys, linked('inside.jpg'), tmp_path / 'ok.jsonl')
+    dataset = linked('leak.jpg')
+    code, _, err = prep(capsys, 'sft', '--dataset', dataset, '--out', tmp_path / 'o.jsonl')
+    assert code == 2, err
+    assert (f"{dataset} line 1: field 'image_path': image path 'leak.jpg' leads out of the image root through a "
+            f"symbolic link (to {tmp_path / 'outside' / first}) ({tmp_path / 'data'}); pass "
+            f"--allow-outside-image-root if that is intended") in err
+    out, _, _ = sft_ok(capsys, dataset, tmp_path / 'o.jsonl', '--allow-outside-image-root', '--check-images')
+    assert str(tmp_path / 'data' / 'leak.jpg') in out[0]['images']
+
+
 def test_check_images_finds_missing_and_broken_images(capsys, tmp_path):
     dataset = write_jsonl(tmp_path / 'data.jsonl', sample_rows())
     copy_images(tmp_path)

