@@ -12,6 +12,10 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+# ms-swift fixes Qwen-VL's pixel budget from MAX_PIXELS when it first loads a Qwen-VL processor in a process
+# (module constants of qwen_vl_utils, and IMAGE_MAX_TOKEN_NUM in the environment), so every in-process test
+# gets the tests' one budget, whichever test loads first.
+os.environ.setdefault('MAX_PIXELS', '3136')
 sys.path.insert(0, str(REPO / 'tools'))
 from tiny_qwen2_5_vl import build_tiny_moe_model, build_tiny_qwen2_5_vl, build_tiny_text_model  # noqa: E402
 
