@@ -268,3 +268,32 @@ def test_flex_forward_equals_the_plain_path(vl, tmp_path, dtype, rel):
     reference = plain + torch.linspace(-1, 1, plain.numel(), dtype=plain.dtype)  # policy != reference
     _assert_same(_apo_loss_against(plain, reference, num_rejected), _apo_loss_against(got, reference, num_rejected),
                  'APO loss', rel=rel)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason='FlexAttention has no backward on the CPU: its gradient test needs CUDA')
+@pytest.mark.parametrize('dtype, rel', [(torch.float32, 1e-4), (torch.bfloat16, 5e-2)])
+def test_flex_loss_and_every_gradient_equal_the_plain_path_on_cuda(vl, tmp_path, dtype, rel):
+    """LoRA policy, adapter-disabled reference: FlexAttention + lean log-probs against the plain path."""
+    model, processor = load(vl, 'qwen2_5_vl', dtype=dtype)
+    model.to('cuda')
+    torch.manual_seed(0)
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=['q_proj', 'v_proj', 'down_proj', 'qkv'],
+                                             init_lora_weights=False))
+    template = apo_template(processor, model, 'qwen2_5_vl')
+    template.register_post_encode_hook([model])
+    flex = FastPathOptions(shared_prefix=True, lean_logps=True, chunk_size=128, prefix_kernel='flex')
+    try:
+        batch, labels, num_rejected = collate(template, apo_rows(tmp_path, KS))
+        batch = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        labels, num_rejected = labels.cuda(), num_rejected.cuda()
+        plain = _loss_and_grads(model, _adapter_disabled(model), batch, labels, num_rejected, PATHS['plain'])
+        got = _loss_and_grads(model, _adapter_disabled(model), batch, labels, num_rejected, flex)
+    finally:
+        template.remove_post_encode_hook()
+    assert got[4].packed
+    _assert_same(plain[0].float(), got[0].float(), 'loss', rel=rel)
+    _assert_same(plain[2].float(), got[2].float(), 'policy log-probs', rel=rel)
+    assert got[3].keys() == plain[3].keys()
+    for param, grad in plain[3].items():
+        _assert_same(grad.float(), got[3][param].float(), f'gradient of {param}', rel=rel)
