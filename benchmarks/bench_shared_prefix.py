@@ -39,9 +39,9 @@ sys.path.insert(0, str(REPO / 'tools'))
 
 KERNELS = {
     'plain': 'no shared prefix',
-    'dense': 'dense 4D mask, sdpa',
-    'flex': 'FlexAttention BlockMask',
-    'flash': 'flash_attention_2 model, packed call on FlexAttention',
+    'dense': 'shared prefix, dense 4D mask (sdpa)',
+    'flex': 'shared prefix, FlexAttention BlockMask (sdpa model)',
+    'flash': 'shared prefix, FlexAttention BlockMask (flash_attention_2 model)',
 }
 VARIANTS = {
     'A': 'ms-swift DPO, K pairwise rows',
@@ -280,7 +280,7 @@ def main():
     print('| variant | tokens through the LM | time per prompt (s) | peak memory (MiB) |')
     print('|---|---:|---:|---:|')
     for variant, r in results.items():
-        label = VARIANTS[variant[0]] + (f' ({KERNELS[variant[2:-1]]})' if len(variant) > 1 else '')
+        label = f'APO lean log-probs, {KERNELS[variant[2:-1]]}' if len(variant) > 1 else VARIANTS[variant]
         print(f'| {variant}: {label} | {r["tokens"]} | {r["seconds"]:.2f} | {r["peak_bytes"] / 2**20:.0f} |')
     print()
     for c in (name for name in results if name[0] == 'C'):
