@@ -144,7 +144,8 @@ def _worker(args):
     dtype = torch.bfloat16 if device.type == 'cuda' else torch.float32
     kernel = args.attn[0] if args.worker == 'C' else 'plain'
     attn_impl = 'flash_attention_2' if kernel == 'flash' else 'sdpa'
-    model, processor = get_model_processor(args.model_dir, model_type='qwen2_5_vl', torch_dtype=dtype, attn_impl=attn_impl)
+    model, processor = get_model_processor(args.model_dir, model_type='qwen2_5_vl', torch_dtype=dtype,
+                                           attn_impl=attn_impl)
     model.to(device)
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=32, target_modules=(
         r'.*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)')))

@@ -63,7 +63,7 @@ def prefix_kernel(requested: str, attention: str, device: torch.device) -> Tuple
     if attention in _MASK_ATTENTION:
         return 'dense', f'dense 4D mask with {attention} attention'
     return None, (f'attention implementation {attention!r} takes no dense 4D mask and FlexAttention was not chosen '
-                  f'(APO_PREFIX_KERNEL={requested}, device {device.type}; it runs on CUDA or with APO_PREFIX_KERNEL=flex)')
+                  f'(APO_PREFIX_KERNEL={requested}, device {device.type}; auto chooses it on CUDA)')
 
 
 @dataclass
