@@ -44,3 +44,12 @@ def test_block_mask_equals_the_dense_mask_and_skips_blocks(rows_per_chunk):
 def test_kernel_choice(requested, attention, device, expected):
     kernel, why = prefix_kernel(requested, attention, torch.device(device))
     assert kernel == expected and why
+
+
+def test_kernel_switch_from_the_environment(monkeypatch):
+    from swift_plugin.answer_logps import FastPathOptions
+    monkeypatch.setenv('APO_PREFIX_KERNEL', ' Flex ')
+    assert FastPathOptions.from_env().prefix_kernel == 'flex'
+    monkeypatch.setenv('APO_PREFIX_KERNEL', 'flash')
+    with pytest.raises(ValueError, match="APO_PREFIX_KERNEL='flash': expected one of auto, flex, dense"):
+        FastPathOptions.from_env()
