@@ -270,7 +270,12 @@ def flex_block_mask_attention(module, query, key, value, attention_mask, scaling
     if dropout:
         raise ValueError('the shared-prefix FlexAttention forward takes no attention dropout')
     flex = flex_attention if query.device.type == 'cpu' else _compiled_flex_attention()  # CPU: forward only
-    out = flex(query, key, value, block_mask=attention_mask, scale=scaling, enable_gqa=query.shape[1] != key.shape[1])
+    heads, kv_heads = query.shape[1], key.shape[1]
+    if heads & (heads - 1):
+        # As transformers' flex_attention_forward: grouped-query flex only for a power-of-two number of
+        # query heads (Qwen2.5-VL-7B has 28), else the key/value heads repeated.
+        key, value = (t.repeat_interleave(heads // kv_heads, dim=1) for t in (key, value))
+    out = flex(query, key, value, block_mask=attention_mask, scale=scaling, enable_gqa=key.shape[1] != heads)
     return out.transpose(1, 2).contiguous(), None
 
 

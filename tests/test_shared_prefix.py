@@ -53,3 +53,17 @@ def test_kernel_switch_from_the_environment(monkeypatch):
     monkeypatch.setenv('APO_PREFIX_KERNEL', 'flash')
     with pytest.raises(ValueError, match="APO_PREFIX_KERNEL='flash': expected one of auto, flex, dense"):
         FastPathOptions.from_env()
+
+
+@pytest.mark.parametrize('heads', [4, 6])  # grouped-query flex, and key/value heads repeated (not a power of two)
+def test_attention_function_on_a_block_mask_equals_sdpa(heads):
+    """The function transformers' attention interface hands a BlockMask to, against sdpa with the dense mask."""
+    from swift_plugin.registration import flex_block_mask_attention
+    segments = _segments([(0, 150), (1, 60), (2, 90)], [(0, 20), (1, 200)])
+    torch.manual_seed(0)
+    query, key, value = (torch.randn(2, h, segments.shape[1], 16, dtype=torch.float64) for h in (heads, 2, 2))
+    got, _ = flex_block_mask_attention(None, query, key, value, prefix_block_mask(segments), scaling=0.3)
+    expected = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=block_causal_mask(segments),
+                                                                scale=0.3, enable_gqa=True)
+    assert got.shape == (2, segments.shape[1], heads, 16)  # [batch, length, heads, head dim], as transformers wants
+    assert (got - expected.transpose(1, 2)).abs().max() < 1e-12
