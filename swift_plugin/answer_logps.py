@@ -61,7 +61,8 @@ def prefix_kernel(requested: str, attention: str, device: torch.device) -> Tuple
     if flex_applies and (requested == 'flex' or (requested == 'auto' and device.type == 'cuda')):
         return 'flex', f'FlexAttention block mask ({attention} attention elsewhere)'
     if attention in _MASK_ATTENTION:
-        return 'dense', f'dense 4D mask with {attention} attention'
+        refused = ' (APO_PREFIX_KERNEL=flex does not apply to eager attention)' if requested == 'flex' else ''
+        return 'dense', f'dense 4D mask with {attention} attention{refused}'
     return None, (f'attention implementation {attention!r} takes no dense 4D mask and FlexAttention was not chosen '
                   f'(APO_PREFIX_KERNEL={requested}, device {device.type}; auto chooses it on CUDA)')
 

@@ -38,6 +38,7 @@ def test_block_mask_equals_the_dense_mask_and_skips_blocks(rows_per_chunk):
     ('auto', 'sdpa', 'cpu', 'dense'),
     ('auto', 'flash_attention_2', 'cpu', None),
     ('flex', 'sdpa', 'cpu', 'flex'),
+    ('flex', 'eager', 'cuda', 'dense'),
     ('dense', 'sdpa', 'cuda', 'dense'),
     ('dense', 'flash_attention_2', 'cuda', None),
 ])
