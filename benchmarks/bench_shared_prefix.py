@@ -6,7 +6,10 @@
        trl's selective_log_softmax as ms-swift's DPOTrainer.get_per_token_logps calls it, sigmoid loss.
        Re-implemented here from those pieces (DPOTrainer itself needs a whole training set-up).
     B  APO, plain path: one row, K + 1 sequences, full logits (APO_SHARED_PREFIX=0 APO_LEAN_LOGPS=0).
-    C  APO, shared-prefix forward + lean log-probs (the default).
+    C  APO, shared-prefix forward + lean log-probs (the default), once per kernel in ``--attn``:
+       plain (shared prefix off, lean log-probs on), dense (dense 4D mask, sdpa), flex (FlexAttention
+       BlockMask; the model loaded with sdpa), flash (the model loaded with flash_attention_2, the
+       packed call on the kernel APO_PREFIX_KERNEL=auto picks: FlexAttention; needs the flash-attn package).
 
 Each step is what one prompt costs in training: the reference forward (LoRA adapter disabled, no grad),
 the policy forward and the backward. LoRA rank 8 on every linear layer of the language model, as the
@@ -16,6 +19,9 @@ CPU: the peak resident set size sampled every 2 ms during the steps, minus the s
 
     python benchmarks/bench_shared_prefix.py                       # CPU, float32
     python benchmarks/bench_shared_prefix.py --device cuda         # bf16, sdpa
+    python benchmarks/bench_shared_prefix.py --device cuda --variants C --attn plain,dense,flex,flash
+    python benchmarks/bench_shared_prefix.py --device cuda --variants C --attn plain,dense,flex \
+        --prompt-tokens 500 --answer-tokens 3500                  # long answers, L ~ 28,500
 """
 import argparse
 import json
@@ -31,6 +37,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / 'tools'))
 
+KERNELS = {
+    'plain': 'no shared prefix',
+    'dense': 'shared prefix, dense 4D mask (sdpa)',
+    'flex': 'shared prefix, FlexAttention BlockMask (sdpa model)',
+    'flash': 'shared prefix, FlexAttention BlockMask (flash_attention_2 model)',
+}
 VARIANTS = {
     'A': 'ms-swift DPO, K pairwise rows',
     'B': 'APO plain path',
@@ -51,9 +63,15 @@ def _args(argv=None):
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--steps', type=int, default=3)
     parser.add_argument('--variants', default='ABC')
+    parser.add_argument('--attn', default='dense', type=lambda s: s.split(','),
+                        help=f'comma-separated kernels for variant C, of {",".join(KERNELS)}')
     parser.add_argument('--model-dir', default=os.path.join(tempfile.gettempdir(), 'swift-apo-bench-model'))
     parser.add_argument('--worker', choices=list(VARIANTS), help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    unknown = set(args.attn) - set(KERNELS)
+    if unknown:
+        parser.error(f'--attn: unknown kernels {sorted(unknown)}; choose from {",".join(KERNELS)}')
+    return args
 
 
 class _PeakRSS:
@@ -124,7 +142,10 @@ def _worker(args):
 
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == 'cuda' else torch.float32
-    model, processor = get_model_processor(args.model_dir, model_type='qwen2_5_vl', torch_dtype=dtype, attn_impl='sdpa')
+    kernel = args.attn[0] if args.worker == 'C' else 'plain'
+    attn_impl = 'flash_attention_2' if kernel == 'flash' else 'sdpa'
+    model, processor = get_model_processor(args.model_dir, model_type='qwen2_5_vl', torch_dtype=dtype,
+                                           attn_impl=attn_impl)
     model.to(device)
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=32, target_modules=(
         r'.*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)')))
@@ -173,14 +194,15 @@ def _worker(args):
         prompt_tokens = int(batches[0]['labels'][0].ne(-100).int().argmax())
     else:
         template.set_mode('apo')
-        fast = args.worker == 'C'
+        fast = args.worker == 'C' and kernel != 'plain'
         row = {'messages': messages, 'rejected_response': answers[1:], 'images': images}
         batch = to_device(template.data_collator([template.encode(copy.deepcopy(row))]))
         num_rejected = batch.pop(NUM_REJECTED_KEY)
         batch.pop(SOURCES_KEY, None)
         batch.pop('text_position_ids', None)
         labels = batch.pop('labels')
-        options = FastPathOptions(shared_prefix=fast, lean_logps=fast)
+        options = FastPathOptions(shared_prefix=fast, lean_logps=args.worker == 'C',
+                                  prefix_kernel={'dense': 'dense', 'flex': 'flex'}.get(kernel, 'auto'))
 
         def logps():
             answer = compute_answer_logps(model, model, batch, labels, num_rejected, options)
@@ -237,13 +259,18 @@ def main():
                               vision_depth=args.vision_depth)
         (model_dir / 'bench_shape.json').write_text(json.dumps(list(wanted)))
     results = {}
-    for variant in args.variants:
-        cmd = [sys.executable, __file__, '--worker', variant] + sys.argv[1:]
+    runs = [(v, [k] if v == 'C' else args.attn[:1]) for v in args.variants for k in (args.attn if v == 'C' else [None])]
+    for variant, kernel in runs:
+        name = f'C[{kernel[0]}]' if variant == 'C' and args.attn != ['dense'] else variant
+        cmd = [sys.executable, __file__] + sys.argv[1:] + ['--worker', variant, '--attn', kernel[0]]
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, 'PYTHONPATH': os.pathsep.join(filter(None, [str(REPO), os.environ.get('PYTHONPATH')]))})
         if proc.returncode != 0:
-            sys.exit(f'variant {variant} failed:\n{proc.stderr[-4000:]}')
-        results[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
-        print(f'{variant} done: {results[variant]}', file=sys.stderr)
+            print(f'{name} failed:\n{proc.stderr[-4000:]}', file=sys.stderr)  # e.g. out of memory: the others still run
+            continue
+        results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f'{name} done: {results[name]}', file=sys.stderr)
+    if not results:
+        sys.exit('every variant failed')
 
     k, answer = args.k, args.answer_tokens
     prompt = next(iter(results.values()))['prompt_tokens']
@@ -254,14 +281,16 @@ def main():
     print('| variant | tokens through the LM | time per prompt (s) | peak memory (MiB) |')
     print('|---|---:|---:|---:|')
     for variant, r in results.items():
-        print(f'| {variant}: {VARIANTS[variant]} | {r["tokens"]} | {r["seconds"]:.2f} | {r["peak_bytes"] / 2**20:.0f} |')
+        label = f'APO lean log-probs, {KERNELS[variant[2:-1]]}' if len(variant) > 1 else VARIANTS[variant]
+        print(f'| {variant}: {label} | {r["tokens"]} | {r["seconds"]:.2f} | {r["peak_bytes"] / 2**20:.0f} |')
     print()
-    if 'A' in results and 'C' in results:
-        print(f'C/A time: {results["C"]["seconds"] / results["A"]["seconds"]:.3f}')
-    if 'B' in results and 'C' in results:
-        print(f'C/B time: {results["C"]["seconds"] / results["B"]["seconds"]:.3f}')
-        print(f'C/B peak memory: {results["C"]["peak_bytes"] / max(results["B"]["peak_bytes"], 1):.3f}')
-        print(f'APO loss B vs C: {results["B"]["loss"]:.6f} vs {results["C"]["loss"]:.6f}')
+    for c in (name for name in results if name[0] == 'C'):
+        if 'A' in results:
+            print(f'{c}/A time: {results[c]["seconds"] / results["A"]["seconds"]:.3f}')
+        if 'B' in results:
+            print(f'{c}/B time: {results[c]["seconds"] / results["B"]["seconds"]:.3f}')
+            print(f'{c}/B peak memory: {results[c]["peak_bytes"] / max(results["B"]["peak_bytes"], 1):.3f}')
+            print(f'APO loss B vs {c}: {results["B"]["loss"]:.6f} vs {results[c]["loss"]:.6f}')
     print(f'theoretical token ratio (P + (K+1)R) / (2K(P+R)) = {(prompt + (k + 1) * answer) / (2 * k * (prompt + answer)):.3f}')
     lm_flops = 2 * (2 * args.hidden_size**2 + 2 * args.hidden_size * 32 + 3 * args.hidden_size * 2 * args.hidden_size)
     head_flops = 2 * args.hidden_size * 151936

@@ -1,9 +1,11 @@
 """Log-probs of every answer token of an APO batch: the model call, with the two fast paths and their fall-backs.
 
 * shared prefix (shared_prefix.py): each row's image and prompt go through the model once, its K + 1
-  answers after them under a block-causal mask. Needs an attention implementation that takes a 4D mask
-  (sdpa, eager) and a forward that takes position_ids; flash-attention cannot express "attend to the
-  prompt and to your own answer only" in one packed sequence, so it runs the plain batch.
+  answers after them under a block-causal mask, on one of two kernels (``APO_PREFIX_KERNEL``):
+  FlexAttention with a ``BlockMask`` (masked blocks skipped, no L x L mask; chosen on CUDA for every
+  attention implementation but eager) or sdpa/eager with a dense 4D mask (on CPU, where FlexAttention
+  has no backward, and for eager). Needs a forward that takes position_ids; with flash-attention and no
+  FlexAttention it runs the plain batch.
 * lean log-probs (lean_logps.py): the model returns hidden states (and the logits of one position
   only, through ``logits_to_keep=1``); the lm_head runs on answer positions only, chunk by chunk.
 
@@ -16,10 +18,11 @@ the lean path makes the same number of lm_head calls on every rank: ZeRO-3 all-g
 weight in each of its calls, so ranks that call the head a different number of times (more answer
 tokens, or a fall-back on one rank only) would mismatch their collectives (a gloo error, a NCCL hang).
 """
+import importlib.util
 import inspect
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -27,14 +30,41 @@ from swift.template import Template
 from swift.utils import get_logger
 
 from .lean_logps import DEFAULT_CHUNK_SIZE, logps_and_mean_logits, token_logps
+from .registration import install_block_mask_attention
 from .shared_prefix import pack_shared_prefix, plain_answer_tokens
 
 logger = get_logger()
 _MASK_ATTENTION = ('sdpa', 'eager')
+PREFIX_KERNELS = ('auto', 'flex', 'dense')
 
 
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, '1').strip().lower() not in ('0', 'false', 'no', 'off')
+
+
+def _prefix_kernel_from_env() -> str:
+    kernel = os.environ.get('APO_PREFIX_KERNEL', 'auto').strip().lower()
+    if kernel not in PREFIX_KERNELS:
+        raise ValueError(f'APO_PREFIX_KERNEL={kernel!r}: expected one of {", ".join(PREFIX_KERNELS)}')
+    return kernel
+
+
+def prefix_kernel(requested: str, attention: str, device: torch.device) -> Tuple[Optional[str], str]:
+    """('flex' | 'dense', why) for the shared-prefix forward, or (None, why not).
+
+    auto: FlexAttention on CUDA unless the user chose eager attention; the dense mask elsewhere (torch has
+    no FlexAttention backward on the CPU), and nothing for an implementation that takes no dense mask.
+    flex: FlexAttention on any device (on the CPU forward only) unless the attention is eager.
+    """
+    # eager attention is called directly by the models, not through the AttentionInterface that takes the BlockMask.
+    flex_applies = attention != 'eager' and importlib.util.find_spec('torch.nn.attention.flex_attention') is not None
+    if flex_applies and (requested == 'flex' or (requested == 'auto' and device.type == 'cuda')):
+        return 'flex', f'FlexAttention block mask ({attention} attention elsewhere)'
+    if attention in _MASK_ATTENTION:
+        refused = ' (APO_PREFIX_KERNEL=flex does not apply to eager attention)' if requested == 'flex' else ''
+        return 'dense', f'dense 4D mask with {attention} attention{refused}'
+    return None, (f'attention implementation {attention!r} takes no dense 4D mask and FlexAttention was not chosen '
+                  f'(APO_PREFIX_KERNEL={requested}, device {device.type}; auto chooses it on CUDA)')
 
 
 @dataclass
@@ -42,6 +72,7 @@ class FastPathOptions:
     shared_prefix: bool = True
     lean_logps: bool = True
     chunk_size: int = DEFAULT_CHUNK_SIZE
+    prefix_kernel: str = 'auto'  # PREFIX_KERNELS
     # For the full-logits path: compute logits from the first answer position on only.
     use_logits_to_keep: bool = True
 
@@ -51,6 +82,7 @@ class FastPathOptions:
             shared_prefix=_env_flag('APO_SHARED_PREFIX'),
             lean_logps=_env_flag('APO_LEAN_LOGPS'),
             chunk_size=int(os.environ.get('APO_LOGPS_CHUNK_SIZE', DEFAULT_CHUNK_SIZE)),
+            prefix_kernel=_prefix_kernel_from_env(),
             use_logits_to_keep=use_logits_to_keep)
 
 
@@ -76,16 +108,20 @@ def _forward_parameters(hf_model):
     return inspect.signature(hf_model.forward).parameters
 
 
-def _pack(hf_model, batch, labels, num_rejected, model_kwargs):
+def _pack(hf_model, batch, labels, num_rejected, model_kwargs, requested_kernel='auto'):
     if model_kwargs.get('output_router_logits'):
         # transformers' load_balancing_loss_func reads the attention mask as [batch, length] padding.
         return None, "the MoE router's load-balancing loss (--router_aux_loss_coef) needs the 2D padding mask"
     config = hf_model.config
     attention = config.get_text_config()._attn_implementation
-    if attention not in _MASK_ATTENTION:
-        return None, f'attention implementation {attention!r} takes no block-causal 4D mask (use sdpa or eager)'
+    kernel, why = prefix_kernel(requested_kernel, attention, labels.device)
+    if kernel is None:
+        return None, why
     if 'position_ids' not in _forward_parameters(hf_model):
         return None, f'{type(hf_model).__name__}.forward takes no position_ids'
+    if kernel == 'flex':
+        install_block_mask_attention()
+    logger.info_once(f'APO shared-prefix kernel: {why}.')
     vision = getattr(config, 'vision_config', None)
     return pack_shared_prefix(
         batch,
@@ -93,7 +129,8 @@ def _pack(hf_model, batch, labels, num_rejected, model_kwargs):
         num_rejected,
         image_token_id=getattr(config, 'image_token_id', None),
         image_merge_size=getattr(vision, 'spatial_merge_size', None),
-        mask_dtype=None if attention == 'sdpa' else hf_model.dtype)
+        mask_dtype=hf_model.dtype if attention == 'eager' else None,
+        flex=kernel == 'flex')
 
 
 def _lean_reason(hf_model, unwrapped_model) -> str:
@@ -155,7 +192,7 @@ def compute_answer_logps(model,
     inputs, tokens = batch, plain_answer_tokens(labels)
     packed = False
     if options.shared_prefix:
-        packed_batch, reason = _pack(hf_model, batch, labels, num_rejected, model_kwargs)
+        packed_batch, reason = _pack(hf_model, batch, labels, num_rejected, model_kwargs, options.prefix_kernel)
         unpacked_anywhere, = _agreed([int(packed_batch is None)], labels.device)
         if packed_batch is not None and unpacked_anywhere:
             packed_batch, reason = None, "another rank's batch cannot be packed and all ranks take one path"

@@ -254,3 +254,53 @@ def install() -> None:
     from .import_hook import when_imported
     for module_name in PATCHES:
         when_imported(module_name, partial(apply_patch, module_name))
+
+
+@lru_cache(maxsize=None)
+def _compiled_flex_attention():
+    import torch
+    from torch.nn.attention.flex_attention import flex_attention
+    # Only the compiled kernel skips masked blocks (uncompiled, flex_attention materialises the scores).
+    return torch.compile(flex_attention)
+
+
+def flex_block_mask_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """transformers attention function for a ``BlockMask`` (the shared-prefix forward's)."""
+    from torch.nn.attention.flex_attention import flex_attention
+    if dropout:
+        raise ValueError('the shared-prefix FlexAttention forward takes no attention dropout')
+    flex = flex_attention if query.device.type == 'cpu' else _compiled_flex_attention()  # CPU: forward only
+    heads, kv_heads = query.shape[1], key.shape[1]
+    if heads & (heads - 1):
+        # As transformers' flex_attention_forward: grouped-query flex only for a power-of-two number of
+        # query heads (Qwen2.5-VL-7B has 28), else the key/value heads repeated.
+        key, value = (t.repeat_interleave(heads // kv_heads, dim=1) for t in (key, value))
+    out = flex(query, key, value, block_mask=attention_mask, scale=scaling, enable_gqa=key.shape[1] != heads)
+    return out.transpose(1, 2).contiguous(), None
+
+
+@lru_cache(maxsize=None)
+def install_block_mask_attention() -> None:
+    """Let every registered attention implementation but FlexAttention's own hand a ``BlockMask`` to
+    ``flex_block_mask_attention``; other masks go to the implementation as before.
+
+    The model then runs whatever ``--attn_impl`` it was loaded with and only the packed call (whose
+    mask is a BlockMask; create_causal_mask passes 4D masks through) takes FlexAttention, also in the
+    recomputation of gradient checkpointing. The vision tower never sees a BlockMask.
+    """
+    from torch.nn.attention.flex_attention import BlockMask
+    from transformers import AttentionInterface
+
+    def dispatching(original):
+
+        @wraps(original)
+        def attention(module, query, key, value, attention_mask, *args, **kwargs):
+            if isinstance(attention_mask, BlockMask):
+                return flex_block_mask_attention(module, query, key, value, attention_mask, *args, **kwargs)
+            return original(module, query, key, value, attention_mask, *args, **kwargs)
+
+        return attention
+
+    for name, function in list(AttentionInterface._global_mapping.items()):
+        if name != 'flex_attention' and not name.startswith('paged|'):
+            AttentionInterface.register(name, dispatching(function))

@@ -13,6 +13,10 @@ keys at the same positions as in the plain batch, and its logits are the plain p
 vision tower and the prompt run once per row instead of K + 1 times (Wang & Hegde, arXiv 2410.20305,
 generalised from one rejected answer to K).
 
+The mask is either dense (``block_causal_mask``, [rows, 1, L, L], for sdpa/eager) or a FlexAttention
+``BlockMask`` (``prefix_block_mask``): the same rule as a mask function plus which 128 x 128 blocks are
+empty (skipped by the kernel), full (no mask function call) or partial, with no L x L tensor.
+
 Pure tensor functions, no ms-swift import. ``pack_shared_prefix`` returns a reason instead of a
 packed batch when a batch cannot be packed exactly; the caller then runs the plain batch.
 """
@@ -71,6 +75,51 @@ def block_causal_mask(segments: torch.Tensor, dtype: Optional[torch.dtype] = Non
                                                                                        torch.finfo(dtype).min)
 
 
+def _prefix_mask_mod(segments: torch.Tensor):
+    """``block_causal_mask``'s rule as a FlexAttention mask function."""
+
+    def mask_mod(b, h, q, kv):
+        key = segments[b, kv]
+        return (kv <= q) & ((key == 0) | (key == segments[b, q]))
+
+    return mask_mod
+
+
+def prefix_block_mask(segments: torch.Tensor, block_size: int = 128, rows_per_chunk: int = 2048):
+    """FlexAttention ``BlockMask`` equal to ``block_causal_mask(segments)``, built without an L x L tensor.
+
+    Blocks are classified from ``rows_per_chunk`` query rows at a time (peak rows_per_chunk x L booleans);
+    blocks that reach past L are never full, so the mask function trims them.
+    """
+    from torch.nn.attention.flex_attention import BlockMask
+    rows, length = segments.shape
+    num_blocks = -(-length // block_size)
+    padded = num_blocks * block_size
+    seg = torch.nn.functional.pad(segments, (0, padded - length), value=-2)  # -2: beyond L
+    rows_per_chunk = max(block_size, rows_per_chunk // block_size * block_size)
+    key = seg.unsqueeze(1)
+    key_index = torch.arange(padded, device=segments.device)
+    partial, full = [], []
+    for start in range(0, padded, rows_per_chunk):
+        query = seg[:, start:start + rows_per_chunk].unsqueeze(2)
+        query_index = torch.arange(start, start + query.shape[1], device=segments.device).unsqueeze(1)
+        allowed = (key_index <= query_index) & ((key == 0) | (key == query)) & (key > -2) & (query > -2)
+        blocks = allowed.view(rows, -1, block_size, num_blocks, block_size)
+        any_, all_ = blocks.any(4).any(2), blocks.all(4).all(2)
+        partial.append(any_ & ~all_)
+        full.append(all_)
+    partial, full = torch.cat(partial, 1).unsqueeze(1), torch.cat(full, 1).unsqueeze(1)
+
+    def listed(which):  # block counts and indices, listed blocks first
+        order = torch.argsort((~which).to(torch.int8), dim=-1, stable=True).to(torch.int32)
+        return which.sum(-1).to(torch.int32), order
+
+    kv_num, kv_indices = listed(partial)
+    full_num, full_indices = listed(full)
+    return BlockMask.from_kv_blocks(kv_num, kv_indices, full_num, full_indices, BLOCK_SIZE=block_size,
+                                    mask_mod=_prefix_mask_mod(segments), seq_lengths=(length, length))
+
+
 def _image_spans(input_ids, real, grid, image_token_id, merge_size) -> Tuple[Optional[List[Tuple[int, int]]], str]:
     """Which images (indices into image_grid_thw) each sequence owns; ms-swift concatenates them in sequence order."""
     tokens_per_image = (grid.prod(-1) // merge_size**2).tolist()
@@ -93,7 +142,8 @@ def pack_shared_prefix(batch: Dict[str, Any],
                        num_rejected: torch.Tensor,
                        image_token_id: Optional[int] = None,
                        image_merge_size: Optional[int] = None,
-                       mask_dtype: Optional[torch.dtype] = None) -> Tuple[Optional[PackedBatch], str]:
+                       mask_dtype: Optional[torch.dtype] = None,
+                       flex: bool = False) -> Tuple[Optional[PackedBatch], str]:
     """Pack ``[chosen x B, rejected row by row]`` into B shared-prefix rows, or say why not.
 
     Args:
@@ -103,6 +153,7 @@ def pack_shared_prefix(batch: Dict[str, Any],
         image_token_id, image_merge_size: how image placeholders map to ``image_grid_thw`` rows
             (Qwen2-VL family); needed only when the batch has ``pixel_values``.
         mask_dtype: None for a bool mask (sdpa), a float dtype for an additive one (eager).
+        flex: a FlexAttention ``BlockMask`` instead of a dense mask (``mask_dtype`` unused).
     Returns:
         (packed batch, '') or (None, reason).
     """
@@ -193,7 +244,7 @@ def pack_shared_prefix(batch: Dict[str, Any],
         k: batch[k].flatten()[source].masked_fill(is_padding, 0)
         for k in _PER_TOKEN_KEYS if batch.get(k) is not None
     }
-    inputs['attention_mask'] = block_causal_mask(segments, mask_dtype)
+    inputs['attention_mask'] = prefix_block_mask(segments) if flex else block_causal_mask(segments, mask_dtype)
     positions = plain_positions.flatten(1)[:, source].masked_fill(is_padding, 0)
     inputs['position_ids'] = positions[0] if positions_2d else positions
     if pixel_values is not None:

@@ -15,6 +15,7 @@ from peft import LoraConfig, get_peft_model
 
 from swift_plugin.answer_logps import FastPathOptions, compute_answer_logps
 from swift_plugin.loss import apo_loss, pad_by_counts
+from swift_plugin.registration import install_block_mask_attention
 from swift_plugin.shared_prefix import pack_shared_prefix, plain_answer_tokens
 
 KS = [1, 3, 2]
@@ -227,3 +228,72 @@ def test_moe_router_aux_loss_runs_the_plain_batch(env, tiny_moe_model, tmp_path)
     _assert_same(plain_aux, results['both'].outputs.aux_loss, 'aux loss with the fast options', rel=1e-12)
     for name, answer in results.items():
         _assert_same(packed, sequence_logps(answer, labels.shape[0]), f'{name} log-probs with the router logits against the packed ones')
+
+
+def _apo_loss_against(policy, reference, num_rejected):
+    rows = num_rejected.shape[0]
+    rejected, mask = pad_by_counts(policy[rows:], num_rejected)
+    ref_rejected, _ = pad_by_counts(reference[rows:], num_rejected)
+    return apo_loss(policy[:rows], rejected, reference[:rows], ref_rejected, mask, beta=0.5).losses.mean()
+
+
+@pytest.mark.parametrize('dtype, rel', [(torch.float32, 1e-4), (torch.float64, 1e-6)])
+def test_flex_forward_equals_the_plain_path(vl, tmp_path, dtype, rel):
+    """FlexAttention's BlockMask under sdpa (the model as loaded): answer logits, log-probs and APO loss.
+
+    Forward only: torch has no FlexAttention backward on the CPU (the gradients are tested on CUDA below)."""
+    from torch.nn.attention.flex_attention import BlockMask
+    model, processor = load(vl, 'qwen2_5_vl', dtype=dtype)
+    template = apo_template(processor, model, 'qwen2_5_vl')
+    template.register_post_encode_hook([model])
+    flex = FastPathOptions(shared_prefix=True, lean_logps=False, prefix_kernel='flex')
+    try:
+        batch, labels, num_rejected = collate(template, apo_rows(tmp_path, KS))
+        packed, reason = pack_shared_prefix(batch, labels, num_rejected, image_token_id=model.config.image_token_id,
+                                            image_merge_size=2, flex=True)
+        assert reason == '' and isinstance(packed.inputs['attention_mask'], BlockMask)
+        install_block_mask_attention()  # what compute_answer_logps does when it picks FlexAttention
+        with torch.no_grad():
+            plain_logits = model(**batch, use_cache=False).logits
+            packed_logits = model(**packed.inputs, use_cache=False).logits
+            plain, _ = _sequence_logps(model, batch, labels, num_rejected, PATHS['plain'])
+            got, answer = _sequence_logps(model, batch, labels, num_rejected, flex)
+    finally:
+        template.remove_post_encode_hook()
+    assert answer.packed
+    tokens = plain_answer_tokens(labels)
+    _assert_same(plain_logits[tokens.row, tokens.position], packed_logits[packed.tokens.row, packed.tokens.position],
+                 'answer-token logits', rel=rel)
+    _assert_same(plain, got, 'per-sequence log-probs', rel=rel)
+    reference = plain + torch.linspace(-1, 1, plain.numel(), dtype=plain.dtype)  # policy != reference
+    _assert_same(_apo_loss_against(plain, reference, num_rejected), _apo_loss_against(got, reference, num_rejected),
+                 'APO loss', rel=rel)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason='FlexAttention has no backward on the CPU: its gradient test needs CUDA')
+@pytest.mark.parametrize('dtype, rel', [(torch.float32, 1e-4), (torch.bfloat16, 5e-2)])
+def test_flex_loss_and_every_gradient_equal_the_plain_path_on_cuda(vl, tmp_path, dtype, rel):
+    """LoRA policy, adapter-disabled reference: FlexAttention + lean log-probs against the plain path."""
+    model, processor = load(vl, 'qwen2_5_vl', dtype=dtype)
+    model.to('cuda')
+    torch.manual_seed(0)
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=['q_proj', 'v_proj', 'down_proj', 'qkv'],
+                                             init_lora_weights=False))
+    template = apo_template(processor, model, 'qwen2_5_vl')
+    template.register_post_encode_hook([model])
+    flex = FastPathOptions(shared_prefix=True, lean_logps=True, chunk_size=128, prefix_kernel='flex')
+    try:
+        batch, labels, num_rejected = collate(template, apo_rows(tmp_path, KS))
+        batch = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        labels, num_rejected = labels.cuda(), num_rejected.cuda()
+        plain = _loss_and_grads(model, _adapter_disabled(model), batch, labels, num_rejected, PATHS['plain'])
+        got = _loss_and_grads(model, _adapter_disabled(model), batch, labels, num_rejected, flex)
+    finally:
+        template.remove_post_encode_hook()
+    assert got[4].packed
+    _assert_same(plain[0].float(), got[0].float(), 'loss', rel=rel)
+    _assert_same(plain[2].float(), got[2].float(), 'policy log-probs', rel=rel)
+    assert got[3].keys() == plain[3].keys()
+    for param, grad in plain[3].items():
+        _assert_same(grad.float(), got[3][param].float(), f'gradient of {param}', rel=rel)
