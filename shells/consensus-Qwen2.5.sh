@@ -6,7 +6,9 @@
 # written (WRITE_BATCH), and a restart only asks for the studies without a complete answer in RESULTS or
 # PARTS (python -m data_prep pending); no results file is ever modified in place. Extra arguments go to
 # every `swift infer`.
-#   INFER_BACKEND    vllm when vLLM is installed and a GPU is present, else transformers
+#   INFER_PYTHON     the inference environment: .venv-infer when `bash scripts/setup.sh --infer` built it, else
+#                    PYTHON; `swift` is the one beside it (else the one on PATH)
+#   INFER_BACKEND    vllm when vLLM is installed there and a GPU is present, else transformers
 #   NPROC_PER_NODE   GPUs to use (default 1); GPUS_PER_ENGINE (vLLM tensor parallel, default 1) of them per
 #                    engine, so NPROC_PER_NODE / GPUS_PER_ENGINE engines and shards
 #   INFER_BATCH      requests per batch of the transformers backend (--max_batch_size)
@@ -26,8 +28,18 @@ INFER_BATCH=${INFER_BATCH:-8}
 NPROC_PER_NODE=${NPROC_PER_NODE:-1}
 GPUS_PER_ENGINE=${GPUS_PER_ENGINE:-1}
 PYTHON=${PYTHON:-python}
+infer_venv=$(cd "$(dirname "$0")/.." && pwd)/.venv-infer
+if [ -z "${INFER_PYTHON:-}" ] && [ -x "$infer_venv/bin/python" ]; then
+  INFER_PYTHON=$infer_venv/bin/python
+fi
+INFER_PYTHON=${INFER_PYTHON:-$PYTHON}
+command -v "$INFER_PYTHON" >/dev/null || fail INFER_PYTHON "'$INFER_PYTHON' is not an interpreter"
+swift=swift
+if [[ $INFER_PYTHON == */* ]] && [ -x "$(dirname "$INFER_PYTHON")/swift" ]; then
+  swift=$(dirname "$INFER_PYTHON")/swift
+fi
 if [ -z "${INFER_BACKEND:-}" ]; then
-  if "$PYTHON" -c 'import vllm' 2>/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+  if "$INFER_PYTHON" -c 'import vllm' 2>/dev/null && nvidia-smi -L >/dev/null 2>&1; then
     INFER_BACKEND=vllm
   else
     INFER_BACKEND=transformers
@@ -51,7 +63,7 @@ case $INFER_BACKEND in
   transformers) backend_args=(--max_batch_size "$INFER_BATCH") ;;
   *) backend_args=() ;;
 esac
-echo "consensus: $PYTHON ($("$PYTHON" -c 'import sys; print(sys.prefix)' 2>/dev/null || echo '?')), backend $INFER_BACKEND, $engines engine(s) x $GPUS_PER_ENGINE GPU(s)" >&2
+echo "consensus: $swift from $INFER_PYTHON ($("$INFER_PYTHON" -c 'import sys; print(sys.prefix)' 2>/dev/null || echo '?')), backend $INFER_BACKEND, $engines engine(s) x $GPUS_PER_ENGINE GPU(s)" >&2
 
 run "$PYTHON" -m data_prep pending --requests "$REQUESTS" --results "$RESULTS" --parts "$PARTS" --out "$PENDING" \
     --shards "$engines"
@@ -68,7 +80,7 @@ for ((i = 0; i < engines; i++)); do
   devices=$(IFS=,; echo "${gpus[*]:$((i * GPUS_PER_ENGINE)):$GPUS_PER_ENGINE}")
   shard_env=(CUDA_VISIBLE_DEVICES="$devices")
   [ -n "${MAX_PIXELS:-}" ] && shard_env+=(MAX_PIXELS="$MAX_PIXELS")
-  command=(env "${shard_env[@]}" swift infer
+  command=(env "${shard_env[@]}" "$swift" infer
       --model "$MODEL"
       --val_dataset "$shard"
       --result_path "$PARTS/$run_id-$i.jsonl"

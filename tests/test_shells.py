@@ -20,7 +20,7 @@ SHELLS = REPO / 'shells'
 LAUNCHERS = ['SFT-Qwen2.5.sh', 'merge-SFT.sh', 'consensus-Qwen2.5.sh', 'APO-Qwen2.5.sh', 'pipeline.sh']
 CLEAN_ENV = {k: v for k, v in os.environ.items()
              if k not in ('NPROC_PER_NODE', 'NNODES', 'NODE_RANK', 'MASTER_ADDR', 'MASTER_PORT', 'CUDA_VISIBLE_DEVICES',
-                          'MAX_PIXELS', 'MODEL', 'DATASET', 'DEEPSPEED')}
+                          'MAX_PIXELS', 'MODEL', 'DATASET', 'DEEPSPEED', 'INFER_PYTHON')}
 
 
 def launch(script, cwd, *args, **env):
@@ -143,11 +143,12 @@ def _consensus_commands(workdir, *args, **env):
 
 def test_consensus_lists_pending_requests_then_infers_then_merges(workdir):
     (pending, infer, merge), stderr = _consensus_commands(workdir, '--seed', '4', INFER_BACKEND='vllm')
-    assert f'consensus: {sys.executable} ({sys.prefix}), backend vllm, 1 engine(s) x 1 GPU(s)' in stderr
+    swift = str(Path(sys.executable).with_name('swift'))  # the one of the inference environment (here PYTHON's)
+    assert f'consensus: {swift} from {sys.executable} ({sys.prefix}), backend vllm, 1 engine(s) x 1 GPU(s)' in stderr
     assert pending[1:] == ['-m', 'data_prep', 'pending', '--requests', './data/consensus_requests.jsonl',
                            '--results', './data/consensus.jsonl', '--parts', './data/consensus.parts',
                            '--out', './data/consensus.pending.jsonl', '--shards', '1']
-    assert infer[:4] == ['env', 'CUDA_VISIBLE_DEVICES=0', 'swift', 'infer']
+    assert infer[:4] == ['env', 'CUDA_VISIBLE_DEVICES=0', swift, 'infer']
     part = infer[infer.index('--result_path') + 1]
     assert part.startswith('./data/consensus.parts/') and part.endswith('-0.jsonl')
     assert infer[4:] == ['--model', './output/sft-merged', '--val_dataset', './data/consensus.pending.shard0.jsonl',
@@ -173,6 +174,8 @@ def test_consensus_data_and_tensor_parallel(workdir):
     assert [c[1] for c in commands[1:-1]] == [f'CUDA_VISIBLE_DEVICES={i}' for i in range(3)]
     assert all(c[c.index('--max_batch_size') + 1] == '16' and 'NPROC_PER_NODE' not in ' '.join(c)
                for c in commands[1:-1])
+    proc = launch('consensus-Qwen2.5.sh', workdir, INFER_PYTHON=str(workdir / 'none' / 'python'))
+    assert proc.returncode == 2 and f"'{workdir}/none/python' is not an interpreter (set INFER_PYTHON)" in proc.stderr
     proc = launch('consensus-Qwen2.5.sh', workdir, NPROC_PER_NODE='3', GPUS_PER_ENGINE='2', INFER_BACKEND='vllm')
     assert proc.returncode == 2 and 'do not divide into engines of 2 (set GPUS_PER_ENGINE)' in proc.stderr
     proc = launch('consensus-Qwen2.5.sh', workdir, NPROC_PER_NODE='2', GPUS_PER_ENGINE='2',
