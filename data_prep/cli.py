@@ -1,4 +1,4 @@
-"""``python -m data_prep {sft,consensus,apo,report}``: the thin command line over the stages."""
+"""``python -m data_prep {sft,consensus,apo,pending,merge,report}``: the thin command line over the stages."""
 import argparse
 import json
 import os
@@ -11,6 +11,7 @@ from tqdm import tqdm
 from .columns import PER_STUDY, PER_TRACE, ColumnMapping, load_mapping_file, merge, parse_pairs
 from .outputs import OutputSet, Tally, derived_path, output_set, rejects_row, write_rows
 from .records import ImagePolicy
+from .results import merge_parts, write_pending
 from .sources import DataError, SourceRow, is_local_file, iter_rows
 from .stages import (EVAL, TRAIN, ConsensusTemplate, apo_row, consensus_problem, consensus_request, kept_traces,
                      request_fingerprint, sft_rows, split_of)
@@ -76,9 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
     pending = commands.add_parser('pending', help='the consensus requests that swift infer has not answered yet '
                                   '(resume an interrupted infer run without redoing or duplicating studies)')
     pending.add_argument('--requests', required=True, help='the requests file (from `consensus`)')
-    pending.add_argument('--results', required=True, help='swift infer --result_path file, appended to by each run')
+    pending.add_argument('--results', required=True, help='the results file (swift infer --result_path, or merged); '
+                         'only read: a last line without its newline counts when it is a complete answer')
+    pending.add_argument('--parts', help='folder of the per-shard results files of earlier runs, read as well')
     pending.add_argument('--out', required=True, help='output JSONL: the requests still to answer')
+    pending.add_argument('--shards', type=int, help='deal the requests round-robin over N files '
+                         '<out>.shard0.jsonl ... instead of writing <out>')
     pending.set_defaults(run=run_pending)
+
+    merge = commands.add_parser('merge', help='fold the per-shard results files into the results file '
+                                '(one answer per request, in request order; temporary file and rename)')
+    merge.add_argument('--requests', required=True, help='the requests file (from `consensus`)')
+    merge.add_argument('--results', required=True, help='the results file, rewritten with the parts merged in')
+    merge.add_argument('--parts', required=True, help='folder of per-shard results files; removed once merged')
+    merge.set_defaults(run=run_merge)
 
     report = commands.add_parser('report', help='drift report: per teacher, per observation, teacher agreement')
     _common(report, refusals=False)
@@ -256,49 +268,24 @@ def run_apo(args) -> None:
         run.finish()
 
 
+def _requests(path: str):
+    for source in tqdm(iter_rows(path), desc=f'reading {path}', unit=' rows', disable=None):
+        _checked(source, 'study_id')
+        yield source
+
+
 def run_pending(args) -> None:
+    if args.shards is not None and args.shards < 1:
+        raise DataError(f'--shards {args.shards}: needs at least 1')
     tally = Tally(args.command)
-    answered = set()
-    if os.path.exists(args.results):
-        if _drop_partial_last_line(args.results):
-            tally.notes.append(f'removed an unfinished last line from {args.results} (an interrupted write)')
-        for source in tqdm(iter_rows(args.results), desc=f'reading {args.results}', unit=' rows', disable=None):
-            if source.problem is not None:
-                raise DataError(f'{source.where}: {source.problem}')
-            answered.add(request_fingerprint(source.row))
-    tally.read[args.results] = f'{len(answered)} answered requests'
-    requests = 0
-    with output_set() as outputs:
-        handle = outputs.open(args.out)
-        tally.wrote[args.out] = 0
-        for source in tqdm(iter_rows(args.requests), desc=f'reading {args.requests}', unit=' rows', disable=None):
-            requests += 1
-            _checked(source, 'study_id')
-            if request_fingerprint(source.row) not in answered:
-                write_rows(handle, [source.row], tally, args.out)
-        tally.read[args.requests] = f'{requests} requests'
+    write_pending(_requests(args.requests), args.results, args.parts, args.out, args.shards, tally)
     print(tally.format())
 
 
-def _drop_partial_last_line(path: str) -> bool:
-    """swift infer appends whole lines; a run killed mid-write can leave a last line without its end."""
-    with open(path, 'rb+') as f:
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
-        if size == 0:
-            return False
-        f.seek(max(0, size - 1))
-        if f.read(1) == b'\n':
-            return False
-        block = min(size, 1 << 20)
-        while True:
-            f.seek(size - block)
-            data = f.read(block)
-            cut = data.rfind(b'\n')
-            if cut >= 0 or block == size:
-                f.truncate(size - block + cut + 1)
-                return True
-            block = min(size, block * 2)
+def run_merge(args) -> None:
+    tally = Tally(args.command)
+    merge_parts(_requests(args.requests), args.results, args.parts, tally)
+    print(tally.format())
 
 
 def run_report(args) -> None:

@@ -67,24 +67,27 @@ def _decode(path: str, data: bytes, where: str) -> str:
 def _iter_jsonl(path: str) -> Iterator[SourceRow]:
     with open(path, 'rb') as f:
         for line_no, data in enumerate(f, start=1):
-            where = f'{path} line {line_no}'
-            try:
-                text = _decode(path, data, where)
-            except DataError as e:
-                yield SourceRow(where, {}, str(e).split(': ', 1)[1], data.decode('utf-8', 'backslashreplace'))
-                continue
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as e:
-                yield SourceRow(where, {}, f'not valid JSON ({e.msg} at column {e.colno})', text.rstrip('\n'))
-                continue
-            if not isinstance(row, dict):
-                yield SourceRow(where, {}, f'a row must be a JSON object, found {type(row).__name__}',
-                                text.rstrip('\n'))
-                continue
-            yield SourceRow(where, row)
+            source = jsonl_row(path, line_no, data)
+            if source is not None:
+                yield source
+
+
+def jsonl_row(path: str, line_no: int, data: bytes) -> Optional[SourceRow]:
+    """One line of a JSONL file as a row (with ``problem`` set when it is not a JSON object); None when blank."""
+    where = f'{path} line {line_no}'
+    try:
+        text = _decode(path, data, where)
+    except DataError as e:
+        return SourceRow(where, {}, str(e).split(': ', 1)[1], data.decode('utf-8', 'backslashreplace'))
+    if not text.strip():
+        return None
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as e:
+        return SourceRow(where, {}, f'not valid JSON ({e.msg} at column {e.colno})', text.rstrip('\n'))
+    if not isinstance(row, dict):
+        return SourceRow(where, {}, f'a row must be a JSON object, found {type(row).__name__}', text.rstrip('\n'))
+    return SourceRow(where, row)
 
 
 def _iter_json(path: str) -> Iterator[SourceRow]:

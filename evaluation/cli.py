@@ -8,7 +8,6 @@
     python -m evaluation report-gen --model output/sft-merged --dataset data/sft.eval.jsonl --out reports/gen/
 """
 import argparse
-import importlib.util
 import json
 import os
 import re
@@ -117,23 +116,38 @@ def _file_name(name: str) -> str:
     return re.sub(r'[^\w.+-]+', '_', name).strip('._') or 'model'
 
 
-def swift_executable() -> str:
-    beside = Path(sys.executable).with_name('swift')
-    return str(beside) if beside.exists() else (shutil.which('swift') or 'swift')
+INFER_VENV = Path(__file__).resolve().parent.parent / '.venv-infer'
 
 
-def infer_backend(choice: str) -> str:
+def infer_python() -> str:
+    """The inference environment's interpreter: INFER_PYTHON, else .venv-infer when scripts/setup.sh --infer built
+    it (vLLM cannot share the training environment's torch), else this one."""
+    if os.environ.get('INFER_PYTHON'):
+        return os.environ['INFER_PYTHON']
+    built = INFER_VENV / 'bin' / 'python'
+    return str(built) if built.exists() else sys.executable
+
+
+def swift_executable(python: str) -> str:
+    beside = Path(python).with_name('swift')
+    return str(beside) if os.sep in python and beside.exists() else (shutil.which('swift') or 'swift')
+
+
+def infer_backend(choice: str, python: str) -> str:
     if choice != 'auto':
         return choice
-    if importlib.util.find_spec('vllm') is not None:
-        import torch
-        if torch.cuda.is_available():
-            return 'vllm'
-    return 'transformers'
+    # asked of the inference environment, which may not be this process's
+    probe = 'import importlib.util, torch; print(importlib.util.find_spec("vllm") is not None and ' \
+            'torch.cuda.is_available())'
+    proc = subprocess.run([python, '-c', probe], capture_output=True, text=True)
+    return 'vllm' if proc.stdout.strip() == 'True' else 'transformers'
 
 
 def run_swift_infer(args, requests_path: str, result_path: str) -> None:
-    cmd = [swift_executable(), 'infer', '--model', args.model, '--infer_backend', infer_backend(args.infer_backend),
+    python = infer_python()
+    backend = infer_backend(args.infer_backend, python)
+    print(f'evaluation: swift infer from {python}, backend {backend}', file=sys.stderr, flush=True)
+    cmd = [swift_executable(python), 'infer', '--model', args.model, '--infer_backend', backend,
            '--val_dataset', requests_path, '--result_path', result_path, '--max_new_tokens', str(args.max_new_tokens),
            '--temperature', '0', *(['--adapters', *args.adapters] if args.adapters else []),
            *shlex.split(args.swift_args)]

@@ -457,22 +457,60 @@ def test_detect_needs_rows():
         detect([], ColumnMapping(), 'empty.jsonl')
 
 
-def test_pending_resumes_an_interrupted_infer_run(capsys, tmp_path):
+def _pending(capsys, tmp_path, *args):
+    code, stdout, err = prep(capsys, 'pending', '--requests', tmp_path / 'req.jsonl', '--results',
+                             tmp_path / 'result.jsonl', '--out', tmp_path / 'pending.jsonl', *args)
+    assert code == 0, err
+    return stdout
+
+
+def test_pending_ignores_an_unfinished_last_line_and_never_writes_the_results(capsys, tmp_path):
     requests = _consensus_files(capsys, tmp_path, lambda r: f'Answer {r["study_id"]}')
     results = tmp_path / 'result.jsonl'
     lines = results.read_bytes().splitlines(keepends=True)
-    results.write_bytes(b''.join(lines[:2]) + lines[2][:40])  # killed while writing the third answer
-    code, stdout, err = prep(capsys, 'pending', '--requests', tmp_path / 'req.jsonl', '--results', results,
-                             '--out', tmp_path / 'pending.jsonl')
+    killed = b''.join(lines[:2]) + lines[2][:40]  # killed (or still going) while writing the third answer
+    results.write_bytes(killed)
+    stdout = _pending(capsys, tmp_path)
+    assert results.read_bytes() == killed and f'{results} line 3: ignored an unfinished last line' in stdout
+    assert read_jsonl(tmp_path / 'pending.jsonl') == requests[2:]
+
+
+def test_pending_keeps_a_complete_last_answer_without_its_newline(capsys, tmp_path):
+    requests = _consensus_files(capsys, tmp_path, lambda r: f'Answer {r["study_id"]}')
+    results = tmp_path / 'result.jsonl'
+    lines = results.read_bytes().splitlines(keepends=True)
+    results.write_bytes(b''.join(lines[:2]) + lines[2].rstrip(b'\n'))
+    stdout = _pending(capsys, tmp_path)
+    assert read_jsonl(tmp_path / 'pending.jsonl') == requests[3:] and 'unfinished' not in stdout
+    results.write_bytes(b''.join(lines[:2]) + b'{"response": "x"}')  # JSON, but not a whole result row
+    _pending(capsys, tmp_path)
+    assert read_jsonl(tmp_path / 'pending.jsonl') == requests[2:]
+    results.write_bytes(b''.join(lines[:1]) + lines[2][:40] + b'\n' + lines[1])  # a broken line inside the file
+    code, _, err = prep(capsys, 'pending', '--requests', tmp_path / 'req.jsonl', '--results', results,
+                        '--out', tmp_path / 'pending.jsonl')
+    assert code == 2 and f'{results} line 2: not valid JSON' in err
+
+
+def test_pending_shards_merge_and_resume(capsys, tmp_path):
+    requests = _consensus_files(capsys, tmp_path, lambda r: f'Answer {r["study_id"]}')
+    results, parts = tmp_path / 'result.jsonl', tmp_path / 'parts'
+    lines = results.read_bytes().splitlines(keepends=True)
+    results.write_bytes(lines[0])
+    parts.mkdir()
+    (parts / 'run1-0.jsonl').write_bytes(lines[2] + lines[3][:30])  # shard 0 killed mid-answer, shard 1 done
+    (parts / 'run1-1.jsonl').write_bytes(lines[4] + lines[1])
+    stdout = _pending(capsys, tmp_path, '--parts', parts, '--shards', '2')
+    assert read_jsonl(tmp_path / 'pending.shard0.jsonl') == [requests[3]]
+    assert read_jsonl(tmp_path / 'pending.shard1.jsonl') == [requests[5]] and 'unfinished' in stdout
+    (parts / 'run2-0.jsonl').write_bytes(lines[3] + lines[0])  # the resumed shard, and a duplicate answer
+    (parts / 'run2-1.jsonl').write_bytes(lines[5])
+    code, stdout, err = prep(capsys, 'merge', '--requests', tmp_path / 'req.jsonl', '--results', results,
+                             '--parts', parts)
     assert code == 0, err
-    assert results.read_bytes() == b''.join(lines[:2]) and 'removed an unfinished last line' in stdout
-    pending = read_jsonl(tmp_path / 'pending.jsonl')
-    assert pending == requests[2:]
-    with open(results, 'ab') as f:  # the resumed swift infer appends the rest
-        f.write(b''.join(lines[2:]))
-    prep(capsys, 'pending', '--requests', tmp_path / 'req.jsonl', '--results', results, '--out',
-         tmp_path / 'pending.jsonl')
-    assert read_jsonl(tmp_path / 'pending.jsonl') == []
+    assert results.read_bytes() == b''.join(lines) and list(parts.iterdir()) == []
+    assert 'dropped (duplicate answer (first kept)): 1' in stdout
+    _pending(capsys, tmp_path, '--parts', parts, '--shards', '2')
+    assert read_jsonl(tmp_path / 'pending.shard0.jsonl') == read_jsonl(tmp_path / 'pending.shard1.jsonl') == []
     code, stdout, _ = prep(capsys, 'apo', '--dataset', SAMPLE_FILE, '--consensus', results, '--requests',
                            tmp_path / 'req.jsonl', '--out', tmp_path / 'apo.jsonl', '--eval-fraction', '0')
     assert code == 0 and len(read_jsonl(tmp_path / 'apo.jsonl')) == 6 and 'duplicate' not in stdout

@@ -4,6 +4,7 @@ real `swift infer` (CPU)."""
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -534,3 +535,21 @@ def test_loglik_equals_transformers(tiny_vl_model, tmp_path, monkeypatch, capsys
     if adapter_dir:   # the adapter was applied: without it the scores differ
         plain = _reference_logps(tiny_vl_model, None, items_path, answer_template)
         assert max(abs(plain['a'][c][0] - expected['a'][c][0]) for c in plain['a']) > 1e-2
+
+
+def test_swift_infer_runs_in_the_inference_environment(monkeypatch, tmp_path):
+    from evaluation import cli
+    monkeypatch.delenv('INFER_PYTHON', raising=False)
+    monkeypatch.setattr(cli, 'INFER_VENV', tmp_path / '.venv-infer')
+    assert cli.infer_python() == sys.executable  # not built: this environment
+    bin_dir = tmp_path / '.venv-infer' / 'bin'
+    bin_dir.mkdir(parents=True)
+    for name, target in [('python', sys.executable), ('swift', str(Path(sys.executable).with_name('swift')))]:
+        (bin_dir / name).write_text(f'#!/bin/sh\nexec {target} "$@"\n')
+        (bin_dir / name).chmod(0o755)
+    python = str(bin_dir / 'python')
+    assert cli.infer_python() == python and cli.swift_executable(python) == str(bin_dir / 'swift')
+    assert cli.infer_backend('auto', python) == 'transformers'  # asked of that interpreter: no vLLM, no GPU here
+    assert cli.infer_backend('vllm', python) == 'vllm'
+    monkeypatch.setenv('INFER_PYTHON', 'python3')
+    assert cli.infer_python() == 'python3' and cli.swift_executable('python3') == (shutil.which('swift') or 'swift')

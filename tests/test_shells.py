@@ -4,19 +4,23 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from conftest import REPO
+from cxr_data import SAMPLE_FILE
+from data_prep.stages import request_fingerprint
 
 SHELLS = REPO / 'shells'
 LAUNCHERS = ['SFT-Qwen2.5.sh', 'merge-SFT.sh', 'consensus-Qwen2.5.sh', 'APO-Qwen2.5.sh', 'pipeline.sh']
 CLEAN_ENV = {k: v for k, v in os.environ.items()
              if k not in ('NPROC_PER_NODE', 'NNODES', 'NODE_RANK', 'MASTER_ADDR', 'MASTER_PORT', 'CUDA_VISIBLE_DEVICES',
-                          'MAX_PIXELS', 'MODEL', 'DATASET', 'DEEPSPEED')}
+                          'MAX_PIXELS', 'MODEL', 'DATASET', 'DEEPSPEED', 'INFER_PYTHON')}
 
 
 def launch(script, cwd, *args, **env):
@@ -131,16 +135,82 @@ def test_merge_takes_the_newest_runs_last_checkpoint(workdir):
                                         '--merge_lora', 'true', '--output_dir', './merged', '--max_shard_size', '2GB']
 
 
-def test_consensus_lists_pending_requests_then_infers(workdir):
-    proc = launch('consensus-Qwen2.5.sh', workdir, '--max_batch_size', '4', INFER_BACKEND='vllm')
+def _consensus_commands(workdir, *args, **env):
+    proc = launch('consensus-Qwen2.5.sh', workdir, *args, **env)
     assert proc.returncode == 0, proc.stderr
-    pending, infer = [shlex.split(line) for line in proc.stdout.strip().splitlines()]
+    return [shlex.split(line) for line in proc.stdout.strip().splitlines()], proc.stderr
+
+
+def test_consensus_lists_pending_requests_then_infers_then_merges(workdir):
+    (pending, infer, merge), stderr = _consensus_commands(workdir, '--seed', '4', INFER_BACKEND='vllm')
+    swift = str(Path(sys.executable).with_name('swift'))  # the one of the inference environment (here PYTHON's)
+    assert f'consensus: {swift} from {sys.executable} ({sys.prefix}), backend vllm, 1 engine(s) x 1 GPU(s)' in stderr
     assert pending[1:] == ['-m', 'data_prep', 'pending', '--requests', './data/consensus_requests.jsonl',
-                           '--results', './data/consensus.jsonl', '--out', './data/consensus.pending.jsonl']
-    assert infer[:3] == ['env', 'swift', 'infer']
-    assert infer[3:] == ['--model', './output/sft-merged', '--val_dataset', './data/consensus.pending.jsonl',
-                         '--result_path', './data/consensus.jsonl', '--infer_backend', 'vllm', '--max_new_tokens',
-                         '2048', '--temperature', '0', '--write_batch_size', '64', '--max_batch_size', '4']
+                           '--results', './data/consensus.jsonl', '--parts', './data/consensus.parts',
+                           '--out', './data/consensus.pending.jsonl', '--shards', '1']
+    assert infer[:4] == ['env', 'CUDA_VISIBLE_DEVICES=0', swift, 'infer']
+    part = infer[infer.index('--result_path') + 1]
+    assert part.startswith('./data/consensus.parts/') and part.endswith('-0.jsonl')
+    assert infer[4:] == ['--model', './output/sft-merged', '--val_dataset', './data/consensus.pending.shard0.jsonl',
+                         '--result_path', part, '--infer_backend', 'vllm', '--max_new_tokens', '2048',
+                         '--temperature', '0', '--write_batch_size', '64', '--vllm_tensor_parallel_size', '1',
+                         '--seed', '4']
+    assert merge[1:] == ['-m', 'data_prep', 'merge', '--requests', './data/consensus_requests.jsonl',
+                         '--results', './data/consensus.jsonl', '--parts', './data/consensus.parts']
+
+
+def test_consensus_data_and_tensor_parallel(workdir):
+    commands, _ = _consensus_commands(workdir, NPROC_PER_NODE='4', GPUS_PER_ENGINE='2', INFER_BACKEND='vllm',
+                                      CUDA_VISIBLE_DEVICES='4,5,6,7', MAX_PIXELS='3136')
+    assert commands[0][-2:] == ['--shards', '2'] and commands[-1][3] == 'merge'
+    infers = commands[1:-1]
+    assert [c[:3] for c in infers] == [['env', 'CUDA_VISIBLE_DEVICES=4,5', 'MAX_PIXELS=3136'],
+                                       ['env', 'CUDA_VISIBLE_DEVICES=6,7', 'MAX_PIXELS=3136']]
+    assert [c[c.index('--val_dataset') + 1] for c in infers] == [
+        './data/consensus.pending.shard0.jsonl', './data/consensus.pending.shard1.jsonl']
+    parts = [c[c.index('--result_path') + 1] for c in infers]
+    assert len(set(parts)) == 2 and all(c[c.index('--vllm_tensor_parallel_size') + 1] == '2' for c in infers)
+    commands, _ = _consensus_commands(workdir, NPROC_PER_NODE='3', INFER_BACKEND='transformers', INFER_BATCH='16')
+    assert [c[1] for c in commands[1:-1]] == [f'CUDA_VISIBLE_DEVICES={i}' for i in range(3)]
+    assert all(c[c.index('--max_batch_size') + 1] == '16' and 'NPROC_PER_NODE' not in ' '.join(c)
+               for c in commands[1:-1])
+    proc = launch('consensus-Qwen2.5.sh', workdir, INFER_PYTHON=str(workdir / 'none' / 'python'))
+    assert proc.returncode == 2 and f"'{workdir}/none/python' is not an interpreter (set INFER_PYTHON)" in proc.stderr
+    proc = launch('consensus-Qwen2.5.sh', workdir, NPROC_PER_NODE='3', GPUS_PER_ENGINE='2', INFER_BACKEND='vllm')
+    assert proc.returncode == 2 and 'do not divide into engines of 2 (set GPUS_PER_ENGINE)' in proc.stderr
+    proc = launch('consensus-Qwen2.5.sh', workdir, NPROC_PER_NODE='2', GPUS_PER_ENGINE='2',
+                  INFER_BACKEND='transformers')
+    assert proc.returncode == 2 and 'needs INFER_BACKEND=vllm' in proc.stderr
+
+
+def test_consensus_killed_mid_shard_resumes_without_losing_or_repeating(tiny_vl_model, tmp_path):
+    requests, results, parts = tmp_path / 'requests.jsonl', tmp_path / 'consensus.jsonl', tmp_path / 'consensus.parts'
+    subprocess.run([sys.executable, '-m', 'data_prep', 'consensus', '--dataset', str(SAMPLE_FILE), '--out',
+                    str(requests)], check=True, capture_output=True)
+    env = {**CLEAN_ENV, 'PYTHON': sys.executable, 'PATH': f'{Path(sys.executable).parent}:{os.environ["PATH"]}',
+           'HF_HUB_OFFLINE': '1', 'MAX_PIXELS': '3136', 'OMP_NUM_THREADS': '1', 'MODEL': tiny_vl_model,
+           'REQUESTS': str(requests), 'RESULTS': str(results), 'NPROC_PER_NODE': '2', 'INFER_BATCH': '1',
+           'WRITE_BATCH': '1', 'MAX_NEW_TOKENS': '32', 'TEMPERATURE': '1'}
+    # sampling: the tiny model's greedy answer is whitespace only
+    command = ['bash', str(SHELLS / 'consensus-Qwen2.5.sh'), '--model_type', 'qwen2_5_vl', '--template',
+               'qwen2_5_vl', '--torch_dtype', 'float32', '--top_k', '50', '--top_p', '1', '--seed', '0']
+    first = subprocess.Popen(command, cwd=tmp_path, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not any(p.read_bytes().count(b'\n') for p in parts.glob('*.jsonl')):
+        assert first.poll() is None and time.monotonic() < deadline, 'no answer written'
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)  # the launcher and both shards
+    first.wait()
+    written = [line for p in sorted(parts.glob('*.jsonl')) for line in p.read_text().splitlines(keepends=True)
+               if line.endswith('\n')]
+    assert 0 < len(written) < 6 and not results.exists()
+    second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-4000:]
+    assert 'requests: 6 requests, 6 answered' in second.stdout and list(parts.iterdir()) == []
+    answers = _rows(results)
+    assert [request_fingerprint(a) for a in answers] == [request_fingerprint(r) for r in _rows(requests)]
+    assert all(json.loads(line) in answers for line in written)  # nothing answered before the kill redone
 
 
 @pytest.fixture
