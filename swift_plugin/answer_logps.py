@@ -52,19 +52,20 @@ def _prefix_kernel_from_env() -> str:
 def prefix_kernel(requested: str, attention: str, device: torch.device) -> Tuple[Optional[str], str]:
     """('flex' | 'dense', why) for the shared-prefix forward, or (None, why not).
 
-    auto: FlexAttention on CUDA unless the user chose eager attention; the dense mask elsewhere (torch has
-    no FlexAttention backward on the CPU), and nothing for an implementation that takes no dense mask.
+    auto: the dense mask where the attention takes one (sdpa, eager), else nothing (the plain batch). The
+    FlexAttention path has not yet run on a GPU (its CUDA tests are in the suite, skipped without CUDA), so
+    it is not chosen for the user until they pass there.
     flex: FlexAttention on any device (on the CPU forward only) unless the attention is eager.
     """
     # eager attention is called directly by the models, not through the AttentionInterface that takes the BlockMask.
     flex_applies = attention != 'eager' and importlib.util.find_spec('torch.nn.attention.flex_attention') is not None
-    if flex_applies and (requested == 'flex' or (requested == 'auto' and device.type == 'cuda')):
+    if flex_applies and requested == 'flex':
         return 'flex', f'FlexAttention block mask ({attention} attention elsewhere)'
     if attention in _MASK_ATTENTION:
         refused = ' (APO_PREFIX_KERNEL=flex does not apply to eager attention)' if requested == 'flex' else ''
         return 'dense', f'dense 4D mask with {attention} attention{refused}'
     return None, (f'attention implementation {attention!r} takes no dense 4D mask and FlexAttention was not chosen '
-                  f'(APO_PREFIX_KERNEL={requested}, device {device.type}; auto chooses it on CUDA)')
+                  f'(APO_PREFIX_KERNEL={requested}, device {device.type}; APO_PREFIX_KERNEL=flex chooses it)')
 
 
 @dataclass
