@@ -9,7 +9,7 @@
     C  APO, shared-prefix forward + lean log-probs (the default), once per kernel in ``--attn``:
        plain (shared prefix off, lean log-probs on), dense (dense 4D mask, sdpa), flex (FlexAttention
        BlockMask; the model loaded with sdpa), flash (the model loaded with flash_attention_2, the
-       packed call on the kernel APO_PREFIX_KERNEL=auto picks: FlexAttention; needs the flash-attn package).
+       packed call on FlexAttention (APO_PREFIX_KERNEL=flex); needs the flash-attn package).
 
 Each step is what one prompt costs in training: the reference forward (LoRA adapter disabled, no grad),
 the policy forward and the backward. LoRA rank 8 on every linear layer of the language model, as the
@@ -202,7 +202,7 @@ def _worker(args):
         batch.pop('text_position_ids', None)
         labels = batch.pop('labels')
         options = FastPathOptions(shared_prefix=fast, lean_logps=args.worker == 'C',
-                                  prefix_kernel={'dense': 'dense', 'flex': 'flex'}.get(kernel, 'auto'))
+                                  prefix_kernel={'dense': 'dense', 'flex': 'flex', 'flash': 'flex'}.get(kernel, 'auto'))
 
         def logps():
             answer = compute_answer_logps(model, model, batch, labels, num_rejected, options)
