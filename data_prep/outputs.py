@@ -15,6 +15,14 @@ def dump_row(row: Dict[str, Any]) -> str:
     return json.dumps(row, ensure_ascii=False) + '\n'
 
 
+def _mode_for_new_files() -> int:
+    """What ``open()`` would give a new file under the user's umask (mkstemp's files are 0o600): outputs derived
+    from MIMIC-CXR are as private as the user keeps their files, never forced world-readable."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 class OutputSet:
     """Temporary files that become the named outputs together, on ``commit``."""
 
@@ -38,7 +46,7 @@ class OutputSet:
     def commit(self) -> None:
         for handle, tmp, path in self._files:
             handle.close()
-            os.chmod(tmp, 0o644)
+            os.chmod(tmp, _mode_for_new_files())
             os.replace(tmp, path)
         self._files = []
 

@@ -3,6 +3,7 @@
 Runs the real CLI entry (``data_prep.cli.main``) in-process on the bundled sample and on files
 derived from it in every layout and file type."""
 import json
+import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -514,3 +515,14 @@ def test_pending_shards_merge_and_resume(capsys, tmp_path):
     code, stdout, _ = prep(capsys, 'apo', '--dataset', SAMPLE_FILE, '--consensus', results, '--requests',
                            tmp_path / 'req.jsonl', '--out', tmp_path / 'apo.jsonl', '--eval-fraction', '0')
     assert code == 0 and len(read_jsonl(tmp_path / 'apo.jsonl')) == 6 and 'duplicate' not in stdout
+
+@pytest.mark.parametrize('umask, mode', [(0o077, 0o600), (0o022, 0o644), (0o002, 0o664)])
+def test_outputs_follow_the_umask(tmp_path, umask, mode):
+    from data_prep.outputs import output_set
+    previous = os.umask(umask)
+    try:
+        with output_set() as outputs:
+            outputs.open(str(tmp_path / 'sft.jsonl')).write('{}\n')
+    finally:
+        os.umask(previous)
+    assert (tmp_path / 'sft.jsonl').stat().st_mode & 0o777 == mode
