@@ -10,10 +10,12 @@ batches and ranks; in evaluation the rows the loader repeats to even out the las
 (``accelerator.gather_for_metrics``). Everything else (reference model or disabled adapter,
 DeepSpeed, gradient accumulation, evaluation, checkpointing) is ms-swift's DPOTrainer.
 """
+import atexit
 from collections import defaultdict
 from typing import Dict, List, Optional, Tuple
 
 import torch
+import torch.distributed as dist
 from accelerate.utils import gather_object
 from swift.rlhf_trainers import DPOTrainer
 
@@ -26,6 +28,10 @@ class APOTrainer(DPOTrainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        # Neither ms-swift nor torch destroys the process group before the interpreter shuts down; gloo's worker
+        # threads can then still hold finished work with tensors in it, and a rank aborts at exit (SIGABRT,
+        # "terminate called without an active exception") after a run that succeeded.
+        atexit.register(_destroy_process_group)
         self.fast_path = FastPathOptions.from_env(use_logits_to_keep=self.get_use_logits_to_keep(True))
         # train/eval -> metric name -> [sum, count] since the last log
         self._metric_totals = defaultdict(lambda: defaultdict(lambda: [0.0, 0.0]))
@@ -159,3 +165,8 @@ def _summed(records) -> Dict[str, Tuple[float, float]]:
             total[name][0] += s
             total[name][1] += c
     return {name: tuple(pair) for name, pair in total.items()}
+
+
+def _destroy_process_group() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
