@@ -94,7 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser('report', help='drift report: per teacher, per observation, teacher agreement')
     _common(report, refusals=False)
-    report.add_argument('--out', required=True, help='output folder (drift.md, drift.json, agreement.png)')
+    report.add_argument('--out', required=True,
+                        help='output folder (drift.md, drift.json, agreement.png, accuracy.png)')
+    report.add_argument('--labels-csv', help="MIMIC-CXR-JPG's mimic-cxr-2.0.0-chexpert.csv: the study labels, joined "
+                        'by study id (default: the dataset\'s label columns)')
     report.set_defaults(run=run_report)
     return parser
 
@@ -289,10 +292,12 @@ def run_merge(args) -> None:
 
 
 def run_report(args) -> None:
+    from .chexpert import load_labels_csv
     from .report import DriftReport
+    labels = load_labels_csv(args.labels_csv) if args.labels_csv else None
     with output_set() as outputs:
         run = Run(args, outputs, args.out)
-        report = DriftReport()
+        report = DriftReport(labels, f'--labels-csv {args.labels_csv}' if labels is not None else 'the dataset')
         for study in run.reader:
             report.add(study)
         report.write(args.out, outputs, run.tally)
