@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help='output folder (drift.md, drift.json, agreement.png, accuracy.png)')
     report.add_argument('--labels-csv', help="MIMIC-CXR-JPG's mimic-cxr-2.0.0-chexpert.csv: the study labels, joined "
                         'by study id (default: the dataset\'s label columns)')
+    report.add_argument('--workers', type=int, default=os.cpu_count() or 1,
+                        help='processes reading the traces (default: one per core)')
     report.set_defaults(run=run_report)
     return parser
 
@@ -293,13 +295,13 @@ def run_merge(args) -> None:
 
 def run_report(args) -> None:
     from .chexpert import load_labels_csv
-    from .report import DriftReport
+    from .report import DriftReport, read_studies
     labels = load_labels_csv(args.labels_csv) if args.labels_csv else None
     with output_set() as outputs:
         run = Run(args, outputs, args.out)
         report = DriftReport(labels, f'--labels-csv {args.labels_csv}' if labels is not None else 'the dataset')
-        for study in run.reader:
-            report.add(study)
+        for study, reads in read_studies(run.reader, args.workers):
+            report.add(study, reads)
         report.write(args.out, outputs, run.tally)
         run.finish()
 

@@ -16,11 +16,12 @@ heatmaps, agreement.png (word overlap) and accuracy.png (teacher x observation a
 """
 import json
 import math
+import multiprocessing
 import os
 from array import array
 from collections import Counter, defaultdict
-from itertools import combinations
-from typing import Dict, List, Optional, Sequence
+from itertools import combinations, islice
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from .chexpert import study_key
 from .findings import NEGATIVE, POSITIVE, UNCERTAIN, read_findings
@@ -32,6 +33,32 @@ Z95 = 1.959963984540054
 _KAPPA_CLASS = {POSITIVE: 0, UNCERTAIN: 1, NEGATIVE: 2, None: 2}
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def read_study(study: Study) -> Dict[str, tuple]:
+    """teacher -> (content words, findings calls) of each usable (non-empty, non-refusal) trace: the costly part
+    of the report, done in worker processes by ``read_studies``."""
+    return {t.teacher: (content_words(t.text), read_findings(t.text)) for t in study.traces
+            if not is_empty(t.text) and not is_refusal(t.text)}
+
+
+def read_studies(studies: Iterable[Study], workers: int, batch: int = 1024) -> Iterator[Tuple[Study, Dict]]:
+    """(study, read_study(study)) in order, read by ``workers`` processes a batch at a time (so memory stays
+    bounded: one batch read while the one before is counted)."""
+    if workers < 2:
+        yield from ((study, read_study(study)) for study in studies)
+        return
+    studies = iter(studies)
+    with multiprocessing.get_context('forkserver').Pool(workers) as pool:
+        pending = None
+        while True:
+            chunk = list(islice(studies, batch))
+            job = pool.map_async(read_study, chunk, chunksize=max(1, batch // (4 * workers))) if chunk else None
+            if pending is not None:
+                yield from zip(pending[0], pending[1].get())
+            if job is None:
+                return
+            pending = (chunk, job)
 
 
 class DriftReport:
@@ -54,7 +81,10 @@ class DriftReport:
         self.pair_sum: Dict[tuple, float] = defaultdict(float)
         self.pair_count = Counter()
 
-    def add(self, study: Study) -> None:
+    def add(self, study: Study, reads: Optional[Dict[str, tuple]] = None) -> None:
+        """Count one study; ``reads`` is ``read_study(study)`` when a worker process has computed it."""
+        if reads is None:
+            reads = read_study(study)
         self.studies += 1
         self.traces_per_study[len(study.traces)] += 1
         labels = study.head.labels
@@ -75,8 +105,7 @@ class DriftReport:
                 self.refusals[trace.teacher] += 1
             else:
                 self.lengths[trace.teacher].append(len(trace.text))
-                words[trace.teacher] = content_words(trace.text)
-                calls[trace.teacher] = read_findings(trace.text)
+                words[trace.teacher], calls[trace.teacher] = reads[trace.teacher]
         for teacher, read in calls.items():
             for observation, call in read.items():
                 self.calls[teacher, observation][call or 'not mentioned'] += 1
