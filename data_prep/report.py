@@ -30,6 +30,7 @@ from .records import Study
 from .text import OBSERVATIONS, content_words, is_empty, is_refusal, jaccard, observations_in
 
 Z95 = 1.959963984540054
+CONSENSUS = 'consensus'     # the source name of the consensus answers (``report --consensus``)
 _KAPPA_CLASS = {POSITIVE: 0, UNCERTAIN: 1, NEGATIVE: 2, None: 2}
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)

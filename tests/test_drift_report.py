@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from cxr_data import SAMPLE_FILE
+from cxr_data import SAMPLE_FILE, infer_result_rows, write_jsonl
 from data_prep.chexpert import REQUIRED, load_labels_csv
 from data_prep.cli import main
 from data_prep.records import Study, StudyHead, Trace
@@ -120,3 +120,23 @@ def test_labels_csv_join_and_errors(tmp_path, capsys):
     with pytest.raises(DataError, match='labels file not found'):
         load_labels_csv(str(tmp_path / 'absent.csv'))
     assert set(OBSERVATIONS) < set(REQUIRED)
+
+
+def test_consensus_scored_next_to_the_teachers(tmp_path, capsys):
+    requests = tmp_path / 'req.jsonl'
+    assert main(['consensus', '--dataset', str(SAMPLE_FILE), '--out', str(requests)]) == 0
+    rows = [json.loads(line) for line in requests.read_text().splitlines()]
+    # the consensus names every labelled finding of the sample as present: right on every positive label
+    write_jsonl(tmp_path / 'result.jsonl', infer_result_rows(rows, lambda r: (
+        'Atelectasis, cardiomegaly, consolidation, edema, opacity, pleural effusion, pneumonia and pneumothorax.')))
+    code = main(['report', '--dataset', str(SAMPLE_FILE), '--out', str(tmp_path / 'drift'), '--consensus',
+                 str(tmp_path / 'result.jsonl'), '--requests', str(requests), '--workers', '1'])
+    capsys.readouterr()
+    summary = json.loads((tmp_path / 'drift' / 'drift.json').read_text())
+    consensus = summary['label_accuracy']['consensus']
+    assert code == 0 and summary['teachers']['consensus']['answers'] == summary['studies']
+    labelled = [o for o in OBSERVATIONS if summary['label_accuracy']['GPT-5'][o]['n']]
+    assert labelled and all(consensus[o]['accuracy'] == 1.0 for o in labelled)
+    assert main(['report', '--dataset', str(SAMPLE_FILE), '--out', str(tmp_path / 'x'), '--consensus',
+                 str(tmp_path / 'result.jsonl')]) == 2
+    assert '--consensus and --requests go together' in capsys.readouterr().err
