@@ -11,8 +11,9 @@ All are documented here because their results are reported (and drop rows when a
   letters/digits, stop words removed): |A & B| / |A | B|, 1 for identical vocabularies, 0 for
   disjoint ones. A word after a negation ("no", "not", "without", "n't", "neither", "nor", "never", "none")
   up to the end of its clause (punctuation, "but") is a different word, marked ``neg_``: "no large effusion"
-  gives {neg_large, neg_effusion}, which shares nothing with "large effusion". It is cheap enough for every pair of every study and ignores order and length,
-  which is what drift between teachers' wording and findings looks like at dataset scale.
+  gives {neg_large, neg_effusion}, which shares nothing with "large effusion". It is cheap enough for every
+  pair of every study and ignores order and length, which is what drift between teachers' wording and findings
+  looks like at dataset scale.
 * A question's *observations* are the CheXpert observation names (and common synonyms) it mentions.
 """
 import re
