@@ -6,7 +6,8 @@ Writes a synthetic per-trace dataset (default 24,426 studies x 7 teachers = 170,
     python benchmarks/bench_data_prep.py [--studies 24426] [--workdir /tmp/data_prep_bench]
 
 The consensus answers that `apo` joins are made up from the requests (as swift infer would write
-them); making them is not timed. Goal on a 2-core machine: each subcommand under 60 s and 1.5 GB.
+them); making them is not timed. Goal on a 2-core machine: each subcommand under 60 s (report, which reads
+every trace for findings: 180 s) and 1.5 GB.
 """
 import argparse
 import json
@@ -91,8 +92,8 @@ def main():
     print('\n| subcommand | traces in | wall s | traces/s | peak RSS MiB |\n|---|---|---|---|---|')
     for name, count, wall, rss in rows:
         print(f'| {name} | {count} | {wall:.1f} | {count / wall:,.0f} | {rss:.0f} |')
-    slow = [name for name, _, wall, rss in rows if wall > 60 or rss > 1536]
-    print('\ngoal (each < 60 s and < 1.5 GiB):', 'met' if not slow else f'missed by {slow}')
+    slow = [name for name, _, wall, rss in rows if wall > (180 if name == 'report' else 60) or rss > 1536]
+    print('\ngoal (each < 60 s, report < 180 s; < 1.5 GiB):', 'met' if not slow else f'missed by {slow}')
 
 
 if __name__ == '__main__':

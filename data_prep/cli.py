@@ -3,6 +3,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 from importlib import resources
 from typing import List, Optional
 
@@ -10,7 +11,8 @@ from tqdm import tqdm
 
 from .columns import PER_STUDY, PER_TRACE, ColumnMapping, load_mapping_file, merge, parse_pairs
 from .outputs import OutputSet, Tally, derived_path, output_set, rejects_row, write_rows
-from .records import ImagePolicy
+from .records import ImagePolicy, Trace
+from .report import CONSENSUS
 from .results import merge_parts, write_pending
 from .sources import DataError, SourceRow, is_local_file, iter_rows
 from .stages import (EVAL, TRAIN, ConsensusTemplate, apo_row, consensus_problem, consensus_request, kept_traces,
@@ -94,7 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser('report', help='drift report: per teacher, per observation, teacher agreement')
     _common(report, refusals=False)
-    report.add_argument('--out', required=True, help='output folder (drift.md, drift.json, agreement.png)')
+    report.add_argument('--out', required=True,
+                        help='output folder (drift.md, drift.json, agreement.png, accuracy.png)')
+    report.add_argument('--labels-csv', help="MIMIC-CXR-JPG's mimic-cxr-2.0.0-chexpert.csv: the study labels, joined "
+                        'by study id (default: the dataset\'s label columns)')
+    report.add_argument('--consensus', help='swift infer --result_path file with the consensus answers: scored '
+                        'as one more source, "consensus", next to the teachers (needs --requests)')
+    report.add_argument('--requests', help='the requests file given to swift infer (from `consensus`)')
+    report.add_argument('--workers', type=int, default=os.cpu_count() or 1,
+                        help='processes reading the traces (default: one per core)')
     report.set_defaults(run=run_report)
     return parser
 
@@ -288,13 +298,31 @@ def run_merge(args) -> None:
     print(tally.format())
 
 
+def _with_consensus(studies, answers):
+    """Each study with its consensus answer as one more trace, from the source CONSENSUS."""
+    for study in studies:
+        if any(t.teacher == CONSENSUS for t in study.traces):
+            raise DataError(f'{study.where}: a teacher is named {CONSENSUS!r}, the name the report gives the '
+                            'consensus answers')
+        answer = answers.get(study.head.study_id)
+        yield replace(study, traces=study.traces + (Trace(CONSENSUS, answer),)) if answer else study
+
+
 def run_report(args) -> None:
-    from .report import DriftReport
+    if bool(args.consensus) != bool(args.requests):
+        raise DataError('report: --consensus and --requests go together')
+    from .chexpert import load_labels_csv
+    from .report import DriftReport, read_studies
+    labels = load_labels_csv(args.labels_csv) if args.labels_csv else None
     with output_set() as outputs:
         run = Run(args, outputs, args.out)
-        report = DriftReport()
-        for study in run.reader:
-            report.add(study)
+        report = DriftReport(labels, f'--labels-csv {args.labels_csv}' if labels is not None else 'the dataset')
+        studies = run.reader
+        if args.consensus:
+            answers = read_consensus(args.requests, args.consensus, False, run.tally)
+            studies = _with_consensus(run.reader, answers)
+        for study, reads in read_studies(studies, args.workers):
+            report.add(study, reads)
         report.write(args.out, outputs, run.tally)
         run.finish()
 

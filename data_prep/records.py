@@ -14,6 +14,9 @@ from .sources import SourceRow, field_error
 
 _MIMIC_IDS = re.compile(r'(?:^|/)p(\d{6,})/s(\d{6,})(?:/|$)')
 _POSITIVE = {'1', '1.0', 'true', 'yes', 'positive', 'present'}
+_NEGATIVE = {'0', '0.0', 'false', 'no', 'negative', 'absent'}
+_UNCERTAIN = {'-1', '-1.0', 'uncertain'}
+_BLANK = {'', 'nan', 'none', 'null'}
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class StudyHead:
     images: Tuple[str, ...]
     question: str
     labels: Tuple[str, ...]
+    # observation -> 1.0 positive / 0.0 negative / -1.0 uncertain, where the row says (a list of labels gives 1.0s)
+    label_values: Tuple[Tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -106,7 +111,7 @@ def _head(source: SourceRow, mapping: ColumnMapping, policy: ImagePolicy) -> Stu
             study = '|'.join(images) + '|' + question
     if subject is None and mimic:
         subject = f'p{mimic.group(1)}'
-    return StudyHead(study, subject, images, question, _labels(row, mapping, where))
+    return StudyHead(study, subject, images, question, _labels(row, mapping, where), _label_values(row, mapping, where))
 
 
 def _id(row, column, where) -> str:
@@ -209,6 +214,32 @@ def _labels(row: Dict[str, Any], mapping: ColumnMapping, where: str) -> Tuple[st
         return tuple(name for name, v in value.items() if _positive(v))
     raise field_error(where, mapping.labels, f'expected a list, dict or text of labels, found {type(value).__name__}',
                       'wrong type')
+
+
+def _label_values(row: Dict[str, Any], mapping: ColumnMapping, where: str) -> Tuple[Tuple[str, float], ...]:
+    if mapping.label_columns:
+        pairs = [(obs, column, row.get(column)) for obs, column in mapping.label_columns.items()]
+    elif mapping.labels is not None and isinstance(row.get(mapping.labels), dict):
+        pairs = [(name, f'{mapping.labels}.{name}', v) for name, v in row[mapping.labels].items()]
+    else:
+        return tuple((name, 1.0) for name in _labels(row, mapping, where))
+    values = []
+    for observation, field, value in pairs:
+        try:
+            number = label_value(value)
+        except ValueError:
+            raise field_error(where, field, f'expected 1, 0, -1 or blank, found {value!r}', 'bad label') from None
+        if number is not None:
+            values.append((observation, number))
+    return tuple(values)
+
+
+def label_value(value) -> Optional[float]:
+    """1.0 positive, 0.0 negative, -1.0 uncertain, None blank; ValueError for anything else."""
+    text = '' if value is None else str(value).strip().lower()
+    if isinstance(value, (list, dict)) or text not in _POSITIVE | _NEGATIVE | _UNCERTAIN | _BLANK:
+        raise ValueError(value)
+    return 1.0 if text in _POSITIVE else 0.0 if text in _NEGATIVE else -1.0 if text in _UNCERTAIN else None
 
 
 def _positive(value) -> bool:

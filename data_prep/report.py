@@ -2,27 +2,75 @@
 
 Per teacher: traces, empty ones, refusals and the length distribution (characters) of the rest.
 Per observation: studies whose labels (or, without labels, whose question) name it.
-Teacher-to-teacher agreement: mean Jaccard similarity of content words (text.py) over the studies
-where both teachers gave a non-empty, non-refusal trace. Written as drift.md, drift.json and a
-heatmap, agreement.png.
+Teacher-to-teacher agreement: mean Jaccard similarity of content words (text.py, negated words marked)
+over the studies where both teachers gave a non-empty, non-refusal trace.
+
+Against the study labels (the dataset's label columns, or ``--labels-csv`` joined by study id): each usable
+trace is read by the findings reader (findings.py) and its call taken as positive when the reader says positive
+or uncertain, negative when it says negative or nothing (a finding a trace does not name is one it does not
+see). Per teacher x observation, over the studies with a definite label (1.0 or 0.0): accuracy, sensitivity
+(on the 1.0 studies), specificity (on the 0.0 studies), each with a 95% Wilson interval; per observation the
+spread (best minus worst teacher accuracy); per observation and teacher pair Cohen's kappa of the reader's
+three-way calls (positive / uncertain / negative or not mentioned). Written as drift.md, drift.json and two
+heatmaps, agreement.png (word overlap) and accuracy.png (teacher x observation accuracy).
 """
 import json
+import math
+import multiprocessing
 import os
 from array import array
 from collections import Counter, defaultdict
-from itertools import combinations
-from typing import Dict, List
+from itertools import combinations, islice
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
+from .chexpert import study_key
+from .findings import NEGATIVE, POSITIVE, UNCERTAIN, read_findings
 from .outputs import OutputSet, Tally
 from .records import Study
 from .text import OBSERVATIONS, content_words, is_empty, is_refusal, jaccard, observations_in
 
+Z95 = 1.959963984540054
+CONSENSUS = 'consensus'     # the source name of the consensus answers (``report --consensus``)
+_KAPPA_CLASS = {POSITIVE: 0, UNCERTAIN: 1, NEGATIVE: 2, None: 2}
+
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def read_study(study: Study) -> Dict[str, tuple]:
+    """teacher -> (content words, findings calls) of each usable (non-empty, non-refusal) trace: the costly part
+    of the report, done in worker processes by ``read_studies``."""
+    return {t.teacher: (content_words(t.text), read_findings(t.text)) for t in study.traces
+            if not is_empty(t.text) and not is_refusal(t.text)}
+
+
+def read_studies(studies: Iterable[Study], workers: int, batch: int = 1024) -> Iterator[Tuple[Study, Dict]]:
+    """(study, read_study(study)) in order, read by ``workers`` processes a batch at a time (so memory stays
+    bounded: one batch read while the one before is counted)."""
+    if workers < 2:
+        yield from ((study, read_study(study)) for study in studies)
+        return
+    studies = iter(studies)
+    with multiprocessing.get_context('forkserver').Pool(workers) as pool:
+        pending = None
+        while True:
+            chunk = list(islice(studies, batch))
+            job = pool.map_async(read_study, chunk, chunksize=max(1, batch // (4 * workers))) if chunk else None
+            if pending is not None:
+                yield from zip(pending[0], pending[1].get())
+            if job is None:
+                return
+            pending = (chunk, job)
 
 
 class DriftReport:
 
-    def __init__(self):
+    def __init__(self, labels: Optional[Dict[str, Dict[str, float]]] = None, labels_source: str = 'dataset'):
+        self.labels = labels                # from --labels-csv: study key -> observation -> value
+        self.labels_source = labels_source
+        self.labelled = 0
+        self.confusion: Dict[tuple, List[int]] = defaultdict(lambda: [0, 0, 0, 0])     # tp, fn, fp, tn
+        self.calls: Dict[tuple, Counter] = defaultdict(Counter)
+        self.pair_calls: Dict[tuple, List[int]] = defaultdict(lambda: [0] * 9)
         self.studies = 0
         self.traces = Counter()
         self.empty = Counter()
@@ -34,14 +82,22 @@ class DriftReport:
         self.pair_sum: Dict[tuple, float] = defaultdict(float)
         self.pair_count = Counter()
 
-    def add(self, study: Study) -> None:
+    def add(self, study: Study, reads: Optional[Dict[str, tuple]] = None) -> None:
+        """Count one study; ``reads`` is ``read_study(study)`` when a worker process has computed it."""
+        if reads is None:
+            reads = read_study(study)
         self.studies += 1
         self.traces_per_study[len(study.traces)] += 1
         labels = study.head.labels
         names = labels if labels else observations_in(study.head.question)
         self.observation_source['labels' if labels else 'question'] += 1
         self.observations.update(set(names))
-        words = {}
+        if self.labels is None:
+            values = dict(study.head.label_values)
+        else:
+            values = self.labels.get(study_key(study.head.study_id), {})
+        self.labelled += bool(values)
+        words, calls = {}, {}
         for trace in study.traces:
             self.traces[trace.teacher] += 1
             if is_empty(trace.text):
@@ -50,10 +106,20 @@ class DriftReport:
                 self.refusals[trace.teacher] += 1
             else:
                 self.lengths[trace.teacher].append(len(trace.text))
-                words[trace.teacher] = content_words(trace.text)
+                words[trace.teacher], calls[trace.teacher] = reads[trace.teacher]
+        for teacher, read in calls.items():
+            for observation, call in read.items():
+                self.calls[teacher, observation][call or 'not mentioned'] += 1
+                label = values.get(observation)
+                if label in (1.0, 0.0):
+                    said = call in (POSITIVE, UNCERTAIN)
+                    self.confusion[teacher, observation][(0 if said else 1) if label else (2 if said else 3)] += 1
         for a, b in combinations(sorted(words), 2):
             self.pair_sum[a, b] += jaccard(words[a], words[b])
             self.pair_count[a, b] += 1
+            for observation in OBSERVATIONS:
+                i, j = _KAPPA_CLASS[calls[a][observation]], _KAPPA_CLASS[calls[b][observation]]
+                self.pair_calls[a, b, observation][3 * i + j] += 1
 
     def summary(self) -> Dict:
         teachers = sorted(self.traces)
@@ -72,6 +138,15 @@ class DriftReport:
         for (a, b), count in self.pair_count.items():
             agreement[a][b] = agreement[b][a] = round(self.pair_sum[a, b] / count, 4)
             studies_compared[a][b] = studies_compared[b][a] = count
+        accuracy = {t: {o: self._accuracy(t, o) for o in OBSERVATIONS} for t in teachers}
+        spread = {}
+        for o in OBSERVATIONS:
+            scores = [accuracy[t][o]['accuracy'] for t in teachers if accuracy[t][o]['n']]
+            spread[o] = round(max(scores) - min(scores), 4) if len(scores) > 1 else None
+        kappa = {o: {a: {b: None for b in teachers} for a in teachers} for o in OBSERVATIONS}
+        for (a, b, o), table in self.pair_calls.items():
+            value = cohen_kappa([table[0:3], table[3:6], table[6:9]])
+            kappa[o][a][b] = kappa[o][b][a] = None if value is None else round(value, 4)
         known = [o for o in OBSERVATIONS if o in self.observations]
         others = sorted(o for o in self.observations if o not in OBSERVATIONS)
         return {
@@ -82,18 +157,61 @@ class DriftReport:
             'observations_from': dict(sorted(self.observation_source.items())),
             'agreement': {'measure': 'mean Jaccard similarity of content words (data_prep/text.py)',
                           'mean': agreement, 'studies_compared': studies_compared},
+            'labels': {'source': self.labels_source, 'studies_labelled': self.labelled,
+                       'studies_unlabelled': self.studies - self.labelled},
+            'label_accuracy': accuracy,
+            'spread': spread,
+            'finding_agreement': {'measure': "Cohen's kappa of the findings reader's calls (positive / uncertain / "
+                                             'negative or not mentioned), same studies as the word overlap',
+                                  'kappa': kappa},
         }
+
+    def _accuracy(self, teacher: str, observation: str) -> Dict:
+        tp, fn, fp, tn = self.confusion.get((teacher, observation), (0, 0, 0, 0))
+        n, correct = tp + fn + fp + tn, tp + tn
+        return {'n': n, 'correct': correct, 'accuracy': _ratio(correct, n), 'ci95': wilson(correct, n),
+                'sensitivity': {'n': tp + fn, 'value': _ratio(tp, tp + fn), 'ci95': wilson(tp, tp + fn)},
+                'specificity': {'n': fp + tn, 'value': _ratio(tn, fp + tn), 'ci95': wilson(tn, fp + tn)},
+                'calls': {c: self.calls[teacher, observation][c]
+                          for c in (POSITIVE, UNCERTAIN, NEGATIVE, 'not mentioned')}}
 
     def write(self, folder: str, outputs: OutputSet, tally: Tally) -> None:
         summary = self.summary()
-        targets = {name: os.path.join(folder, name) for name in ('drift.json', 'drift.md', 'agreement.png')}
+        targets = {name: os.path.join(folder, name)
+                   for name in ('drift.json', 'drift.md', 'agreement.png', 'accuracy.png')}
         with outputs.open(targets['drift.json']) as f:
             f.write(json.dumps(summary, indent=2, ensure_ascii=False) + '\n')
         with outputs.open(targets['drift.md']) as f:
             f.write(markdown(summary))
         _heatmap(summary, outputs.temp_path(targets['agreement.png']))
-        for name, path in targets.items():
-            tally.wrote[path] = {'drift.json': 1, 'drift.md': 1, 'agreement.png': 1}[name]
+        _accuracy_heatmap(summary, outputs.temp_path(targets['accuracy.png']))
+        for path in targets.values():
+            tally.wrote[path] = 1
+
+
+def wilson(successes: int, n: int, z: float = Z95) -> Optional[List[float]]:
+    """The Wilson score interval of a proportion (None without trials)."""
+    if not n:
+        return None
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
+
+
+def cohen_kappa(table: Sequence[Sequence[int]]) -> Optional[float]:
+    """Cohen's kappa of a square table of counts (rows: rater A's class, columns: B's); None when chance
+    agreement is 1 (both raters always gave the same one class) or the table is empty."""
+    n = sum(map(sum, table))
+    if not n:
+        return None
+    observed = sum(table[i][i] for i in range(len(table))) / n
+    chance = sum(sum(table[i]) * sum(row[i] for row in table) for i in range(len(table))) / (n * n)
+    return None if chance == 1 else (observed - chance) / (1 - chance)
+
+
+def _ratio(a: int, b: int) -> Optional[float]:
+    return round(a / b, 4) if b else None
 
 
 def _quantile(values: List[int], q: float):
@@ -128,7 +246,57 @@ def markdown(summary: Dict) -> str:
               '| | ' + ' | '.join(teachers) + ' |', '|---|' + '---|' * len(teachers)]
     for a in teachers:
         lines.append(f'| {a} | ' + ' | '.join('–' if a == b else _fmt(agreement['mean'][a][b]) for b in teachers) + ' |')
+    lines += _label_sections(summary, teachers)
     return '\n'.join(lines) + '\n'
+
+
+def _ci(stat) -> str:
+    return '–' if stat['ci95'] is None else f'{stat["value"]:.2f} [{stat["ci95"][0]:.2f}, {stat["ci95"][1]:.2f}]'
+
+
+def _label_sections(summary: Dict, teachers: List[str]) -> List[str]:
+    labels, accuracy = summary['labels'], summary['label_accuracy']
+    lines = ['', '## Findings against the study labels', '',
+             f'Labels from {labels["source"]}: {labels["studies_labelled"]} studies labelled, '
+             f'{labels["studies_unlabelled"]} without labels. Each trace is read by the findings reader '
+             '(data_prep/findings.py); a positive or uncertain call counts as positive, a negative call or none as '
+             'negative. Accuracy over the studies with a definite label (1.0 / 0.0); spread = best minus worst '
+             'teacher. See accuracy.png.', '',
+             '| observation | ' + ' | '.join(teachers) + ' | spread |', '|---|' + '---|' * (len(teachers) + 1)]
+    for o in OBSERVATIONS:
+        cells = [f'{accuracy[t][o]["accuracy"]:.2f} (n={accuracy[t][o]["n"]})' if accuracy[t][o]['n'] else '–'
+                 for t in teachers]
+        lines.append(f'| {o} | ' + ' | '.join(cells) + f' | {_fmt(summary["spread"][o])} |')
+    lines += ['', 'Per teacher and observation, with 95% Wilson intervals (studies with a definite label only):', '',
+              '| teacher | observation | n | accuracy | sensitivity (n) | specificity (n) | calls +/?/-/none |',
+              '|---|---|---|---|---|---|---|']
+    for t in teachers:
+        for o in OBSERVATIONS:
+            a = accuracy[t][o]
+            if not a['n']:
+                continue
+            calls = '/'.join(str(v) for v in a['calls'].values())
+            lines.append(f'| {t} | {o} | {a["n"]} | {_ci({"value": a["accuracy"], "ci95": a["ci95"]})} | '
+                         f'{_ci(a["sensitivity"])} ({a["sensitivity"]["n"]}) | {_ci(a["specificity"])} '
+                         f'({a["specificity"]["n"]}) | {calls} |')
+    kappa = summary['finding_agreement']['kappa']
+    lines += ['', '## Teacher agreement on findings', '', summary['finding_agreement']['measure'] +
+              '. Per observation: the mean, lowest and highest kappa over teacher pairs, next to the mean word '
+              'overlap of the same pairs.', '', '| observation | mean kappa | lowest pair | highest pair |',
+              '|---|---|---|---|']
+    pairs = list(combinations(teachers, 2))
+    for o in OBSERVATIONS:
+        scored = [(kappa[o][a][b], a, b) for a, b in pairs if kappa[o][a][b] is not None]
+        if not scored:
+            lines.append(f'| {o} | – | – | – |')
+            continue
+        low, high = min(scored), max(scored)
+        lines.append(f'| {o} | {sum(k for k, _, _ in scored) / len(scored):.2f} | {low[1]}–{low[2]} {low[0]:.2f} | '
+                     f'{high[1]}–{high[2]} {high[0]:.2f} |')
+    overlap = [summary['agreement']['mean'][a][b] for a, b in pairs if summary['agreement']['mean'][a][b] is not None]
+    if overlap:
+        lines += ['', f'Mean word overlap over the same pairs: {sum(overlap) / len(overlap):.2f}.']
+    return lines
 
 
 def _heatmap(summary: Dict, path: str) -> None:
@@ -151,6 +319,31 @@ def _heatmap(summary: Dict, path: str) -> None:
                         color='black' if matrix[i, j] > 0.5 else 'white', fontsize=8)
     fig.colorbar(image, ax=ax, label='mean Jaccard similarity of content words')
     ax.set_title(f'Teacher agreement over {summary["studies"]} studies')
+    fig.tight_layout()
+    fig.savefig(path, format='png', dpi=100, metadata={'Software': None})
+    plt.close(fig)
+
+
+def _accuracy_heatmap(summary: Dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    import numpy as np
+    teachers = list(summary['teachers'])
+    accuracy = summary['label_accuracy']
+    matrix = np.array([[accuracy[t][o]['accuracy'] if accuracy[t][o]['n'] else np.nan for o in OBSERVATIONS]
+                       for t in teachers], dtype=float).reshape(len(teachers), len(OBSERVATIONS))
+    fig, ax = plt.subplots(figsize=(2 + 0.75 * len(OBSERVATIONS), 1.8 + 0.45 * max(len(teachers), 2)))
+    image = ax.imshow(matrix, vmin=0, vmax=1, cmap='viridis', aspect='auto')
+    ax.set_xticks(range(len(OBSERVATIONS)), OBSERVATIONS, rotation=45, ha='right')
+    ax.set_yticks(range(len(teachers)), teachers)
+    for i in range(len(teachers)):
+        for j in range(len(OBSERVATIONS)):
+            if not np.isnan(matrix[i, j]):
+                ax.text(j, i, f'{matrix[i, j]:.2f}', ha='center', va='center',
+                        color='black' if matrix[i, j] > 0.5 else 'white', fontsize=7)
+    fig.colorbar(image, ax=ax, label='accuracy against the study labels')
+    ax.set_title(f'Teacher accuracy per observation ({summary["labels"]["studies_labelled"]} labelled studies)')
     fig.tight_layout()
     fig.savefig(path, format='png', dpi=100, metadata={'Software': None})
     plt.close(fig)

@@ -127,9 +127,10 @@ class StudyReader:
 
 
 def _head_json(head: StudyHead) -> str:
-    return json.dumps([head.study_id, head.subject_id, head.images, head.question, head.labels], ensure_ascii=False)
+    return json.dumps([head.study_id, head.subject_id, head.images, head.question, head.labels, head.label_values],
+                      ensure_ascii=False)
 
 
 def _head_from_json(text: str) -> StudyHead:
-    study, subject, images, question, labels = json.loads(text)
-    return StudyHead(study, subject, tuple(images), question, tuple(labels))
+    study, subject, images, question, labels, values = json.loads(text)
+    return StudyHead(study, subject, tuple(images), question, tuple(labels), tuple(map(tuple, values)))

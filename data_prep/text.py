@@ -9,8 +9,11 @@ All are documented here because their results are reported (and drop rows when a
   one space and stripping the ends.
 * Teacher agreement is the Jaccard similarity of the two traces' sets of content words (lower case
   letters/digits, stop words removed): |A & B| / |A | B|, 1 for identical vocabularies, 0 for
-  disjoint ones. It is cheap enough for every pair of every study and ignores order and length,
-  which is what drift between teachers' wording and findings looks like at dataset scale.
+  disjoint ones. A word after a negation ("no", "not", "without", "n't", "neither", "nor", "never", "none")
+  up to the end of its clause (punctuation, "but") is a different word, marked ``neg_``: "no large effusion"
+  gives {neg_large, neg_effusion}, which shares nothing with "large effusion". It is cheap enough for every
+  pair of every study and ignores order and length, which is what drift between teachers' wording and findings
+  looks like at dataset scale.
 * A question's *observations* are the CheXpert observation names (and common synonyms) it mentions.
 """
 import re
@@ -40,6 +43,9 @@ REFUSAL_PATTERNS = (
 )
 _REFUSAL = re.compile('|'.join(REFUSAL_PATTERNS), re.I)
 _WORD = re.compile(r'[a-z0-9]+')
+_TOKEN = re.compile(r"[a-z0-9]*n't|[a-z0-9]+|[.,;:!?()]")
+_NEGATORS = frozenset(('no', 'not', 'without', 'neither', 'nor', 'never', 'none', 'cannot'))
+_CLAUSE_ENDS = frozenset(('.', ',', ';', ':', '!', '?', '(', ')', 'but', 'however', 'although', 'though'))
 STOP_WORDS = frozenset(
     'a an and are as at be been but by can could do does for from has have if in into is it its may might no not of '
     'on or such that the their there these this to was were which with without would'.split())
@@ -66,7 +72,17 @@ def observations_in(text: str) -> List[str]:
 
 
 def content_words(text: str) -> FrozenSet[str]:
-    return frozenset(w for w in _WORD.findall(text.lower()) if w not in STOP_WORDS)
+    """Content words, those in a negation's clause marked ``neg_``."""
+    found = set()
+    negated = False
+    for token in _TOKEN.findall(text.lower().replace('\u2019', "'")):
+        if token in _CLAUSE_ENDS:
+            negated = False
+        elif token in _NEGATORS or token.endswith("n't"):
+            negated = True
+        elif token not in STOP_WORDS:
+            found.add('neg_' + token if negated else token)
+    return frozenset(found)
 
 
 def jaccard(a: FrozenSet[str], b: FrozenSet[str]) -> float:

@@ -24,39 +24,19 @@ Grades: a sentence that gives the finding's grade before and now ("moderate effu
 """
 import re
 from dataclasses import dataclass, field
-from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
+from typing import Dict, FrozenSet, List, Optional, Tuple
 
 from .labels import CHANGE_WORDS, OTHER_FINDINGS, SHARED_MENTIONS, WEAK_TERMS, LabelSet
+from .scope import (CONTRAST, HEDGES, INDETERMINATE, NEGATION_CUES, POST_NEGATION, VERBS, listed, norm,
+                    sentence_bounds, words)
 
 NEGATION_WINDOW = 4
 ATTACH_WINDOW = 7
 FORWARD_ONLY = ('more', 'less')     # terms only as a quantity of the finding after them ("less edema")
-NEGATION_CUES = ('no', 'not', 'without', 'never', 'neither', 'nor', 'none', 'cannot', 'rather than', 'instead of',
-                 'free of', 'negative for', 'absence of')
-HEDGES = ('cannot be excluded', 'can not be excluded', 'cannot be ruled out', 'can not be ruled out',
-          'could not be excluded', 'not be excluded', 'not be ruled out', 'not excluded', 'not ruled out',
-          'not entirely excluded')
-INDETERMINATE = re.compile(
-    r"\b(?:cannot|can ?not|can't|could not|unable to|impossible to|not possible to|difficult to|hard to)\s+"
-    r"(?:be\s+)?(?:reliably\s+|confidently\s+|accurately\s+|truly\s+)?(?:determine[ds]?|assess(?:ed)?|tell|say|"
-    r"evaluate[ds]?|compare[ds]?|establish(?:ed)?|judge[ds]?|be sure|know)\b|\bindeterminate\b|\bundetermined\b|"
-    r"\bnot enough information\b|\binsufficient information\b|\bnot (?:certain|sure)\b|\buncertain\b|\bunclear\b")
-_SENTENCE_SPLIT = re.compile(r'[;!?\n]|\.(?!\d)')
 _BREAK = re.compile(r'[,()]|\b(?:but|however|although|though|whereas|while|with|yet)\b')
-_CONTRAST = re.compile(r'\W*(?:but|however|although|though|yet)\b')
 _COORDINATOR = re.compile(r'\b(?:and|or|as well as)\b')
-_WORD = re.compile(r"[\w'-]+")
-# Words that end a noun phrase: a term before one of them does not modify the finding after it.
-_VERBS = {'is', 'are', 'was', 'were', 'has', 'have', 'had', 'be', 'been', 'being', 'remains', 'remain', 'remained',
-          'appears', 'appear', 'seems', 'shows', 'show', 'showed', 'demonstrates', 'demonstrated', 'there', 'which',
-          'that', 'since', 'than', 'now', 'indicating', 'consistent', 'representing', 'compatible', 'suggesting',
-          'concerning', 'compared', 'from', 'to', 'on', 'at', 'after', 'before', 'due'}
-_LIST_JOIN = re.compile(r"^\W*(?:and|or|and/or|as well as)?\W*(?:[\w'-]+\W+){0,3}$")
 _NEW_IMAGE = re.compile(r"\s+(?:[\w-]+\s+){0,2}?(?:film|films|image|images|radiograph|radiographs|study|exam|"
                         r"examination|x-ray|view|projection|one|chest radiograph|comparison)\b")
-_POST_NEGATION = re.compile(r'^\W*(?:(?:is|are|was|were|has|have|had|be)\s+(?:not|no longer)\b|'
-                            r'not\s+(?:seen|present|identified|evident|visible|appreciated|demonstrated)\b|'
-                            r'(?:\w+\s+){0,3}?(?:absent|ruled out|excluded)\b)')
 _RANGE = re.compile(r'^\s+to\s+(?:[\w-]+\s+){0,2}?$')
 _GRADES = {'tiny': 1, 'trace': 1, 'minimal': 1, 'faint': 1, 'faintly': 1, 'subtle': 1, 'barely': 1, 'small': 2,
            'mild': 2, 'moderate': 3, 'large': 4, 'severe': 4, 'dense': 4, 'extensive': 4, 'massive': 5}
@@ -104,10 +84,6 @@ class Lexicon:
 _CACHE: Dict[Tuple, Lexicon] = {}
 
 
-def norm(text: str) -> str:
-    return ' '.join(text.lower().split())
-
-
 def lexicon(label_set: LabelSet, classes: Tuple[str, ...]) -> Lexicon:
     key = (id(label_set), classes)
     if key not in _CACHE:
@@ -137,10 +113,6 @@ def lexicon(label_set: LabelSet, classes: Tuple[str, ...]) -> Lexicon:
         body = '|'.join(re.escape(t).replace(r'\ ', r'\s+') for t in sorted(entries, key=len, reverse=True))
         _CACHE[key] = Lexicon(re.compile(rf"(?<![\w-])(?:{body}|\w+n't)(?![\w-])"), entries)
     return _CACHE[key]
-
-
-def _words(text: str) -> List[str]:
-    return _WORD.findall(text)
 
 
 def _mentions(text: str, start: int, end: int, lex: Lexicon) -> List[Mention]:
@@ -184,13 +156,13 @@ def _negate(text: str, segment: List[Mention], end: int) -> None:
         if cue.kind != 'cue':
             continue
         for m in segment[i + 1:]:
-            if len(_words(text[cue.end:m.start])) >= NEGATION_WINDOW or m.kind in ('cue', 'hedge', 'indeterminate'):
+            if len(words(text[cue.end:m.start])) >= NEGATION_WINDOW or m.kind in ('cue', 'hedge', 'indeterminate'):
                 break
             m.negated = True
             if m.kind == 'finding':
                 break
     for i, m in enumerate(segment):
-        if m.kind in ('term', 'finding', 'change') and _POST_NEGATION.search(text[m.end:end]) \
+        if m.kind in ('term', 'finding', 'change') and POST_NEGATION.search(text[m.end:end]) \
                 and not any(h.kind == 'hedge' for h in segment[i + 1:]):
             m.negated = True
 
@@ -203,20 +175,6 @@ def _neither_nor(segment: List[Mention]) -> None:
         denied[0].value, denied[0].negated = 'stable', False
 
 
-def _listed(text: str, findings: Sequence[Mention], first: int, step: int) -> List[Mention]:
-    """findings[first] and the findings listed with it ("congestion and edema"), walking by ``step``."""
-    chosen = [findings[first]]
-    i = first
-    while 0 <= i + step < len(findings):
-        a, b = (findings[i], findings[i + step]) if step > 0 else (findings[i + step], findings[i])
-        between = text[a.end:b.start]
-        if not _LIST_JOIN.match(between) or set(_words(between)) & _VERBS:
-            break
-        chosen.append(findings[i + step])
-        i += step
-    return chosen
-
-
 def _attach(text: str, segment: List[Mention], subject: Optional[Mention]) -> None:
     findings = [m for m in segment if m.kind == 'finding']
     for m in segment:
@@ -225,17 +183,17 @@ def _attach(text: str, segment: List[Mention], subject: Optional[Mention]) -> No
         after = [i for i, f in enumerate(findings) if f.start >= m.end]
         if after:
             between = text[m.end:findings[after[0]].start]
-            words = _words(between)
+            gap = words(between)
             no_term = not any(t.kind == 'term' and m.end <= t.start < findings[after[0]].start for t in segment)
-            if len(words) <= ATTACH_WINDOW and not set(words) & _VERBS and no_term:
-                m.attached = tuple(_listed(text, findings, after[0], 1))
+            if len(gap) <= ATTACH_WINDOW and not set(gap) & VERBS and no_term:
+                m.attached = tuple(listed(text, findings, after[0], 1))
                 continue
         if norm(text[m.start:m.end]) in FORWARD_ONLY:     # "more supine", "less than": not about a finding
             m.negated = True
             continue
         before = [i for i, f in enumerate(findings) if f.end <= m.start]
         if before:
-            m.attached = tuple(_listed(text, findings, before[-1], -1))
+            m.attached = tuple(listed(text, findings, before[-1], -1))
         elif not findings and subject is not None:
             m.attached = (subject,)
 
@@ -271,7 +229,7 @@ def read(text: str, label_set: LabelSet, classes: Tuple[str, ...]) -> Reading:
     """Every change term of ``text`` (lower-cased), with what it is about."""
     lex = lexicon(label_set, classes)
     reading = Reading()
-    bounds = [0] + [m.end() for m in _SENTENCE_SPLIT.finditer(text)] + [len(text)]
+    bounds = sentence_bounds(text)
     temporal = {'improving', 'worsening', 'stable'} <= set(classes)
     for start, end in zip(bounds, bounds[1:]):
         mentions = _mentions(text, start, end, lex)
@@ -281,7 +239,7 @@ def read(text: str, label_set: LabelSet, classes: Tuple[str, ...]) -> Reading:
         sentence_findings = []
         undecided = False       # an indeterminate cue holds to the end of its sentence or to a "but"
         for seg_start, seg_end, segment in _segments(text, start, end, mentions):
-            undecided = undecided and not _CONTRAST.match(text, seg_start)
+            undecided = undecided and not CONTRAST.match(text, seg_start)
             _negate(text, segment, seg_end)
             _neither_nor(segment)
             for m in segment:

@@ -325,8 +325,8 @@ def test_reruns_are_byte_identical(capsys, tmp_path):
                 outputs[str(path.relative_to(folder))] = path.read_bytes()
         return outputs
     first, second = run_all(tmp_path / 'a'), run_all(tmp_path / 'b')
-    assert sorted(first) == ['apo.eval.jsonl', 'apo.jsonl', 'drift/agreement.png', 'drift/drift.json',
-                             'drift/drift.md', 'req.jsonl', 'sft.eval.jsonl', 'sft.jsonl']
+    assert sorted(first) == ['apo.eval.jsonl', 'apo.jsonl', 'drift/accuracy.png', 'drift/agreement.png',
+                             'drift/drift.json', 'drift/drift.md', 'req.jsonl', 'sft.eval.jsonl', 'sft.jsonl']
     assert first == second
     assert first['sft.eval.jsonl'] and first['apo.eval.jsonl']
 

@@ -22,7 +22,8 @@ from medspacy.context import ConTextRule
 from medspacy.target_matcher import TargetRule
 
 from evaluation.labels import MS_CXR_T, TEMPORAL_CLASSES
-from evaluation.mentions import INDETERMINATE, Reading, Statement, lexicon
+from evaluation.mentions import Reading, Statement, lexicon
+from evaluation.scope import INDETERMINATE
 from evaluation.parser import _MARKER, Parsed, _clean, _decide
 
 SUITE = Path(__file__).resolve().parent.parent / 'tests' / 'data' / 'answer_suite.jsonl'
