@@ -300,50 +300,46 @@ def _label_sections(summary: Dict, teachers: List[str]) -> List[str]:
 
 
 def _heatmap(summary: Dict, path: str) -> None:
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
     import numpy as np
     teachers = list(summary['teachers'])
-    matrix = np.array([[np.nan if a == b or summary['agreement']['mean'][a][b] is None else
-                        summary['agreement']['mean'][a][b] for b in teachers] for a in teachers], dtype=float)
+    mean = summary['agreement']['mean']
+    matrix = np.array([[np.nan if a == b or mean[a][b] is None else mean[a][b] for b in teachers] for a in teachers],
+                      dtype=float)
     size = 1.2 + 0.8 * max(len(teachers), 2)
-    fig, ax = plt.subplots(figsize=(size + 1.5, size))
-    image = ax.imshow(matrix, vmin=0, vmax=1, cmap='viridis')
-    ax.set_xticks(range(len(teachers)), teachers, rotation=45, ha='right')
-    ax.set_yticks(range(len(teachers)), teachers)
-    for i in range(len(teachers)):
-        for j in range(len(teachers)):
-            if not np.isnan(matrix[i, j]):
-                ax.text(j, i, f'{matrix[i, j]:.2f}', ha='center', va='center',
-                        color='black' if matrix[i, j] > 0.5 else 'white', fontsize=8)
-    fig.colorbar(image, ax=ax, label='mean Jaccard similarity of content words')
-    ax.set_title(f'Teacher agreement over {summary["studies"]} studies')
-    fig.tight_layout()
-    fig.savefig(path, format='png', dpi=100, metadata={'Software': None})
-    plt.close(fig)
+    _write_heatmap(path, matrix, teachers, teachers, figsize=(size + 1.5, size), fontsize=8, aspect=None,
+                   label='mean Jaccard similarity of content words',
+                   title=f'Teacher agreement over {summary["studies"]} studies')
 
 
 def _accuracy_heatmap(summary: Dict, path: str) -> None:
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
     import numpy as np
     teachers = list(summary['teachers'])
     accuracy = summary['label_accuracy']
     matrix = np.array([[accuracy[t][o]['accuracy'] if accuracy[t][o]['n'] else np.nan for o in OBSERVATIONS]
                        for t in teachers], dtype=float).reshape(len(teachers), len(OBSERVATIONS))
-    fig, ax = plt.subplots(figsize=(2 + 0.75 * len(OBSERVATIONS), 1.8 + 0.45 * max(len(teachers), 2)))
-    image = ax.imshow(matrix, vmin=0, vmax=1, cmap='viridis', aspect='auto')
-    ax.set_xticks(range(len(OBSERVATIONS)), OBSERVATIONS, rotation=45, ha='right')
-    ax.set_yticks(range(len(teachers)), teachers)
-    for i in range(len(teachers)):
-        for j in range(len(OBSERVATIONS)):
+    _write_heatmap(path, matrix, teachers, OBSERVATIONS,
+                   figsize=(2 + 0.75 * len(OBSERVATIONS), 1.8 + 0.45 * max(len(teachers), 2)), fontsize=7,
+                   aspect='auto', label='accuracy against the study labels',
+                   title=f'Teacher accuracy per observation ({summary["labels"]["studies_labelled"]} labelled studies)')
+
+
+def _write_heatmap(path, matrix, rows, columns, figsize, fontsize, aspect, label, title) -> None:
+    """A [rows x columns] matrix of values in [0, 1] as an annotated PNG; NaN cells stay blank."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    import numpy as np
+    fig, ax = plt.subplots(figsize=figsize)
+    image = ax.imshow(matrix, vmin=0, vmax=1, cmap='viridis', aspect=aspect)
+    ax.set_xticks(range(len(columns)), columns, rotation=45, ha='right')
+    ax.set_yticks(range(len(rows)), rows)
+    for i in range(len(rows)):
+        for j in range(len(columns)):
             if not np.isnan(matrix[i, j]):
                 ax.text(j, i, f'{matrix[i, j]:.2f}', ha='center', va='center',
-                        color='black' if matrix[i, j] > 0.5 else 'white', fontsize=7)
-    fig.colorbar(image, ax=ax, label='accuracy against the study labels')
-    ax.set_title(f'Teacher accuracy per observation ({summary["labels"]["studies_labelled"]} labelled studies)')
+                        color='black' if matrix[i, j] > 0.5 else 'white', fontsize=fontsize)
+    fig.colorbar(image, ax=ax, label=label)
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, format='png', dpi=100, metadata={'Software': None})
     plt.close(fig)
