@@ -1,11 +1,10 @@
 """Log-probs of every answer token of an APO batch: the model call, with the two fast paths and their fall-backs.
 
 * shared prefix (shared_prefix.py): each row's image and prompt go through the model once, its K + 1
-  answers after them under a block-causal mask, on one of two kernels (``APO_PREFIX_KERNEL``):
-  FlexAttention with a ``BlockMask`` (masked blocks skipped, no L x L mask; chosen on CUDA for every
-  attention implementation but eager) or sdpa/eager with a dense 4D mask (on CPU, where FlexAttention
-  has no backward, and for eager). Needs a forward that takes position_ids; with flash-attention and no
-  FlexAttention it runs the plain batch.
+  answers after them under a block-causal rule, on one of three kernels (``APO_PREFIX_KERNEL``, see
+  ``prefix_kernel``): flash-attention varlen (no mask, prompt keys gathered per answer; CUDA, checked on
+  first use), FlexAttention with a ``BlockMask`` (masked blocks skipped) or sdpa/eager with a dense 4D mask.
+  Needs a forward that takes position_ids; with none of the kernels it runs the plain batch.
 * lean log-probs (lean_logps.py): the model returns hidden states (and the logits of one position
   only, through ``logits_to_keep=1``); the lm_head runs on answer positions only, chunk by chunk.
 
@@ -30,12 +29,12 @@ from swift.template import Template
 from swift.utils import get_logger
 
 from .lean_logps import DEFAULT_CHUNK_SIZE, logps_and_mean_logits, token_logps
-from .registration import install_block_mask_attention
+from .prefix_attention import checked_varlen_kernel, install_prefix_attention
 from .shared_prefix import pack_shared_prefix, plain_answer_tokens
 
 logger = get_logger()
 _MASK_ATTENTION = ('sdpa', 'eager')
-PREFIX_KERNELS = ('auto', 'flex', 'dense')
+PREFIX_KERNELS = ('auto', 'flash', 'flex', 'dense')
 
 
 def _env_flag(name: str) -> bool:
@@ -49,23 +48,44 @@ def _prefix_kernel_from_env() -> str:
     return kernel
 
 
-def prefix_kernel(requested: str, attention: str, device: torch.device) -> Tuple[Optional[str], str]:
-    """('flex' | 'dense', why) for the shared-prefix forward, or (None, why not).
+def prefix_kernel(requested: str, attention: str, flash: Tuple[bool, str]) -> Tuple[Optional[str], str]:
+    """('flash' | 'flex' | 'dense', why) for the shared-prefix forward, or (None, why not).
 
-    auto: the dense mask where the attention takes one (sdpa, eager), else nothing (the plain batch). The
-    FlexAttention path has not yet run on a GPU (its CUDA tests are in the suite, skipped without CUDA), so
-    it is not chosen for the user until they pass there.
-    flex: FlexAttention on any device (on the CPU forward only) unless the attention is eager.
+    Args:
+        requested: APO_PREFIX_KERNEL. auto and flash: flash-attention varlen where a kernel passed its check
+            (``flash``: (passed, its name or why none did)), else the dense mask where the attention takes
+            one (sdpa, eager), else nothing (the plain batch). flex: FlexAttention on any device (on the CPU
+            forward only). dense: the dense mask. FlexAttention is never chosen unasked: it has not yet run
+            on a GPU (its CUDA tests are in the suite, skipped without CUDA).
+        attention: the model's attention implementation. Eager attention is called directly by the models,
+            not through the AttentionInterface that takes the flash and flex masks, so it gets the dense mask.
     """
-    # eager attention is called directly by the models, not through the AttentionInterface that takes the BlockMask.
-    flex_applies = attention != 'eager' and importlib.util.find_spec('torch.nn.attention.flex_attention') is not None
-    if flex_applies and requested == 'flex':
-        return 'flex', f'FlexAttention block mask ({attention} attention elsewhere)'
+    if attention != 'eager':
+        if requested in ('auto', 'flash') and flash[0]:
+            return 'flash', f'flash-attention varlen, {flash[1]} ({attention} attention elsewhere)'
+        if requested == 'flex' and importlib.util.find_spec('torch.nn.attention.flex_attention') is not None:
+            return 'flex', f'FlexAttention block mask ({attention} attention elsewhere)'
+    unmet = ''
+    if requested == 'flash':
+        unmet = f' (APO_PREFIX_KERNEL=flash: {flash[1] if attention != "eager" else "not with eager attention"})'
+    elif requested == 'flex' and attention == 'eager':
+        unmet = ' (APO_PREFIX_KERNEL=flex does not apply to eager attention)'
     if attention in _MASK_ATTENTION:
-        refused = ' (APO_PREFIX_KERNEL=flex does not apply to eager attention)' if requested == 'flex' else ''
-        return 'dense', f'dense 4D mask with {attention} attention{refused}'
-    return None, (f'attention implementation {attention!r} takes no dense 4D mask and FlexAttention was not chosen '
-                  f'(APO_PREFIX_KERNEL={requested}, device {device.type}; APO_PREFIX_KERNEL=flex chooses it)')
+        return 'dense', f'dense 4D mask with {attention} attention{unmet}'
+    return None, (f'attention implementation {attention!r} takes no dense 4D mask and neither flash-attention varlen '
+                  f'nor FlexAttention applies (APO_PREFIX_KERNEL={requested}{unmet or ": " + flash[1]}; '
+                  'APO_PREFIX_KERNEL=flex chooses FlexAttention)')
+
+
+def _flash_for(hf_model, requested: str, attention: str, device: torch.device) -> Tuple[Any, str]:
+    """(checked varlen kernel or None, its name or why none) for this model's attention layers."""
+    if requested not in ('auto', 'flash') or attention == 'eager':
+        return None, 'not asked for'
+    text = hf_model.config.get_text_config()
+    heads = text.num_attention_heads
+    head_dim = getattr(text, 'head_dim', None) or text.hidden_size // heads
+    dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else hf_model.dtype
+    return checked_varlen_kernel(device, dtype, heads, getattr(text, 'num_key_value_heads', None) or heads, head_dim)
 
 
 @dataclass
@@ -114,14 +134,20 @@ def _pack(hf_model, batch, labels, num_rejected, model_kwargs, requested_kernel=
         # transformers' load_balancing_loss_func reads the attention mask as [batch, length] padding.
         return None, "the MoE router's load-balancing loss (--router_aux_loss_coef) needs the 2D padding mask"
     config = hf_model.config
-    attention = config.get_text_config()._attn_implementation
-    kernel, why = prefix_kernel(requested_kernel, attention, labels.device)
+    text = config.get_text_config()
+    attention = text._attn_implementation
+    layer_types = set(getattr(text, 'layer_types', None) or ['full_attention'])
+    if layer_types != {'full_attention'}:
+        # transformers passes a prepared 4D mask to sliding-window layers unchanged: their window would be lost.
+        return None, f'the model has {sorted(layer_types - {"full_attention"})} layers (only full attention packs)'
+    flash_kernel, flash_why = _flash_for(hf_model, requested_kernel, attention, labels.device)
+    kernel, why = prefix_kernel(requested_kernel, attention, (flash_kernel is not None, flash_why))
     if kernel is None:
         return None, why
     if 'position_ids' not in _forward_parameters(hf_model):
         return None, f'{type(hf_model).__name__}.forward takes no position_ids'
-    if kernel == 'flex':
-        install_block_mask_attention()
+    if kernel in ('flash', 'flex'):
+        install_prefix_attention()
     logger.info_once(f'APO shared-prefix kernel: {why}.')
     vision = getattr(config, 'vision_config', None)
     return pack_shared_prefix(
@@ -131,7 +157,8 @@ def _pack(hf_model, batch, labels, num_rejected, model_kwargs, requested_kernel=
         image_token_id=getattr(config, 'image_token_id', None),
         image_merge_size=getattr(vision, 'spatial_merge_size', None),
         mask_dtype=hf_model.dtype if attention == 'eager' else None,
-        flex=kernel == 'flex')
+        kernel=kernel,
+        varlen_kernel=flash_kernel)
 
 
 def _lean_reason(hf_model, unwrapped_model) -> str:

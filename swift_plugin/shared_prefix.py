@@ -13,18 +13,21 @@ keys at the same positions as in the plain batch, and its logits are the plain p
 vision tower and the prompt run once per row instead of K + 1 times (Wang & Hegde, arXiv 2410.20305,
 generalised from one rejected answer to K).
 
-The mask is either dense (``block_causal_mask``, [rows, 1, L, L], for sdpa/eager) or a FlexAttention
-``BlockMask`` (``prefix_block_mask``): the same rule as a mask function plus which 128 x 128 blocks are
-empty (skipped by the kernel), full (no mask function call) or partial, with no L x L tensor.
+The mask is one of three forms of the same rule, one per kernel (prefix_attention.py runs the last two):
+dense (``block_causal_mask``, [rows, 1, L, L], for sdpa/eager); a FlexAttention ``BlockMask``
+(``prefix_block_mask``): the rule as a mask function plus which 128 x 128 blocks are empty (skipped by the
+kernel), full (no mask function call) or partial, with no L x L tensor; or a varlen layout
+(``varlen_prefix_mask``): which tokens are the queries and keys of each segment, for flash-attention.
 
 Pure tensor functions, no ms-swift import. ``pack_shared_prefix`` returns a reason instead of a
 packed batch when a batch cannot be packed exactly; the caller then runs the plain batch.
 """
 from dataclasses import dataclass
-from itertools import accumulate
-from typing import Any, Dict, List, Optional, Tuple
+from itertools import accumulate, groupby
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
+from torch.nn.attention.flex_attention import BlockMask
 
 IGNORE_INDEX = -100
 _PER_TOKEN_KEYS = ('input_ids', 'mm_token_type_ids')
@@ -120,6 +123,75 @@ def prefix_block_mask(segments: torch.Tensor, block_size: int = 128, rows_per_ch
                                     mask_mod=_prefix_mask_mod(segments), seq_lengths=(length, length))
 
 
+@dataclass
+class VarlenLayout:
+    """The shared-prefix rule as varlen sequences over the flattened [rows * L] tokens.
+
+    Sequence by sequence: a row's prompt (queries and keys: the prompt), then each of its answers (queries:
+    the answer; keys: the prompt, then the answer). Causal with the diagonal aligned at the end of the keys,
+    this is ``block_causal_mask``'s rule; padding tokens are no sequence's queries or keys.
+    """
+    query_index: torch.Tensor  # [Tq] into the flattened tokens
+    key_index: torch.Tensor  # [Tk]: the prompt's tokens once for itself and once per answer
+    cu_seq_q: torch.Tensor  # int32 [sequences + 1]
+    cu_seq_k: torch.Tensor
+    max_q: int
+    max_k: int
+
+
+def prefix_varlen_layout(segments: torch.Tensor) -> VarlenLayout:
+    """``VarlenLayout`` of segment ids (each row: its prompt 0 first, answers 1, 2, ... after it, padding -1 last)."""
+    rows, length = segments.shape
+    queries, keys = [], []  # per sequence: its [start, end) spans of flattened token indices
+    for r, row in enumerate(segments.tolist()):
+        runs, start = [], r * length
+        for segment, members in groupby(row):
+            runs.append((segment, start, start + len(list(members))))
+            start = runs[-1][2]
+        ids = [segment for segment, _, _ in runs]
+        if ids[0] != 0 or -1 in ids[:-1] or len(set(ids)) != len(ids):
+            raise ValueError(f'row {r}: segment ids {ids} are not prompt 0, then answers, then padding -1')
+        prompt = runs[0][1:]
+        queries.append([prompt])
+        keys.append([prompt])
+        for segment, first, end in runs[1:]:
+            if segment > 0:
+                queries.append([(first, end)])
+                keys.append([prompt, (first, end)])
+    device = segments.device
+
+    def flat_and_bounds(sequences):
+        index = torch.cat([torch.arange(a, b, device=device) for spans in sequences for a, b in spans])
+        lengths = [sum(b - a for a, b in spans) for spans in sequences]
+        bounds = torch.tensor([0] + list(accumulate(lengths)), dtype=torch.int32, device=device)
+        return index, bounds, max(lengths)
+
+    query_index, cu_seq_q, max_q = flat_and_bounds(queries)
+    key_index, cu_seq_k, max_k = flat_and_bounds(keys)
+    return VarlenLayout(query_index, key_index, cu_seq_q, cu_seq_k, max_q, max_k)
+
+
+class VarlenPrefixMask(BlockMask):
+    """A ``VarlenLayout`` and the kernel to run it, dressed as a [rows, 1, L, L] ``BlockMask``.
+
+    transformers' mask preparation passes any 4D mask on unchanged, in every model, so this reaches the
+    language model's attention calls the way the FlexAttention mask does; prefix_attention.py's dispatcher
+    recognises it there. As a block mask it lists no block at all: a flex_attention that were handed it by
+    mistake would attend to nothing and make the mistake loud (zero outputs), never subtly wrong.
+    """
+    layout: VarlenLayout
+    kernel: Callable[..., torch.Tensor]
+
+
+def varlen_prefix_mask(segments: torch.Tensor, kernel: Callable[..., torch.Tensor]) -> VarlenPrefixMask:
+    rows, length = segments.shape
+    nothing = torch.zeros(rows, 1, 1, dtype=torch.int32, device=segments.device)
+    mask = VarlenPrefixMask.from_kv_blocks(nothing, nothing.unsqueeze(-1), BLOCK_SIZE=max(length, 1),
+                                           seq_lengths=(length, length))
+    mask.layout, mask.kernel = prefix_varlen_layout(segments), kernel
+    return mask
+
+
 def _image_spans(input_ids, real, grid, image_token_id, merge_size) -> Tuple[Optional[List[Tuple[int, int]]], str]:
     """Which images (indices into image_grid_thw) each sequence owns; ms-swift concatenates them in sequence order."""
     tokens_per_image = (grid.prod(-1) // merge_size**2).tolist()
@@ -143,7 +215,8 @@ def pack_shared_prefix(batch: Dict[str, Any],
                        image_token_id: Optional[int] = None,
                        image_merge_size: Optional[int] = None,
                        mask_dtype: Optional[torch.dtype] = None,
-                       flex: bool = False) -> Tuple[Optional[PackedBatch], str]:
+                       kernel: str = 'dense',
+                       varlen_kernel: Optional[Callable[..., torch.Tensor]] = None) -> Tuple[Optional[PackedBatch], str]:
     """Pack ``[chosen x B, rejected row by row]`` into B shared-prefix rows, or say why not.
 
     Args:
@@ -152,8 +225,9 @@ def pack_shared_prefix(batch: Dict[str, Any],
         num_rejected: [B] rejected sequences per row.
         image_token_id, image_merge_size: how image placeholders map to ``image_grid_thw`` rows
             (Qwen2-VL family); needed only when the batch has ``pixel_values``.
-        mask_dtype: None for a bool mask (sdpa), a float dtype for an additive one (eager).
-        flex: a FlexAttention ``BlockMask`` instead of a dense mask (``mask_dtype`` unused).
+        kernel: the attention mask's form: 'dense' (4D tensor), 'flex' (``BlockMask``) or 'flash'
+            (``VarlenPrefixMask`` running ``varlen_kernel``).
+        mask_dtype: for 'dense', None for a bool mask (sdpa), a float dtype for an additive one (eager).
     Returns:
         (packed batch, '') or (None, reason).
     """
@@ -244,7 +318,12 @@ def pack_shared_prefix(batch: Dict[str, Any],
         k: batch[k].flatten()[source].masked_fill(is_padding, 0)
         for k in _PER_TOKEN_KEYS if batch.get(k) is not None
     }
-    inputs['attention_mask'] = prefix_block_mask(segments) if flex else block_causal_mask(segments, mask_dtype)
+    if kernel == 'flash':
+        inputs['attention_mask'] = varlen_prefix_mask(segments, varlen_kernel)
+    elif kernel == 'flex':
+        inputs['attention_mask'] = prefix_block_mask(segments)
+    else:
+        inputs['attention_mask'] = block_causal_mask(segments, mask_dtype)
     positions = plain_positions.flatten(1)[:, source].masked_fill(is_padding, 0)
     inputs['position_ids'] = positions[0] if positions_2d else positions
     if pixel_values is not None:

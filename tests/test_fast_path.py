@@ -5,7 +5,7 @@ model with ms-swift's post-encode hook (image features merged into the embedding
 "equal" can mean 1e-5 relative or better.
 """
 import copy
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import pytest
 import torch
@@ -15,7 +15,8 @@ from peft import LoraConfig, get_peft_model
 
 from swift_plugin.answer_logps import FastPathOptions, compute_answer_logps
 from swift_plugin.loss import apo_loss, pad_by_counts
-from swift_plugin.registration import install_block_mask_attention
+from swift_plugin import prefix_attention
+from swift_plugin.prefix_attention import install_prefix_attention, reference_varlen_attention
 from swift_plugin.shared_prefix import pack_shared_prefix, plain_answer_tokens
 
 KS = [1, 3, 2]
@@ -24,6 +25,8 @@ PATHS = {
     'shared_prefix': FastPathOptions(shared_prefix=True, lean_logps=False),
     'lean': FastPathOptions(shared_prefix=False, lean_logps=True, chunk_size=128),
     'both': FastPathOptions(shared_prefix=True, lean_logps=True, chunk_size=128),
+    # auto, with the sdpa-written varlen contract as the installed kernel (varlen_reference_installed)
+    'flash': FastPathOptions(shared_prefix=True, lean_logps=True, chunk_size=128),
 }
 
 
@@ -33,6 +36,25 @@ def env():
         mp.setenv('HF_HUB_OFFLINE', '1')
         mp.setenv('MAX_PIXELS', '3136')
         yield
+
+
+@contextmanager
+def varlen_reference_installed():
+    """The sdpa-written varlen contract as the one installed varlen kernel, so that the flash path (kernel check,
+    layout, gathers, scatter, dispatch) runs on the CPU; yields the list of its calls' query counts."""
+    calls = []
+
+    def counted(query, *args, **kwargs):
+        calls.append(query.shape[0])
+        return reference_varlen_attention(query, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(prefix_attention, 'varlen_kernels', lambda device: [('sdpa reference', counted)])
+        prefix_attention.checked_varlen_kernel.cache_clear()
+        try:
+            yield calls
+        finally:
+            prefix_attention.checked_varlen_kernel.cache_clear()
 
 
 def _sequence_logps(model, batch, labels, num_rejected, options):
@@ -86,7 +108,8 @@ def vl(env, tiny_vl_model):
     return tiny_vl_model
 
 
-@pytest.mark.parametrize('tuning, paths', [('lora', ['shared_prefix', 'lean', 'both']), ('full', ['both'])])
+@pytest.mark.parametrize('tuning, paths', [('lora', ['shared_prefix', 'lean', 'both', 'flash']),
+                                           ('full', ['both', 'flash'])])
 def test_loss_and_every_gradient_equal_the_plain_path(vl, tmp_path, tuning, paths):
     """Policy with gradients and reference without (LoRA: the adapter disabled; full: a second model)."""
     model, processor = load(vl, 'qwen2_5_vl')
@@ -105,14 +128,27 @@ def test_loss_and_every_gradient_equal_the_plain_path(vl, tmp_path, tuning, path
         model.gradient_checkpointing_enable()
         model.train()
     template = apo_template(processor, model, 'qwen2_5_vl')
+    vl_config = template.model.config
     template.register_post_encode_hook([model] + ([] if tuning == 'lora' else [ref_model]))
     try:
         batch, labels, num_rejected = collate(template, apo_rows(tmp_path, KS))
-        results = {name: _loss_and_grads(model, reference, batch, labels, num_rejected, PATHS[name])
-                   for name in ['plain'] + paths}
+        results, varlen_calls = {}, []
+        for name in ['plain'] + paths:
+            with varlen_reference_installed() if name == 'flash' else nullcontext([]) as calls:
+                results[name] = _loss_and_grads(model, reference, batch, labels, num_rejected, PATHS[name])
+                varlen_calls += calls
     finally:
         template.remove_post_encode_hook()
     loss, ref, policy, grads, _ = results['plain']
+    if 'flash' in paths:
+        # One call in the kernel check, then one per language-model layer and forward (reference, policy and,
+        # under gradient checkpointing, the recomputation) on every real token of the packed rows.
+        packed, _ = pack_shared_prefix(batch, labels, num_rejected, image_token_id=vl_config.image_token_id,
+                                       image_merge_size=2, kernel='flash')
+        forwards = 3 if tuning == 'full' else 2
+        layers = vl_config.get_text_config().num_hidden_layers
+        expected = [packed.inputs['attention_mask'].layout.query_index.numel()] * (layers * forwards)
+        assert varlen_calls[1:] == expected
     assert not torch.allclose(ref, policy), 'policy and reference must differ for the test to mean something'
     assert len(grads) > 10 and all(g.abs().sum() > 0 for n, g in grads.items() if 'lm_head' in n or 'visual' in n)
     for name in paths:
@@ -250,9 +286,9 @@ def test_flex_forward_equals_the_plain_path(vl, tmp_path, dtype, rel):
     try:
         batch, labels, num_rejected = collate(template, apo_rows(tmp_path, KS))
         packed, reason = pack_shared_prefix(batch, labels, num_rejected, image_token_id=model.config.image_token_id,
-                                            image_merge_size=2, flex=True)
+                                            image_merge_size=2, kernel='flex')
         assert reason == '' and isinstance(packed.inputs['attention_mask'], BlockMask)
-        install_block_mask_attention()  # what compute_answer_logps does when it picks FlexAttention
+        install_prefix_attention()  # what compute_answer_logps does when it picks FlexAttention
         with torch.no_grad():
             plain_logits = model(**batch, use_cache=False).logits
             packed_logits = model(**packed.inputs, use_cache=False).logits
@@ -271,24 +307,33 @@ def test_flex_forward_equals_the_plain_path(vl, tmp_path, dtype, rel):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(),
-                    reason='FlexAttention has no backward on the CPU: its gradient test needs CUDA')
-@pytest.mark.parametrize('dtype, rel', [(torch.float32, 1e-4), (torch.bfloat16, 5e-2)])
-def test_flex_loss_and_every_gradient_equal_the_plain_path_on_cuda(vl, tmp_path, dtype, rel):
-    """LoRA policy, adapter-disabled reference: FlexAttention + lean log-probs against the plain path."""
+                    reason='FlexAttention has no backward on the CPU and flash-attention varlen runs on CUDA only: '
+                    'these gradient tests need CUDA')
+@pytest.mark.parametrize('kernel, dtype, rel', [('flex', torch.float32, 1e-4), ('flex', torch.bfloat16, 5e-2),
+                                                ('flash', torch.bfloat16, 5e-2), ('flash', torch.float16, 1e-2)])
+def test_kernel_loss_and_every_gradient_equal_the_plain_path_on_cuda(vl, tmp_path, kernel, dtype, rel):
+    """LoRA policy, adapter-disabled reference: FlexAttention or flash-attention varlen (the installed kernel,
+    after its check) + lean log-probs against the plain path."""
     model, processor = load(vl, 'qwen2_5_vl', dtype=dtype)
     model.to('cuda')
+    if kernel == 'flash':
+        text = model.config.get_text_config()
+        chosen, why = prefix_attention.checked_varlen_kernel(torch.device('cuda'), dtype, text.num_attention_heads,
+                                                             text.num_key_value_heads,
+                                                             text.hidden_size // text.num_attention_heads)
+        assert chosen is not None, why
     torch.manual_seed(0)
     model = get_peft_model(model, LoraConfig(r=4, target_modules=['q_proj', 'v_proj', 'down_proj', 'qkv'],
                                              init_lora_weights=False))
     template = apo_template(processor, model, 'qwen2_5_vl')
     template.register_post_encode_hook([model])
-    flex = FastPathOptions(shared_prefix=True, lean_logps=True, chunk_size=128, prefix_kernel='flex')
+    fast = FastPathOptions(shared_prefix=True, lean_logps=True, chunk_size=128, prefix_kernel=kernel)
     try:
         batch, labels, num_rejected = collate(template, apo_rows(tmp_path, KS))
         batch = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         labels, num_rejected = labels.cuda(), num_rejected.cuda()
         plain = _loss_and_grads(model, _adapter_disabled(model), batch, labels, num_rejected, PATHS['plain'])
-        got = _loss_and_grads(model, _adapter_disabled(model), batch, labels, num_rejected, flex)
+        got = _loss_and_grads(model, _adapter_disabled(model), batch, labels, num_rejected, fast)
     finally:
         template.remove_post_encode_hook()
     assert got[4].packed

@@ -1,9 +1,14 @@
-"""The FlexAttention BlockMask of the shared-prefix forward and the choice of kernel (pure tensor checks)."""
+"""The shared-prefix forward's FlexAttention BlockMask and varlen layout, their attention functions, the varlen
+kernel check and the choice of kernel (pure tensor checks; the installed varlen kernels on CUDA)."""
+import re
+
 import pytest
 import torch
 
 from swift_plugin.answer_logps import prefix_kernel
-from swift_plugin.shared_prefix import block_causal_mask, prefix_block_mask
+from swift_plugin.prefix_attention import (checked_varlen_kernel, kernel_mismatch, reference_varlen_attention,
+                                           varlen_prefix_attention)
+from swift_plugin.shared_prefix import block_causal_mask, prefix_block_mask, prefix_varlen_layout, varlen_prefix_mask
 
 
 def _segments(*rows):
@@ -31,36 +36,44 @@ def test_block_mask_equals_the_dense_mask_and_skips_blocks(rows_per_chunk):
     assert (got - expected).abs().max() < 1e-12
 
 
-@pytest.mark.parametrize('requested, attention, device, expected', [
-    ('auto', 'sdpa', 'cuda', 'dense'),  # flex only on request until its CUDA tests have run on a GPU
-    ('auto', 'flash_attention_2', 'cuda', None),
-    ('auto', 'eager', 'cuda', 'dense'),
-    ('auto', 'sdpa', 'cpu', 'dense'),
-    ('auto', 'flash_attention_2', 'cpu', None),
-    ('flex', 'sdpa', 'cpu', 'flex'),
-    ('flex', 'flash_attention_2', 'cuda', 'flex'),
-    ('flex', 'eager', 'cuda', 'dense'),
-    ('dense', 'sdpa', 'cuda', 'dense'),
-    ('dense', 'flash_attention_2', 'cuda', None),
+FLASH_PASSED, NO_FLASH = (True, 'torch varlen_attn'), (False, 'no flash-attention varlen kernel on cpu')
+
+
+@pytest.mark.parametrize('requested, attention, flash, expected', [
+    ('auto', 'sdpa', FLASH_PASSED, 'flash'),
+    ('auto', 'flash_attention_2', FLASH_PASSED, 'flash'),
+    ('auto', 'eager', FLASH_PASSED, 'dense'),  # eager attention never goes through the attention interface
+    ('auto', 'sdpa', NO_FLASH, 'dense'),
+    ('auto', 'flash_attention_2', NO_FLASH, None),
+    ('flash', 'sdpa', NO_FLASH, 'dense'),
+    ('flash', 'flash_attention_2', NO_FLASH, None),
+    ('flex', 'sdpa', NO_FLASH, 'flex'),  # flex only on request until its CUDA tests have run on a GPU
+    ('flex', 'sdpa', FLASH_PASSED, 'flex'),
+    ('flex', 'flash_attention_2', NO_FLASH, 'flex'),
+    ('flex', 'eager', NO_FLASH, 'dense'),
+    ('dense', 'sdpa', FLASH_PASSED, 'dense'),
+    ('dense', 'flash_attention_2', FLASH_PASSED, None),
 ])
-def test_kernel_choice(requested, attention, device, expected):
-    kernel, why = prefix_kernel(requested, attention, torch.device(device))
+def test_kernel_choice(requested, attention, flash, expected):
+    kernel, why = prefix_kernel(requested, attention, flash)
     assert kernel == expected and why
+    if requested == 'flash' and kernel != 'flash':
+        assert flash[1] in why  # the user who asked for it reads why not
 
 
 def test_kernel_switch_from_the_environment(monkeypatch):
     from swift_plugin.answer_logps import FastPathOptions
-    monkeypatch.setenv('APO_PREFIX_KERNEL', ' Flex ')
-    assert FastPathOptions.from_env().prefix_kernel == 'flex'
-    monkeypatch.setenv('APO_PREFIX_KERNEL', 'flash')
-    with pytest.raises(ValueError, match="APO_PREFIX_KERNEL='flash': expected one of auto, flex, dense"):
+    monkeypatch.setenv('APO_PREFIX_KERNEL', ' Flash ')
+    assert FastPathOptions.from_env().prefix_kernel == 'flash'
+    monkeypatch.setenv('APO_PREFIX_KERNEL', 'varlen')
+    with pytest.raises(ValueError, match="APO_PREFIX_KERNEL='varlen': expected one of auto, flash, flex, dense"):
         FastPathOptions.from_env()
 
 
 @pytest.mark.parametrize('heads', [4, 6])  # grouped-query flex, and key/value heads repeated (not a power of two)
 def test_attention_function_on_a_block_mask_equals_sdpa(heads):
     """The function transformers' attention interface hands a BlockMask to, against sdpa with the dense mask."""
-    from swift_plugin.registration import flex_block_mask_attention
+    from swift_plugin.prefix_attention import flex_block_mask_attention
     segments = _segments([(0, 150), (1, 60), (2, 90)], [(0, 20), (1, 200)])
     torch.manual_seed(0)
     query, key, value = (torch.randn(2, h, segments.shape[1], 16, dtype=torch.float64) for h in (heads, 2, 2))
@@ -69,3 +82,114 @@ def test_attention_function_on_a_block_mask_equals_sdpa(heads):
                                                                 scale=0.3, enable_gqa=True)
     assert got.shape == (2, segments.shape[1], heads, 16)  # [batch, length, heads, head dim], as transformers wants
     assert (got - expected.transpose(1, 2)).abs().max() < 1e-12
+
+
+def test_varlen_layout_of_segments():
+    """Worked by hand: row 0 = prompt 0-1, answer 2-3, answer 4, padding 5; row 1 (offset 6) = prompt 6, answer 7-9."""
+    layout = prefix_varlen_layout(torch.tensor([[0, 0, 1, 1, 2, -1], [0, 1, 1, 1, -1, -1]]))
+    assert layout.query_index.tolist() == [0, 1, 2, 3, 4, 6, 7, 8, 9]
+    assert layout.key_index.tolist() == [0, 1, 0, 1, 2, 3, 0, 1, 4, 6, 6, 7, 8, 9]
+    assert layout.cu_seq_q.tolist() == [0, 2, 4, 5, 6, 9] and layout.cu_seq_q.dtype == torch.int32
+    assert layout.cu_seq_k.tolist() == [0, 2, 6, 9, 10, 14] and layout.cu_seq_k.dtype == torch.int32
+    assert (layout.max_q, layout.max_k) == (3, 4)
+
+
+@pytest.mark.parametrize('row', [[1, 0, 0], [0, 1, 0], [0, -1, 1], [0, 1, 1, 2, 1]])
+def test_varlen_layout_refuses_segments_out_of_order(row):
+    with pytest.raises(ValueError, match='row 0: segment ids .* are not prompt 0, then answers, then padding -1'):
+        prefix_varlen_layout(torch.tensor([row]))
+
+
+@pytest.mark.parametrize('heads', [4, 6])
+def test_varlen_attention_equals_sdpa_with_the_dense_mask(heads):
+    """Outputs at every real token and the gradients of query, key and value, with the sdpa reference kernel."""
+    segments = _segments([(0, 150), (1, 60), (2, 90), (3, 1)], [(0, 20), (1, 200)], [(0, 5), (1, 7)])
+    real = (segments >= 0).unsqueeze(-1).unsqueeze(-1)
+    torch.manual_seed(0)
+    inputs = [torch.randn(3, h, segments.shape[1], 16, dtype=torch.float64) for h in (heads, 2, 2)]
+    upstream = torch.randn(3, segments.shape[1], heads, 16, dtype=torch.float64) * real
+    results = []
+    for varlen in (True, False):
+        leaves = [t.clone().requires_grad_() for t in inputs]
+        if varlen:
+            out, _ = varlen_prefix_attention(None, *leaves, varlen_prefix_mask(segments, reference_varlen_attention),
+                                             scaling=0.3)
+            assert out.shape == (3, segments.shape[1], heads, 16)
+            assert out[~real.expand_as(out)].abs().max() == 0  # padding is nobody's query
+        else:
+            out = torch.nn.functional.scaled_dot_product_attention(
+                *leaves, attn_mask=block_causal_mask(segments), scale=0.3, enable_gqa=True).transpose(1, 2)
+        (out * upstream).sum().backward()
+        results.append([(out * real).detach()] + [t.grad for t in leaves])
+    for got, expected in zip(*results):
+        assert (got - expected).abs().max() < 1e-12
+
+
+def _top_left_causal(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, scale=None):
+    """A varlen kernel with sdpa's is_causal alignment (top left), as a kernel build might get it wrong."""
+    q, k = cu_seq_q.tolist(), cu_seq_k.tolist()
+    return torch.cat([
+        torch.nn.functional.scaled_dot_product_attention(*(t.transpose(0, 1) for t in (
+            query[q[i]:q[i + 1]], key[k[i]:k[i + 1]], value[k[i]:k[i + 1]])), is_causal=True, scale=scale,
+                                                         enable_gqa=True).transpose(0, 1) for i in range(len(q) - 1)
+    ])
+
+
+def _unsupported_dtype(*args, **kwargs):
+    raise RuntimeError('FlashAttention only supports fp16 and bf16 data type\nmore detail')
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_kernel_check_accepts_the_contract_and_refuses_other_kernels(dtype):
+    assert kernel_mismatch(reference_varlen_attention, 'cpu', dtype, 6, 2, 16) == ''
+    with torch.no_grad():  # as in a reference model's forward
+        assert kernel_mismatch(reference_varlen_attention, 'cpu', dtype, 4, 4, 16) == ''
+    assert re.fullmatch(r'its output differs from sdpa with the block-causal mask by \S+ \(relative to max\)',
+                        kernel_mismatch(_top_left_causal, 'cpu', dtype, 6, 2, 16))
+    assert kernel_mismatch(_unsupported_dtype, 'cpu', dtype, 6, 2,
+                           16) == 'RuntimeError: FlashAttention only supports fp16 and bf16 data type'
+
+
+def test_checked_kernel_is_the_first_that_passes(monkeypatch):
+    import swift_plugin.prefix_attention as prefix_attention
+    assert prefix_attention.varlen_kernels(torch.device('cpu')) == []  # CPU: the dense mask, never a varlen kernel
+    candidates = [('shifted', _top_left_causal), ('fp16 only', _unsupported_dtype),
+                  ('reference', reference_varlen_attention)]
+    monkeypatch.setattr(prefix_attention, 'varlen_kernels', lambda device: candidates)
+    prefix_attention.checked_varlen_kernel.cache_clear()
+    try:
+        assert checked_varlen_kernel(torch.device('cpu'), torch.float32, 4, 2, 16) == (reference_varlen_attention,
+                                                                                     'reference')
+        del candidates[2]
+        prefix_attention.checked_varlen_kernel.cache_clear()
+        kernel, why = checked_varlen_kernel(torch.device('cpu'), torch.float32, 4, 2, 16)
+        assert kernel is None and why.startswith('no varlen kernel passed the check with torch.float32 (shifted: its '
+                                                 'output differs') and '; fp16 only: RuntimeError: ' in why
+    finally:
+        prefix_attention.checked_varlen_kernel.cache_clear()
+
+
+@pytest.mark.parametrize('attention', ['sdpa', 'flash_attention_2', 'flex_attention'])
+def test_varlen_mask_passes_mask_preparation_unchanged(attention):
+    """The claim VarlenPrefixMask rests on: transformers hands a 4D BlockMask to the layers as it is."""
+    from transformers import Qwen2Config
+    from transformers.masking_utils import create_causal_mask
+    config = Qwen2Config(hidden_size=32, num_attention_heads=2, num_key_value_heads=1, num_hidden_layers=1)
+    config._attn_implementation = attention
+    segments = _segments([(0, 5), (1, 3)], [(0, 2), (1, 2)])
+    mask = varlen_prefix_mask(segments, reference_varlen_attention)
+    embeds = torch.zeros(2, segments.shape[1], 32)
+    assert create_causal_mask(config, embeds, mask, past_key_values=None) is mask
+    assert mask.shape == (2, 1, 8, 8) and mask.to_dense().sum() == 0  # lists no block: flex would attend to nothing
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='flash-attention varlen kernels run on CUDA only')
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize('heads, kv_heads, head_dim', [(28, 4, 128), (16, 16, 64), (6, 2, 16)])
+def test_installed_varlen_kernels_pass_the_check_on_cuda(dtype, heads, kv_heads, head_dim):
+    """Qwen2.5-VL-7B's head layout, one without grouped queries (cuDNN-eligible in torch), the tiny test model's."""
+    from swift_plugin.prefix_attention import varlen_kernels
+    kernels = varlen_kernels(torch.device('cuda'))
+    assert kernels, 'torch has varlen_attn since 2.10; the pinned torch must provide it'
+    for name, kernel in kernels:
+        assert kernel_mismatch(kernel, torch.device('cuda'), dtype, heads, kv_heads, head_dim) == '', name
