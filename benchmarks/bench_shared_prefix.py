@@ -7,9 +7,9 @@
        Re-implemented here from those pieces (DPOTrainer itself needs a whole training set-up).
     B  APO, plain path: one row, K + 1 sequences, full logits (APO_SHARED_PREFIX=0 APO_LEAN_LOGPS=0).
     C  APO, shared-prefix forward + lean log-probs (the default), once per kernel in ``--attn``:
-       plain (shared prefix off, lean log-probs on), dense (dense 4D mask, sdpa), flex (FlexAttention
-       BlockMask; the model loaded with sdpa), flash (the model loaded with flash_attention_2, the
-       packed call on FlexAttention (APO_PREFIX_KERNEL=flex); needs the flash-attn package).
+       plain (shared prefix off, lean log-probs on), dense (dense 4D mask), flex (FlexAttention BlockMask),
+       flash (flash-attention varlen: torch's varlen_attn, or the flash-attn package where installed; CUDA);
+       the model loaded with sdpa, which the vision tower uses in every case.
 
 Each step is what one prompt costs in training: the reference forward (LoRA adapter disabled, no grad),
 the policy forward and the backward. LoRA rank 8 on every linear layer of the language model, as the
@@ -41,7 +41,7 @@ KERNELS = {
     'plain': 'no shared prefix',
     'dense': 'shared prefix, dense 4D mask (sdpa)',
     'flex': 'shared prefix, FlexAttention BlockMask (sdpa model)',
-    'flash': 'shared prefix, FlexAttention BlockMask (flash_attention_2 model)',
+    'flash': 'shared prefix, flash-attention varlen (sdpa model)',
 }
 VARIANTS = {
     'A': 'ms-swift DPO, K pairwise rows',
@@ -143,10 +143,17 @@ def _worker(args):
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == 'cuda' else torch.float32
     kernel = args.attn[0] if args.worker == 'C' else 'plain'
-    attn_impl = 'flash_attention_2' if kernel == 'flash' else 'sdpa'
     model, processor = get_model_processor(args.model_dir, model_type='qwen2_5_vl', torch_dtype=dtype,
-                                           attn_impl=attn_impl)
+                                           attn_impl='sdpa')
     model.to(device)
+    if kernel == 'flash':  # compute_answer_logps would fall back to the dense mask: say so instead of timing it
+        from swift_plugin.prefix_attention import checked_varlen_kernel
+        text = model.config.get_text_config()
+        found, why = checked_varlen_kernel(device, dtype, text.num_attention_heads, text.num_key_value_heads,
+                                           text.hidden_size // text.num_attention_heads)
+        if found is None:
+            sys.exit(f'flash: {why}')
+        print(f'flash kernel: {why}', file=sys.stderr)
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=32, target_modules=(
         r'.*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)')))
     model.enable_input_require_grads()
@@ -202,7 +209,7 @@ def _worker(args):
         batch.pop('text_position_ids', None)
         labels = batch.pop('labels')
         options = FastPathOptions(shared_prefix=fast, lean_logps=args.worker == 'C',
-                                  prefix_kernel={'dense': 'dense', 'flex': 'flex', 'flash': 'flex'}.get(kernel, 'auto'))
+                                  prefix_kernel=kernel if kernel in ('dense', 'flex', 'flash') else 'auto')
 
         def logps():
             answer = compute_answer_logps(model, model, batch, labels, num_rejected, options)

@@ -66,15 +66,14 @@ def prefix_kernel(requested: str, attention: str, flash: Tuple[bool, str]) -> Tu
         if requested == 'flex' and importlib.util.find_spec('torch.nn.attention.flex_attention') is not None:
             return 'flex', f'FlexAttention block mask ({attention} attention elsewhere)'
     unmet = ''
-    if requested == 'flash':
-        unmet = f' (APO_PREFIX_KERNEL=flash: {flash[1] if attention != "eager" else "not with eager attention"})'
-    elif requested == 'flex' and attention == 'eager':
-        unmet = ' (APO_PREFIX_KERNEL=flex does not apply to eager attention)'
+    if requested in ('auto', 'flash') and attention != 'eager':
+        unmet = f' (flash-attention varlen: {flash[1]})'
+    elif requested in ('flash', 'flex'):
+        unmet = f' (APO_PREFIX_KERNEL={requested} does not apply to eager attention)'
     if attention in _MASK_ATTENTION:
         return 'dense', f'dense 4D mask with {attention} attention{unmet}'
     return None, (f'attention implementation {attention!r} takes no dense 4D mask and neither flash-attention varlen '
-                  f'nor FlexAttention applies (APO_PREFIX_KERNEL={requested}{unmet or ": " + flash[1]}; '
-                  'APO_PREFIX_KERNEL=flex chooses FlexAttention)')
+                  f'nor FlexAttention applies{unmet}; APO_PREFIX_KERNEL=flex chooses FlexAttention')
 
 
 def _flash_for(hf_model, requested: str, attention: str, device: torch.device) -> Tuple[Any, str]:

@@ -22,7 +22,7 @@ kernel), full (no mask function call) or partial, with no L x L tensor; or a var
 Pure tensor functions, no ms-swift import. ``pack_shared_prefix`` returns a reason instead of a
 packed batch when a batch cannot be packed exactly; the caller then runs the plain batch.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from itertools import accumulate, groupby
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -182,14 +182,23 @@ class VarlenPrefixMask(BlockMask):
     layout: VarlenLayout
     kernel: Callable[..., torch.Tensor]
 
+    @classmethod
+    def carrying(cls, layout: VarlenLayout, kernel, rows: int, length: int) -> 'VarlenPrefixMask':
+        nothing = torch.zeros(rows, 1, 1, dtype=torch.int32, device=layout.query_index.device)
+        mask = cls.from_kv_blocks(nothing, nothing.unsqueeze(-1), BLOCK_SIZE=max(length, 1),
+                                  seq_lengths=(length, length))
+        mask.layout, mask.kernel = layout, kernel
+        return mask
+
+    def to(self, device) -> 'VarlenPrefixMask':
+        """As ``BlockMask.to`` (accelerate's device hooks call it), keeping the layout and the kernel."""
+        values = {f.name: getattr(self.layout, f.name) for f in fields(VarlenLayout)}
+        moved = replace(self.layout, **{k: v.to(device) for k, v in values.items() if isinstance(v, torch.Tensor)})
+        return VarlenPrefixMask.carrying(moved, self.kernel, self.shape[0], self.shape[-1])
+
 
 def varlen_prefix_mask(segments: torch.Tensor, kernel: Callable[..., torch.Tensor]) -> VarlenPrefixMask:
-    rows, length = segments.shape
-    nothing = torch.zeros(rows, 1, 1, dtype=torch.int32, device=segments.device)
-    mask = VarlenPrefixMask.from_kv_blocks(nothing, nothing.unsqueeze(-1), BLOCK_SIZE=max(length, 1),
-                                           seq_lengths=(length, length))
-    mask.layout, mask.kernel = prefix_varlen_layout(segments), kernel
-    return mask
+    return VarlenPrefixMask.carrying(prefix_varlen_layout(segments), kernel, *segments.shape)
 
 
 def _image_spans(input_ids, real, grid, image_token_id, merge_size) -> Tuple[Optional[List[Tuple[int, int]]], str]:
@@ -216,7 +225,8 @@ def pack_shared_prefix(batch: Dict[str, Any],
                        image_merge_size: Optional[int] = None,
                        mask_dtype: Optional[torch.dtype] = None,
                        kernel: str = 'dense',
-                       varlen_kernel: Optional[Callable[..., torch.Tensor]] = None) -> Tuple[Optional[PackedBatch], str]:
+                       varlen_kernel: Optional[Callable[..., torch.Tensor]] = None
+                       ) -> Tuple[Optional[PackedBatch], str]:
     """Pack ``[chosen x B, rejected row by row]`` into B shared-prefix rows, or say why not.
 
     Args:
