@@ -38,6 +38,9 @@ def lora_run(tiny_vl_model, tmp_path_factory):
     # The fast paths are on by default; the comparison with the plain path below relies on it.
     assert 'APO shared-prefix forward in use.' in proc.stdout + proc.stderr
     assert 'APO lean log-probs in use.' in proc.stdout + proc.stderr
+    # auto's choice on the CPU, with the reason flash-attention varlen (its choice on CUDA) does not apply
+    assert ('APO shared-prefix kernel: dense 4D mask with sdpa attention (flash-attention varlen: no '
+            'flash-attention varlen kernel on cpu).') in proc.stdout + proc.stderr
     logs = read_logs(root / 'out')
     return root, [line for line in logs if 'loss' in line], [line for line in logs if 'eval_loss' in line]
 
