@@ -342,3 +342,29 @@ def test_kernel_loss_and_every_gradient_equal_the_plain_path_on_cuda(vl, tmp_pat
     assert got[3].keys() == plain[3].keys()
     for param, grad in plain[3].items():
         _assert_same(grad.float(), got[3][param].float(), f'gradient of {param}', rel=rel)
+
+
+def test_sliding_window_layers_run_the_plain_batch(env, tiny_text_model):
+    """transformers hands a prepared 4D mask to sliding-window layers unchanged, so a packed batch would lose the
+    window: such a model runs the plain batch (a window of 16 tokens is shorter than every sequence here)."""
+    from transformers import AutoConfig, Qwen2ForCausalLM
+    config = AutoConfig.from_pretrained(tiny_text_model)
+    config.update({'use_sliding_window': True, 'sliding_window': 16, 'max_window_layers': 1, 'layer_types': None})
+    config.__init__(**config.to_dict())  # layer_types recomputed from the window settings
+    assert config.layer_types == ['full_attention', 'sliding_attention']
+    _, processor = load(tiny_text_model, 'qwen2')
+    model = Qwen2ForCausalLM.from_pretrained(tiny_text_model, config=config, dtype=torch.float64,
+                                             attn_implementation='sdpa')
+    template = apo_template(processor, model, 'qwen2_5')
+    batch, labels, num_rejected = collate(template, apo_rows(None, [2, 3]))
+    packed, _ = pack_shared_prefix(batch, labels, num_rejected)
+    with torch.no_grad():
+        plain, _ = _sequence_logps(model, batch, labels, num_rejected, PATHS['plain'])
+        fast, answer = _sequence_logps(model, batch, labels, num_rejected, PATHS['both'])
+        windowless = model(**packed.inputs, use_cache=False).logits  # what packing would have computed
+    assert not answer.packed
+    _assert_same(plain, fast, 'log-probs')
+    plain_logits = model(**batch, use_cache=False).logits.detach()
+    tokens = plain_answer_tokens(labels)
+    lost = (plain_logits[tokens.row, tokens.position] - windowless[packed.tokens.row, packed.tokens.position]).abs()
+    assert lost.max() > 1e-3  # the window matters on these rows: packing them would have changed the numbers
