@@ -376,6 +376,9 @@ def read_run(args, run_dir: Path, variant: str, output: str):
     else:
         result['peak_rss'] = max(s['max_rss'] for s in steps)
     fast = [line in output for line in FAST_PATH_LINES]
+    kernel = re.search(r'APO shared-prefix kernel: (.*)\.$', output, re.MULTILINE)
+    if kernel:
+        result['prefix_kernel'] = kernel.group(1)
     if variant == 'a' and not all(fast):
         result['status'] = 'ok, but a fast path fell back (see its log)'
     if variant != 'a' and any(fast):
@@ -471,6 +474,9 @@ def markdown(args, results, ratios, checks, shapes, sizes) -> str:
     for ratio in ratios:
         memory = f'{ratio["peak_memory"]:.3f}' if ratio['peak_memory'] is not None else ''
         lines.append(f'| {ratio["ratio"]} | {ratio["tuning"]} | {ratio["batch"]} | {ratio["time"]:.3f} | {memory} |')
+    kernels = sorted({r['prefix_kernel'] for r in results if 'prefix_kernel' in r})
+    if kernels:
+        lines += ['', f'Shared-prefix kernel (from the run logs): {"; ".join(kernels)}.']
     lines += ['', 'Goals:']
     for check in checks:
         lines.append(f'- {check["goal"]}: {"PASS" if check["passed"] else "FAIL"} ({check["value"]})')
