@@ -151,7 +151,8 @@ def bar_chart(results: Sequence[Dict], path: str, published: bool = False, title
 
 
 def compare_markdown(a: Dict, b: Dict, comparison: Dict) -> str:
-    lines = [f'# {b["model"]} vs {a["model"]} (paired, {comparison["n_items"]} items)', '',
+    name_a, name_b = _label(a, [a, b]), _label(b, [a, b])  # one model scored both ways: its two scorings
+    lines = [f'# {name_b} vs {name_a} (paired, {comparison["n_items"]} items)', '',
              '| observation | n | A | B | B − A | only A right | only B right | McNemar exact p |',
              '|---|---|---|---|---|---|---|---|']
     for obs, row in comparison['observations'].items():
@@ -163,5 +164,5 @@ def compare_markdown(a: Dict, b: Dict, comparison: Dict) -> str:
                  f'{pooled["mcnemar"]["p_value"]:.3g} |')
     lines += ['', f'Avg (mean over observations): B − A = {boot["difference"]:+.3f}, 95% paired bootstrap interval '
               f'[{boot["ci_low"]:+.3f}, {boot["ci_high"]:+.3f}], bootstrap p = {boot["p_value"]:.3g} '
-              f'({boot["n_boot"]} resamples, seed {boot["seed"]}). A = {a["model"]}, B = {b["model"]}.']
+              f'({boot["n_boot"]} resamples, seed {boot["seed"]}). A = {name_a}, B = {name_b}.']
     return '\n'.join(lines) + '\n'

@@ -23,7 +23,7 @@ from evaluation.metrics import (accuracy, bootstrap_ci, macro_accuracy, macro_bo
 from evaluation.parser import parse_answer
 from evaluation.report_gen import text_metrics, wordnet_problem
 from evaluation.scoring import score
-from evaluation.table import markdown
+from evaluation.table import compare_markdown, markdown
 
 SAMPLE_ITEMS = REPO / 'sample_data' / 'ms_cxr_t_sample.jsonl'
 TEMPORAL = ('improving', 'stable', 'worsening')
@@ -234,6 +234,10 @@ def test_table_shows_generative_and_likelihood_side_by_side():
     assert rows[1].endswith(f'| {1 - loglik["average"]["accuracy"]:+.2f} |') and rows[2].endswith('| – |')
     assert '- SFT (likelihood): 10 items, likelihood scoring' in markdown([loglik])
     assert markdown([loglik]).splitlines()[2].startswith('| SFT (likelihood) |')
+    text = compare_markdown(sft, loglik, compare(sft, loglik, n_boot=100))  # one model, its two scorings
+    assert text.startswith('# SFT (likelihood) vs SFT (generative) (paired, 10 items)')
+    assert text.rstrip().endswith('A = SFT (generative), B = SFT (likelihood).')
+    assert compare_markdown(sft, apo, compare(sft, apo, n_boot=100)).startswith('# APO vs SFT (paired')
 
 
 def test_table_without_published_rows_for_other_label_sets():
