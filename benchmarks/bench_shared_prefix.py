@@ -147,10 +147,8 @@ def _worker(args):
                                            attn_impl='sdpa')
     model.to(device)
     if kernel == 'flash':  # compute_answer_logps would fall back to the dense mask: say so instead of timing it
-        from swift_plugin.prefix_attention import checked_varlen_kernel
-        text = model.config.get_text_config()
-        found, why = checked_varlen_kernel(device, dtype, text.num_attention_heads, text.num_key_value_heads,
-                                           text.hidden_size // text.num_attention_heads)
+        from swift_plugin.prefix_attention import checked_varlen_kernel_for
+        found, why = checked_varlen_kernel_for(model, device)
         if found is None:
             sys.exit(f'flash: {why}')
         print(f'flash kernel: {why}', file=sys.stderr)

@@ -29,7 +29,7 @@ from swift.template import Template
 from swift.utils import get_logger
 
 from .lean_logps import DEFAULT_CHUNK_SIZE, logps_and_mean_logits, token_logps
-from .prefix_attention import checked_varlen_kernel, install_prefix_attention
+from .prefix_attention import checked_varlen_kernel_for, install_prefix_attention
 from .shared_prefix import pack_shared_prefix, plain_answer_tokens
 
 logger = get_logger()
@@ -80,11 +80,7 @@ def _flash_for(hf_model, requested: str, attention: str, device: torch.device) -
     """(checked varlen kernel or None, its name or why none) for this model's attention layers."""
     if requested not in ('auto', 'flash') or attention == 'eager':
         return None, 'not asked for'
-    text = hf_model.config.get_text_config()
-    heads = text.num_attention_heads
-    head_dim = getattr(text, 'head_dim', None) or text.hidden_size // heads
-    dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else hf_model.dtype
-    return checked_varlen_kernel(device, dtype, heads, getattr(text, 'num_key_value_heads', None) or heads, head_dim)
+    return checked_varlen_kernel_for(hf_model, device)
 
 
 @dataclass

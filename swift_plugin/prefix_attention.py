@@ -174,6 +174,16 @@ def checked_varlen_kernel(device: torch.device, dtype: torch.dtype, heads: int, 
     return None, f'no varlen kernel passed the check with {dtype} ({"; ".join(refused)})'
 
 
+def checked_varlen_kernel_for(hf_model, device: torch.device) -> Tuple[Optional[VarlenKernel], str]:
+    """``checked_varlen_kernel`` for the attention layers of a transformers model (its text config's heads and
+    head dim, and the dtype its forward computes in: autocast's where autocast is on, else the weights')."""
+    text = hf_model.config.get_text_config()
+    heads = text.num_attention_heads
+    head_dim = getattr(text, 'head_dim', None) or text.hidden_size // heads
+    dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else hf_model.dtype
+    return checked_varlen_kernel(device, dtype, heads, getattr(text, 'num_key_value_heads', None) or heads, head_dim)
+
+
 @lru_cache(maxsize=None)
 def install_prefix_attention() -> None:
     """Let every registered attention implementation hand a ``VarlenPrefixMask`` to ``varlen_prefix_attention``

@@ -317,10 +317,7 @@ def test_kernel_loss_and_every_gradient_equal_the_plain_path_on_cuda(vl, tmp_pat
     model, processor = load(vl, 'qwen2_5_vl', dtype=dtype)
     model.to('cuda')
     if kernel == 'flash':
-        text = model.config.get_text_config()
-        chosen, why = prefix_attention.checked_varlen_kernel(torch.device('cuda'), dtype, text.num_attention_heads,
-                                                             text.num_key_value_heads,
-                                                             text.hidden_size // text.num_attention_heads)
+        chosen, why = prefix_attention.checked_varlen_kernel_for(model, torch.device('cuda'))
         assert chosen is not None, why
     torch.manual_seed(0)
     model = get_peft_model(model, LoraConfig(r=4, target_modules=['q_proj', 'v_proj', 'down_proj', 'qkv'],

@@ -170,6 +170,29 @@ def test_checked_kernel_is_the_first_that_passes(monkeypatch):
         prefix_attention.checked_varlen_kernel.cache_clear()
 
 
+@pytest.mark.parametrize('autocast', [False, True])
+def test_kernel_check_runs_with_the_models_head_layout_and_dtype(monkeypatch, autocast):
+    """A model whose head_dim is not hidden_size / heads (Qwen3: 16, not 8), in float64 or under bf16 autocast."""
+    import swift_plugin.prefix_attention as prefix_attention
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+    model = Qwen3ForCausalLM(Qwen3Config(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                         num_hidden_layers=1, intermediate_size=32, vocab_size=64)).double()
+    seen = []
+
+    def recording(query, key, value, *args, **kwargs):
+        seen.append((tuple(query.shape[1:]), tuple(key.shape[1:]), query.dtype))
+        return reference_varlen_attention(query, key, value, *args, **kwargs)
+
+    monkeypatch.setattr(prefix_attention, 'varlen_kernels', lambda device: [('recording', recording)])
+    prefix_attention.checked_varlen_kernel.cache_clear()
+    try:
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=autocast):
+            assert prefix_attention.checked_varlen_kernel_for(model, torch.device('cpu')) == (recording, 'recording')
+    finally:
+        prefix_attention.checked_varlen_kernel.cache_clear()
+    assert seen == [((4, 16), (2, 16), torch.bfloat16 if autocast else torch.float64)]
+
+
 @pytest.mark.parametrize('attention', ['sdpa', 'flash_attention_2', 'flex_attention'])
 def test_varlen_mask_passes_mask_preparation_unchanged(attention):
     """The claim VarlenPrefixMask rests on: transformers hands a 4D BlockMask to the layers as it is."""
