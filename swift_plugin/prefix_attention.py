@@ -21,6 +21,7 @@ the causal diagonal differently, or lacks the dtype, is then refused with the re
 on wrong attention.
 """
 import importlib.util
+import inspect
 from functools import lru_cache, wraps
 from typing import Callable, List, Optional, Tuple
 
@@ -85,11 +86,32 @@ def reference_varlen_attention(query, key, value, cu_seq_q, cu_seq_k, max_q, max
     return torch.cat(outs)
 
 
+@lru_cache(maxsize=None)
+def _parameter_names(function) -> frozenset:
+    return frozenset(inspect.signature(function).parameters)
+
+
 def _torch_varlen(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, scale=None):
     from torch.nn.attention.varlen import varlen_attn
-    # window (-1, 0) is torch's spelling of causal (flash-attention's, aligned bottom right).
-    return varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, scale=scale, window_size=(-1, 0),
-                       enable_gqa=query.shape[1] != key.shape[1])
+    parameters = _parameter_names(varlen_attn)
+    options = {}
+    # torch's first varlen_attn (2.10) spelt causal is_causal and took no scale or enable_gqa; later ones spell
+    # it window (-1, 0). Both mean flash-attention's causal mask, aligned bottom right.
+    if 'window_size' in parameters:
+        options['window_size'] = (-1, 0)
+    else:
+        options['is_causal'] = True
+    if query.shape[1] != key.shape[1]:
+        if 'enable_gqa' in parameters:
+            options['enable_gqa'] = True
+        else:
+            key, value = (t.repeat_interleave(query.shape[1] // key.shape[1], dim=1) for t in (key, value))
+    if scale is not None:
+        if 'scale' in parameters:
+            options['scale'] = scale
+        else:  # its fixed scale is head_dim ** -0.5
+            query = query * (scale * query.shape[-1]**0.5)
+    return varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, **options)
 
 
 def _flash_attn_varlen(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, scale=None):

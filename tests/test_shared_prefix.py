@@ -170,6 +170,31 @@ def test_checked_kernel_is_the_first_that_passes(monkeypatch):
         prefix_attention.checked_varlen_kernel.cache_clear()
 
 
+def _first_torch_varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, is_causal=False, return_aux=None):
+    """torch 2.10's varlen_attn signature: is_causal, no scale (head_dim ** -0.5), no grouped-query heads."""
+    assert is_causal and query.shape[1] == key.shape[1]
+    return reference_varlen_attention(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k)
+
+
+def _later_torch_varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, return_aux=None, scale=None,
+                             window_size=(-1, -1), enable_gqa=False, seqused_k=None, block_table=None,
+                             num_splits=None):
+    """The signature of torch 2.13/2.14's varlen_attn (causal = window (-1, 0))."""
+    assert window_size == (-1, 0) and (enable_gqa or query.shape[1] == key.shape[1])
+    return reference_varlen_attention(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, scale)
+
+
+@pytest.mark.parametrize('varlen_attn', [_first_torch_varlen_attn, _later_torch_varlen_attn])
+def test_torch_varlen_kernel_is_called_as_its_signature_asks(monkeypatch, varlen_attn):
+    """torch's varlen_attn changed its keywords between releases: each spelling passes the check (grouped-query
+    heads and a scale that is not head_dim ** -0.5 included)."""
+    import torch.nn.attention.varlen
+    import swift_plugin.prefix_attention as prefix_attention
+    monkeypatch.setattr(torch.nn.attention.varlen, 'varlen_attn', varlen_attn)
+    for heads, kv_heads in ((6, 2), (4, 4)):
+        assert kernel_mismatch(prefix_attention._torch_varlen, 'cpu', torch.float32, heads, kv_heads, 16) == ''
+
+
 @pytest.mark.parametrize('autocast', [False, True])
 def test_kernel_check_runs_with_the_models_head_layout_and_dtype(monkeypatch, autocast):
     """A model whose head_dim is not hidden_size / heads (Qwen3: 16, not 8), in float64 or under bf16 autocast."""
