@@ -5,8 +5,10 @@
   ``prefix_kernel``): flash-attention varlen (no mask, prompt keys gathered per answer; CUDA, checked on
   first use), FlexAttention with a ``BlockMask`` (masked blocks skipped) or sdpa/eager with a dense 4D mask.
   Needs a forward that takes position_ids; with none of the kernels it runs the plain batch.
-* lean log-probs (lean_logps.py): the model returns hidden states (and the logits of one position
-  only, through ``logits_to_keep=1``); the lm_head runs on answer positions only, chunk by chunk.
+* lean log-probs (lean_logps.py): the model returns the logits of one position only (``logits_to_keep=1``);
+  its decoder's last hidden state is taken by a hook, in the dtype the model computed it in (accelerate's mixed
+  precision converts the forward's outputs to float32), and the lm_head runs on answer positions only, chunk
+  by chunk, under the autocast state of the model's own head call.
 
 Each is on unless switched off (``APO_SHARED_PREFIX=0``, ``APO_LEAN_LOGPS=0``); whenever one does not
 apply, the reason is logged once and the plain computation runs. Both give the plain path's
@@ -20,6 +22,7 @@ tokens, or a fall-back on one rank only) would mismatch their collectives (a glo
 import importlib.util
 import inspect
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -164,20 +167,92 @@ def _lean_reason(hf_model, unwrapped_model) -> str:
     return ''
 
 
-def _from_hidden_states(model, head, inputs, tokens, model_kwargs, chunk_size):
-    outputs = model(**inputs, **model_kwargs, use_cache=False, output_hidden_states=True, logits_to_keep=1)
-    hidden = outputs.hidden_states[-1]
-    # The lean path assumes logits == head(last hidden state); models that post-process logits
-    # (soft-capping, scaling) or whose last hidden state is not the head's input fail this check.
-    with torch.no_grad():
-        consistent = torch.allclose(head(hidden[:, -1:]).float(), outputs.logits[:, -1:].float(), rtol=1e-3, atol=1e-3)
+class _HeadAsInForward(torch.nn.Module):
+    """The model's head, called under the autocast state the model's own forward called it in.
+
+    Mixed precision wraps only the model's forward in autocast (and accelerate converts its outputs to
+    float32); the chunked head calls of the lean path run outside it, so without this they would compute
+    in another dtype than the plain path's logits, or fail on a float32 input to a bf16 head.
+    """
+
+    def __init__(self, head: torch.nn.Module, device_type: str, autocast_dtype: Optional[torch.dtype]):
+        super().__init__()
+        self.head = head
+        self.device_type = device_type
+        self.autocast_dtype = autocast_dtype  # None: autocast was off
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.autocast_dtype is None:
+            with torch.autocast(self.device_type, enabled=False):
+                return self.head(hidden)
+        with torch.autocast(self.device_type, dtype=self.autocast_dtype):
+            return self.head(hidden)
+
+
+@contextmanager
+def _capturing_head_input(hf_model, head):
+    """Records, during one model call, the last hidden state as the model's decoder returned it (its own dtype,
+    before any output conversion such as accelerate's float32 upcast) and the autocast state of the head call.
+
+    transformers' causal LMs compute ``logits = lm_head(self.model(...)[0][:, slice])``: the decoder's first
+    output is the head's input. The consistency check in ``_from_hidden_states`` catches models where it is not.
+    """
+    captured = {}
+
+    def keep_hidden(module, args, output):
+        captured['hidden'] = output.last_hidden_state if hasattr(output, 'last_hidden_state') else output[0]
+
+    def keep_autocast(module, args):
+        device_type = args[0].device.type
+        enabled = torch.is_autocast_enabled(device_type)
+        captured['head'] = _HeadAsInForward(module, device_type,
+                                            torch.get_autocast_dtype(device_type) if enabled else None)
+
+    decoder = hf_model.base_model
+    handles = [head.register_forward_pre_hook(keep_autocast)]
+    if decoder is not hf_model:
+        handles.append(decoder.register_forward_hook(keep_hidden))
+    try:
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _head_mismatch(head, hidden, logits) -> str:
+    """'' when ``head`` applied to the last position's hidden state gives the model's logits there, else why not.
+
+    The lean path assumes logits == head(decoder output); models that post-process logits (soft-capping,
+    scaling) or whose decoder output is not the head's input fail here and take the full-logits path. The
+    check only chooses a path: whatever goes wrong in it is a reason to fall back, never the end of a run.
+    """
+    if hidden is None:
+        return f'{type(head).__name__} input not found: the base model returned no last hidden state'
+    try:
+        with torch.no_grad():
+            expected, got = logits[:, -1:].float(), head(hidden[:, -1:]).float()
+    except Exception as error:
+        return f'the lm_head failed on the last hidden state: {type(error).__name__}: {error}'
+    if not torch.allclose(got, expected, rtol=1e-3, atol=1e-3):
+        difference = float((got - expected).abs().max())
+        return f"the model's logits are not its lm_head applied to its last hidden state (max difference {difference:.3g})"
+    return ''
+
+
+def _from_hidden_states(model, hf_model, head, inputs, tokens, model_kwargs, chunk_size):
+    with _capturing_head_input(hf_model, head) as captured:
+        outputs = model(**inputs, **model_kwargs, use_cache=False, logits_to_keep=1)
+    hidden = captured.get('hidden')
+    head = captured.get('head', head)
+    mismatch = _head_mismatch(head, hidden, outputs.logits)
     num_tokens = tokens.target.numel()
-    inconsistent_anywhere, head_calls = _agreed([int(not consistent), -(-num_tokens // chunk_size)], hidden.device)
-    if inconsistent_anywhere:
-        return None, outputs
+    device = outputs.logits.device
+    mismatch_anywhere, head_calls = _agreed([int(bool(mismatch)), -(-num_tokens // chunk_size)], device)
+    if mismatch_anywhere:
+        return None, outputs, mismatch or "another rank's model failed the lm_head check and all ranks take one path"
     logps, mean_logits = token_logps(hidden[tokens.row, tokens.position], tokens.target, head, chunk_size,
                                      min_head_calls=head_calls)
-    return (logps, mean_logits), outputs
+    return (logps, mean_logits), outputs, ''
 
 
 def _from_logits(model, inputs, tokens, model_kwargs, use_logits_to_keep):
@@ -229,10 +304,10 @@ def compute_answer_logps(model,
         reason = _lean_reason(hf_model, unwrapped_model)
         if not reason:
             head = unwrapped_model.get_output_embeddings()
-            result, outputs = _from_hidden_states(model, head, inputs, tokens, model_kwargs, options.chunk_size)
+            result, outputs, reason = _from_hidden_states(model, hf_model, head, inputs, tokens, model_kwargs,
+                                                          options.chunk_size)
             if result is None:
                 options.lean_logps = False
-                reason = "the model's logits are not its lm_head applied to its last hidden state"
             else:
                 logger.info_once('APO lean log-probs in use.')
         if reason:
