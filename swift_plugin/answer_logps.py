@@ -19,7 +19,6 @@ the lean path makes the same number of lm_head calls on every rank: ZeRO-3 all-g
 weight in each of its calls, so ranks that call the head a different number of times (more answer
 tokens, or a fall-back on one rank only) would mismatch their collectives (a gloo error, a NCCL hang).
 """
-import importlib.util
 import inspect
 import os
 from contextlib import contextmanager
@@ -32,7 +31,7 @@ from swift.template import Template
 from swift.utils import get_logger
 
 from .lean_logps import DEFAULT_CHUNK_SIZE, logps_and_mean_logits, token_logps
-from .prefix_attention import checked_varlen_kernel_for, install_prefix_attention
+from .prefix_attention import checked_flex_for, checked_varlen_kernel_for, install_prefix_attention
 from .shared_prefix import pack_shared_prefix, plain_answer_tokens
 
 logger = get_logger()
@@ -51,26 +50,29 @@ def _prefix_kernel_from_env() -> str:
     return kernel
 
 
-def prefix_kernel(requested: str, attention: str, flash: Tuple[bool, str]) -> Tuple[Optional[str], str]:
+def prefix_kernel(requested: str, attention: str, flash: Tuple[bool, str],
+                  flex: Tuple[bool, str] = (True, '')) -> Tuple[Optional[str], str]:
     """('flash' | 'flex' | 'dense', why) for the shared-prefix forward, or (None, why not).
 
     Args:
         requested: APO_PREFIX_KERNEL. auto and flash: flash-attention varlen where a kernel passed its check
             (``flash``: (passed, its name or why none did)), else the dense mask where the attention takes
-            one (sdpa, eager), else nothing (the plain batch). flex: FlexAttention on any device (on the CPU
-            forward only). dense: the dense mask. FlexAttention is never chosen unasked: it has not yet run
-            on a GPU (its CUDA tests are in the suite, skipped without CUDA).
+            one (sdpa, eager), else nothing (the plain batch). flex: FlexAttention where it passed its check
+            (``flex``: (passed, why not)), else as auto without flash. dense: the dense mask. FlexAttention is
+            never chosen unasked: it has not yet run on a GPU (its CUDA tests are in the suite, skipped without CUDA).
         attention: the model's attention implementation. Eager attention is called directly by the models,
             not through the AttentionInterface that takes the flash and flex masks, so it gets the dense mask.
     """
     if attention != 'eager':
         if requested in ('auto', 'flash') and flash[0]:
             return 'flash', f'flash-attention varlen, {flash[1]} ({attention} attention elsewhere)'
-        if requested == 'flex' and importlib.util.find_spec('torch.nn.attention.flex_attention') is not None:
+        if requested == 'flex' and flex[0]:
             return 'flex', f'FlexAttention block mask ({attention} attention elsewhere)'
     unmet = ''
     if requested in ('auto', 'flash') and attention != 'eager':
         unmet = f' (flash-attention varlen: {flash[1]})'
+    elif requested == 'flex' and attention != 'eager':
+        unmet = f' (FlexAttention: {flex[1]})'
     elif requested in ('flash', 'flex'):
         unmet = f' (APO_PREFIX_KERNEL={requested} does not apply to eager attention)'
     if attention in _MASK_ATTENTION:
@@ -84,6 +86,15 @@ def _flash_for(hf_model, requested: str, attention: str, device: torch.device) -
     if requested not in ('auto', 'flash') or attention == 'eager':
         return None, 'not asked for'
     return checked_varlen_kernel_for(hf_model, device)
+
+
+def _flex_for(hf_model, requested: str, attention: str, device: torch.device) -> Tuple[bool, str]:
+    """(whether FlexAttention passed its check here, why not) for this model's attention layers; the check
+    includes the backward when gradients are on."""
+    if requested != 'flex' or attention == 'eager':
+        return False, 'not asked for'
+    why = checked_flex_for(hf_model, device, backward=torch.is_grad_enabled())
+    return not why, why
 
 
 @dataclass
@@ -139,7 +150,8 @@ def _pack(hf_model, batch, labels, num_rejected, model_kwargs, requested_kernel=
         # transformers passes a prepared 4D mask to sliding-window layers unchanged: their window would be lost.
         return None, f'the model has {sorted(layer_types - {"full_attention"})} layers (only full attention packs)'
     flash_kernel, flash_why = _flash_for(hf_model, requested_kernel, attention, labels.device)
-    kernel, why = prefix_kernel(requested_kernel, attention, (flash_kernel is not None, flash_why))
+    flex = _flex_for(hf_model, requested_kernel, attention, labels.device)
+    kernel, why = prefix_kernel(requested_kernel, attention, (flash_kernel is not None, flash_why), flex)
     if kernel is None:
         return None, why
     if 'position_ids' not in _forward_parameters(hf_model):

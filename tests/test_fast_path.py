@@ -358,6 +358,9 @@ def test_kernel_loss_and_every_gradient_equal_the_plain_path_on_cuda(vl, tmp_pat
     if kernel == 'flash':
         chosen, why = prefix_attention.checked_varlen_kernel_for(model, torch.device('cuda'))
         assert chosen is not None, why
+    else:  # else compute_answer_logps would fall back to the dense mask, and this test would not test FlexAttention
+        why = prefix_attention.checked_flex_for(model, torch.device('cuda'), backward=True)
+        assert not why, why
     torch.manual_seed(0)
     model = get_peft_model(model, LoraConfig(r=4, target_modules=['q_proj', 'v_proj', 'down_proj', 'qkv'],
                                              init_lora_weights=False))
