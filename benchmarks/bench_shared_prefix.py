@@ -13,9 +13,11 @@
 
 Each step is what one prompt costs in training: the reference forward (LoRA adapter disabled, no grad),
 the policy forward and the backward. LoRA rank 8 on every linear layer of the language model, as the
-published recipe. Each variant runs in its own process so that its peak memory is its own:
-CUDA: torch.cuda.max_memory_allocated over the steps, minus what was allocated before them;
-CPU: the peak resident set size sampled every 2 ms during the steps, minus the size before them.
+published recipe. On CUDA one process loads the model once and times every run in turn, each with its own
+peak (torch.cuda.max_memory_allocated over its steps, minus what was allocated before them); a run that fails
+(out of memory, a kernel that does not compile here) is reported and the next one runs. On the CPU each run
+has its own process (peak resident set size sampled every 2 ms during the steps, minus the size before them).
+``--one-process`` / ``--no-one-process`` choose either way.
 
     python benchmarks/bench_shared_prefix.py                       # CPU, float32
     python benchmarks/bench_shared_prefix.py --device cuda         # bf16, sdpa
@@ -66,8 +68,14 @@ def _args(argv=None):
     parser.add_argument('--attn', default='dense', type=lambda s: s.split(','),
                         help=f'comma-separated kernels for variant C, of {",".join(KERNELS)}')
     parser.add_argument('--model-dir', default=os.path.join(tempfile.gettempdir(), 'swift-apo-bench-model'))
-    parser.add_argument('--worker', choices=list(VARIANTS), help=argparse.SUPPRESS)
+    parser.add_argument('--one-process', action=argparse.BooleanOptionalAction, help='time every run in one '
+                        'process that loads the model once (default on cuda, where each run still gets its own '
+                        'allocator peak; on the CPU the peak resident set size is the process\'s, so each run gets its '
+                        'own process by default)')
+    parser.add_argument('--worker', help=argparse.SUPPRESS)  # the runs (A, B, C[kernel]) a worker times
     args = parser.parse_args(argv)
+    if args.one_process is None:
+        args.one_process = args.device == 'cuda'
     unknown = set(args.attn) - set(KERNELS)
     if unknown:
         parser.error(f'--attn: unknown kernels {sorted(unknown)}; choose from {",".join(KERNELS)}')
@@ -121,10 +129,9 @@ def _rows(args, image_path):
 
 
 def _worker(args):
+    """Loads the model once, then times each run of ``args.worker`` (A, B, C[kernel]) in turn: one JSON line each."""
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
     os.environ['MAX_PIXELS'] = str(args.image_side**2)
-    import copy
-
     import numpy as np
     import torch
     from peft import LoraConfig, get_peft_model
@@ -134,24 +141,12 @@ def _worker(args):
     swift_plugin.install()  # the 'apo' template mode, also where the package is not installed (no .pth)
     from swift.model import get_model_processor
     from swift.template import get_template
-    from trl.trainer.utils import selective_log_softmax
-
-    from swift_plugin.answer_logps import FastPathOptions, compute_answer_logps
-    from swift_plugin.loss import apo_loss, pad_by_counts
-    from swift_plugin.template import NUM_REJECTED_KEY, SOURCES_KEY
 
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == 'cuda' else torch.float32
-    kernel = args.attn[0] if args.worker == 'C' else 'plain'
     model, processor = get_model_processor(args.model_dir, model_type='qwen2_5_vl', torch_dtype=dtype,
                                            attn_impl='sdpa')
     model.to(device)
-    if kernel == 'flash':  # compute_answer_logps would fall back to the dense mask: say so instead of timing it
-        from swift_plugin.prefix_attention import checked_varlen_kernel_for
-        found, why = checked_varlen_kernel_for(model, device)
-        if found is None:
-            sys.exit(f'flash: {why}')
-        print(f'flash kernel: {why}', file=sys.stderr)
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=32, target_modules=(
         r'.*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)')))
     model.enable_input_require_grads()
@@ -161,15 +156,48 @@ def _worker(args):
     image_path = Path(args.model_dir) / 'bench.png'
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (args.image_side, args.image_side, 3), dtype=np.uint8)).save(image_path)
-    messages, answers, images = _rows(args, image_path)
     template = get_template(processor, template_type='qwen2_5_vl', max_length=None)
     template.model = model
+    template.register_post_encode_hook([model])
+    for run in args.worker.split(','):
+        try:
+            result = _time_run(args, run, model, template, _rows(args, image_path), device)
+        except Exception as error:  # e.g. out of memory, or a kernel that does not compile here: the others still run
+            if device.type == 'cuda':
+                torch.cuda.empty_cache()
+            result = {'run': run, 'error': f'{type(error).__name__}: {error}'[-3000:]}
+        print(json.dumps(result), flush=True)
+
+
+def _time_run(args, run, model, template, rows, device):
+    import copy
+
+    import torch
+    from trl.trainer.utils import selective_log_softmax
+
+    from swift_plugin.answer_logps import FastPathOptions, compute_answer_logps
+    from swift_plugin.loss import apo_loss, pad_by_counts
+    from swift_plugin.template import NUM_REJECTED_KEY, SOURCES_KEY
+
+    messages, answers, images = rows
+    variant, kernel = run[0], (run[2:-1] if run.startswith('C[') else 'plain')
     beta = 0.1
+    if kernel == 'flash':  # compute_answer_logps would fall back to the dense mask: say so instead of timing it
+        from swift_plugin.prefix_attention import checked_varlen_kernel_for
+        found, why = checked_varlen_kernel_for(model, device)
+        if found is None:
+            raise RuntimeError(f'flash: {why}')
+        print(f'flash kernel: {why}', file=sys.stderr)
+    elif kernel == 'flex':
+        from swift_plugin.prefix_attention import checked_flex_for
+        why = checked_flex_for(model, device, backward=True)
+        if why:
+            raise RuntimeError(f'flex: {why}')
 
     def to_device(batch):
         return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
-    if args.worker == 'A':
+    if variant == 'A':
         template.set_mode('rlhf')
         pairs = [{'messages': messages, 'rejected_response': rejected, 'images': images} for rejected in answers[1:]]
         batches = [to_device(template.data_collator([template.encode(copy.deepcopy(p))])) for p in pairs]
@@ -199,14 +227,14 @@ def _worker(args):
         prompt_tokens = int(batches[0]['labels'][0].ne(-100).int().argmax())
     else:
         template.set_mode('apo')
-        fast = args.worker == 'C' and kernel != 'plain'
+        fast = variant == 'C' and kernel != 'plain'
         row = {'messages': messages, 'rejected_response': answers[1:], 'images': images}
         batch = to_device(template.data_collator([template.encode(copy.deepcopy(row))]))
         num_rejected = batch.pop(NUM_REJECTED_KEY)
         batch.pop(SOURCES_KEY, None)
         batch.pop('text_position_ids', None)
         labels = batch.pop('labels')
-        options = FastPathOptions(shared_prefix=fast, lean_logps=args.worker == 'C',
+        options = FastPathOptions(shared_prefix=fast, lean_logps=variant == 'C',
                                   prefix_kernel=kernel if kernel in ('dense', 'flex', 'flash') else 'auto')
 
         def logps():
@@ -227,11 +255,12 @@ def _worker(args):
         tokens = int(batch['attention_mask'].sum())
         if fast:  # the prompt once, not once per sequence
             tokens -= (labels.shape[0] - 1) * prompt_tokens
-    template.register_post_encode_hook([model])
 
+    warmup_start = time.perf_counter()
     for _ in range(args.warmup):
         step()
         model.zero_grad(set_to_none=True)
+    warmup_seconds = time.perf_counter() - warmup_start
     sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
     if device.type == 'cuda':
         torch.cuda.empty_cache()
@@ -247,8 +276,8 @@ def _worker(args):
             times.append(time.perf_counter() - start)
             model.zero_grad(set_to_none=True)
     peak = torch.cuda.max_memory_allocated() - base if device.type == 'cuda' else rss.peak - rss.base
-    print(json.dumps({'variant': args.worker, 'seconds': sorted(times)[len(times) // 2], 'peak_bytes': peak,
-                      'tokens': tokens, 'prompt_tokens': prompt_tokens, 'loss': loss}))
+    return {'run': run, 'seconds': sorted(times)[len(times) // 2], 'warmup_seconds': warmup_seconds,
+            'peak_bytes': peak, 'tokens': tokens, 'prompt_tokens': prompt_tokens, 'loss': loss}
 
 
 def main():
@@ -263,17 +292,26 @@ def main():
         build_tiny_qwen2_5_vl(model_dir, seed=0, hidden_size=args.hidden_size, num_layers=args.num_layers,
                               vision_depth=args.vision_depth)
         (model_dir / 'bench_shape.json').write_text(json.dumps(list(wanted)))
+    runs = [f'C[{kernel}]' if variant == 'C' else variant for variant in args.variants
+            for kernel in (args.attn if variant == 'C' else [None])]
+    groups = [runs] if args.one_process else [[run] for run in runs]
+    environment = {**os.environ, 'PYTHONPATH': os.pathsep.join(filter(None, [str(REPO), os.environ.get('PYTHONPATH')]))}
     results = {}
-    runs = [(v, [k] if v == 'C' else args.attn[:1]) for v in args.variants for k in (args.attn if v == 'C' else [None])]
-    for variant, kernel in runs:
-        name = f'C[{kernel[0]}]' if variant == 'C' and args.attn != ['dense'] else variant
-        cmd = [sys.executable, __file__] + sys.argv[1:] + ['--worker', variant, '--attn', kernel[0]]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, 'PYTHONPATH': os.pathsep.join(filter(None, [str(REPO), os.environ.get('PYTHONPATH')]))})
-        if proc.returncode != 0:
-            print(f'{name} failed:\n{proc.stderr[-4000:]}', file=sys.stderr)  # e.g. out of memory: the others still run
-            continue
-        results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
-        print(f'{name} done: {results[name]}', file=sys.stderr)
+    for group in groups:
+        cmd = [sys.executable, __file__] + sys.argv[1:] + ['--worker', ','.join(group)]
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=environment) as proc:
+            for line in proc.stdout:  # as each run finishes, so that a later one that hangs loses nothing
+                if not line.startswith('{'):
+                    continue
+                result = json.loads(line)
+                name = result.pop('run')
+                if 'error' in result:
+                    print(f'{name} failed: {result["error"]}', file=sys.stderr)
+                else:
+                    results[name] = result
+                    print(f'{name} done: {result}', file=sys.stderr)
+        if proc.returncode:
+            print(f'worker for {",".join(group)} exited {proc.returncode}', file=sys.stderr)
     if not results:
         sys.exit('every variant failed')
 
