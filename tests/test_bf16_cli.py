@@ -6,6 +6,7 @@ a float32 last hidden state fed to a bf16 head stopped the first 7B run on a GPU
 both fast paths and log what the plain path (K + 1 full sequences, full logits) logs.
 """
 import pytest
+import torch
 
 from conftest import VL_FLAGS, mean_log_1_plus_k, read_logs, run_swift, write_apo_rows
 
@@ -15,7 +16,9 @@ PRECISIONS = {
     'bf16 weights': ['--torch_dtype', 'bfloat16', '--bf16', 'true', '--use_cpu', 'true'],
     # float32 weights, bf16 autocast: the head must compute in bf16 as the model's own call of it does
     'bf16 autocast': ['--torch_dtype', 'float32', '--fp16', 'false', '--bf16', 'true', '--use_cpu', 'true'],
+    'cuda bf16': ['--torch_dtype', 'bfloat16', '--bf16', 'true'],  # where the 7B run crashed (scripts/gpu_check.sh)
 }
+ON_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 
 
 @pytest.fixture(scope='module')
@@ -47,7 +50,9 @@ def _plain(model, data, tmp_path_factory, precision, tuner):
                                                               ('bf16 weights', 'lora', False),
                                                               ('bf16 weights', 'full', True),
                                                               ('bf16 weights', 'full', False),
-                                                              ('bf16 autocast', 'lora', True)])
+                                                              ('bf16 autocast', 'lora', True),
+                                                              pytest.param('cuda bf16', 'lora', True, marks=ON_CUDA),
+                                                              pytest.param('cuda bf16', 'full', False, marks=ON_CUDA)])
 def test_default_path_runs_in_bf16_and_logs_the_plain_paths_numbers(tiny_vl_model, data, tmp_path, tmp_path_factory,
                                                                      precision, tuner, checkpointing):
     output, fast = _train(tiny_vl_model, data, tmp_path, precision, tuner, checkpointing)
