@@ -1,7 +1,7 @@
 """Log-probs of every answer token of an APO batch: the model call, with the two fast paths and their fall-backs.
 
 * shared prefix (shared_prefix.py): each row's image and prompt go through the model once, its K + 1
-  answers after them under a block-causal rule, on one of three kernels (``APO_PREFIX_KERNEL``, see
+  answers after them under a block-causal rule, on one of three kernels (``--apo_prefix_kernel``, see
   ``prefix_kernel``): flash-attention varlen (no mask, prompt keys gathered per answer; CUDA, checked on
   first use), FlexAttention with a ``BlockMask`` (masked blocks skipped) or sdpa/eager with a dense 4D mask.
   Needs a forward that takes position_ids; with none of the kernels it runs the plain batch.
@@ -10,7 +10,7 @@
   precision converts the forward's outputs to float32), and the lm_head runs on answer positions only, chunk
   by chunk, under the autocast state of the model's own head call.
 
-Each is on unless switched off (``APO_SHARED_PREFIX=0``, ``APO_LEAN_LOGPS=0``); whenever one does not
+Each is on unless switched off (``--apo_shared_prefix false``, ``--apo_lean_logps false``); whenever one does not
 apply, the reason is logged once and the plain computation runs. Both give the plain path's
 log-probs: the tests compare losses, logits and every gradient.
 
@@ -20,7 +20,6 @@ weight in each of its calls, so ranks that call the head a different number of t
 tokens, or a fall-back on one rank only) would mismatch their collectives (a gloo error, a NCCL hang).
 """
 import inspect
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -31,23 +30,12 @@ from swift.template import Template
 from swift.utils import get_logger
 
 from .lean_logps import DEFAULT_CHUNK_SIZE, logps_and_mean_logits, token_logps
+from .options import APOArguments
 from .prefix_attention import checked_flex_for, checked_varlen_kernel_for, install_prefix_attention
 from .shared_prefix import pack_shared_prefix, plain_answer_tokens
 
 logger = get_logger()
 _MASK_ATTENTION = ('sdpa', 'eager')
-PREFIX_KERNELS = ('auto', 'flash', 'flex', 'dense')
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, '1').strip().lower() not in ('0', 'false', 'no', 'off')
-
-
-def _prefix_kernel_from_env() -> str:
-    kernel = os.environ.get('APO_PREFIX_KERNEL', 'auto').strip().lower()
-    if kernel not in PREFIX_KERNELS:
-        raise ValueError(f'APO_PREFIX_KERNEL={kernel!r}: expected one of {", ".join(PREFIX_KERNELS)}')
-    return kernel
 
 
 def prefix_kernel(requested: str, attention: str, flash: Tuple[bool, str],
@@ -55,7 +43,7 @@ def prefix_kernel(requested: str, attention: str, flash: Tuple[bool, str],
     """('flash' | 'flex' | 'dense', why) for the shared-prefix forward, or (None, why not).
 
     Args:
-        requested: APO_PREFIX_KERNEL. auto and flash: flash-attention varlen where a kernel passed its check
+        requested: --apo_prefix_kernel. auto and flash: flash-attention varlen where a kernel passed its check
             (``flash``: (passed, its name or why none did)), else the dense mask where the attention takes
             one (sdpa, eager), else nothing (the plain batch). flex: FlexAttention where it passed its check
             (``flex``: (passed, why not)), else as auto without flash. dense: the dense mask. FlexAttention is
@@ -74,11 +62,11 @@ def prefix_kernel(requested: str, attention: str, flash: Tuple[bool, str],
     elif requested == 'flex' and attention != 'eager':
         unmet = f' (FlexAttention: {flex[1]})'
     elif requested in ('flash', 'flex'):
-        unmet = f' (APO_PREFIX_KERNEL={requested} does not apply to eager attention)'
+        unmet = f' (--apo_prefix_kernel {requested} does not apply to eager attention)'
     if attention in _MASK_ATTENTION:
         return 'dense', f'dense 4D mask with {attention} attention{unmet}'
     return None, (f'attention implementation {attention!r} takes no dense 4D mask and neither flash-attention varlen '
-                  f'nor FlexAttention applies{unmet}; APO_PREFIX_KERNEL=flex chooses FlexAttention')
+                  f'nor FlexAttention applies{unmet}; --apo_prefix_kernel flex chooses FlexAttention')
 
 
 def _flash_for(hf_model, requested: str, attention: str, device: torch.device) -> Tuple[Any, str]:
@@ -102,18 +90,16 @@ class FastPathOptions:
     shared_prefix: bool = True
     lean_logps: bool = True
     chunk_size: int = DEFAULT_CHUNK_SIZE
-    prefix_kernel: str = 'auto'  # PREFIX_KERNELS
+    prefix_kernel: str = 'auto'  # options.PREFIX_KERNELS
     # For the full-logits path: compute logits from the first answer position on only.
     use_logits_to_keep: bool = True
 
     @classmethod
-    def from_env(cls, use_logits_to_keep: bool = True) -> 'FastPathOptions':
-        return cls(
-            shared_prefix=_env_flag('APO_SHARED_PREFIX'),
-            lean_logps=_env_flag('APO_LEAN_LOGPS'),
-            chunk_size=int(os.environ.get('APO_LOGPS_CHUNK_SIZE', DEFAULT_CHUNK_SIZE)),
-            prefix_kernel=_prefix_kernel_from_env(),
-            use_logits_to_keep=use_logits_to_keep)
+    def from_args(cls, args: APOArguments, use_logits_to_keep: bool = True) -> 'FastPathOptions':
+        """The options of a run's (resolved) --apo_* arguments."""
+        return cls(shared_prefix=args.apo_shared_prefix, lean_logps=args.apo_lean_logps,
+                   chunk_size=args.apo_logps_chunk_size, prefix_kernel=args.apo_prefix_kernel,
+                   use_logits_to_keep=use_logits_to_keep)
 
 
 @dataclass

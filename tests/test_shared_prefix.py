@@ -71,13 +71,25 @@ def test_flex_that_failed_its_check_falls_back_with_the_reason(attention, expect
     assert f'(FlexAttention: {FLEX_FAILED[1]})' in why
 
 
-def test_kernel_switch_from_the_environment(monkeypatch):
-    from swift_plugin.answer_logps import FastPathOptions
+def test_apo_options_take_the_argument_then_the_environment_then_the_default(monkeypatch):
+    from swift_plugin.options import APOArguments
     monkeypatch.setenv('APO_PREFIX_KERNEL', ' Flash ')
-    assert FastPathOptions.from_env().prefix_kernel == 'flash'
-    monkeypatch.setenv('APO_PREFIX_KERNEL', 'varlen')
-    with pytest.raises(ValueError, match="APO_PREFIX_KERNEL='varlen': expected one of auto, flash, flex, dense"):
-        FastPathOptions.from_env()
+    monkeypatch.setenv('APO_SHARED_PREFIX', 'off')
+    options = APOArguments(apo_shared_prefix=True)
+    options.resolve_apo_options()
+    assert (options.apo_prefix_kernel, options.apo_shared_prefix) == ('flash', True)  # the argument wins
+    assert (options.apo_lean_logps, options.apo_logps_chunk_size, options.apo_length_check,
+            options.apo_drop_long_rejected) == (True, 512, True, False)
+    for env, value, error in [('APO_PREFIX_KERNEL', 'varlen', "APO_PREFIX_KERNEL='varlen': expected one of auto, "
+                               'flash, flex, dense'), ('APO_LEAN_LOGPS', 'maybe', "APO_LEAN_LOGPS='maybe': expected "
+                               'one of 1, true'), ('APO_LOGPS_CHUNK_SIZE', '1k', "APO_LOGPS_CHUNK_SIZE='1k': expected "
+                               'a whole number')]:
+        monkeypatch.setenv(env, value)
+        with pytest.raises(ValueError, match=re.escape(error)):
+            APOArguments().resolve_apo_options()
+        monkeypatch.delenv(env)
+    with pytest.raises(ValueError, match='--apo_logps_chunk_size: the chunk size must be positive'):
+        APOArguments(apo_logps_chunk_size=0).resolve_apo_options()
 
 
 @pytest.mark.parametrize('heads', [4, 6])  # grouped-query flex, and key/value heads repeated (not a power of two)
