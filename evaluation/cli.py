@@ -38,7 +38,7 @@ def _source_args(parser: argparse.ArgumentParser) -> None:
     source.add_argument('--model', help='model or checkpoint folder: answers are generated with `swift infer`')
     source.add_argument('--answers', help='JSONL of answers already generated: swift infer result rows, or '
                         '{"id": ..., "answer": ...} rows (e.g. a teacher\'s answers); no model is run')
-    parser.add_argument('--dataset', required=True, help='items JSONL (see README, "Evaluation")')
+    parser.add_argument('--dataset', required=True, help='items JSONL (see docs/evaluation.md)')
     parser.add_argument('--out', required=True, help='output folder')
     parser.add_argument('--name', help='model name in tables and output file names (default: from --model / --answers)')
     parser.add_argument('--image-root', help='folder the image paths are relative to (default: the dataset\'s folder)')
