@@ -38,10 +38,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-pinned() {  # the overlay as name==version from constraints.txt (its names are normalised with underscores)
+pinned() {  # the overlay as name==version from constraints.txt (which spells names with - or _)
   local name version
   for name in "${OVERLAY[@]}"; do
-    version=$(grep -i "^${name//-/_}==" constraints.txt | cut -d= -f3)
+    version=$(grep -iE "^${name//-/[-_.]}==" constraints.txt | cut -d= -f3)
     [ -n "$version" ] || { echo "constraints.txt pins no $name" >&2; return 1; }
     echo "$name==$version"
   done
