@@ -243,12 +243,31 @@ def _patch_rlhf_pipeline(module) -> None:
     cls._apo_patched = True
 
 
+def _patch_trainer_mixin(module) -> None:
+    """``--resume_from_checkpoint`` loads the checkpoint's weights or stops (swift_plugin/resume.py).
+
+    Applies to every ms-swift trainer (sft and rlhf alike), since the fault is below APO; it only changes what
+    happens when a run resumes, and it delegates to transformers' loader for everything but the two cases it
+    fixes or checks (full weights into a transformers model; an adapter)."""
+    from transformers import Trainer
+    mixin = require(module, 'SwiftMixin')
+    stock = require(Trainer, '_load_from_checkpoint', 'self', 'resume_from_checkpoint', 'model')
+    own = mixin.__dict__.get('_load_from_checkpoint')
+    if own is not None:
+        if getattr(own, '_swift_apo_resume', False):
+            return
+        raise TargetChanged('SwiftMixin defines its own _load_from_checkpoint')
+    from .resume import make_load_from_checkpoint
+    mixin._load_from_checkpoint = make_load_from_checkpoint(mixin, stock)
+
+
 PATCHES = {
     'swift.arguments.rlhf_args': _patch_arguments,
     'swift.trainers.trainer_factory': _patch_trainer_factory,
     'swift.template.base': _patch_template,
     'swift.dataset.preprocessor.core': _patch_row_preprocessor,
     'swift.pipelines.train.rlhf': _patch_rlhf_pipeline,
+    'swift.trainers.mixin': _patch_trainer_mixin,
 }
 
 
