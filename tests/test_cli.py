@@ -134,12 +134,15 @@ def test_apo_options_are_listed_and_saved_with_the_run(lora_run):
 def test_resume_from_checkpoint_continues_the_same_run(lora_run, tiny_vl_model):
     root, train, _ = lora_run
     checkpoint = next((root / 'out').glob('v*/checkpoint-2'))
-    run_swift('rlhf', _vl_lora_args(tiny_vl_model, root / 'data', '--resume_from_checkpoint', str(checkpoint)),
-              root / 'resumed')
+    proc = run_swift('rlhf', _vl_lora_args(tiny_vl_model, root / 'data', '--resume_from_checkpoint', str(checkpoint)),
+                     root / 'resumed')
+    # the adapter is checked against the checkpoint after loading (swift_plugin/resume.py; full tuning: test_resume.py)
+    assert f"Resumed adapter 'default' from {checkpoint}: all " in proc.stdout + proc.stderr
     resumed = [line for line in read_logs(root / 'resumed') if 'loss' in line]
     assert [line['global_step/max_steps'] for line in resumed] == ['3/4', '4/4']
     for original, again in zip(train[2:], resumed):
-        assert again['loss'] == pytest.approx(original['loss'], abs=1e-4)
+        assert again['loss'] == pytest.approx(original['loss'], abs=1e-5)
+        assert again['rewards/margins'] == pytest.approx(original['rewards/margins'], abs=1e-5)
 
 
 def test_ref_adapters_make_the_sft_adapter_the_reference(lora_run, tiny_vl_model):
