@@ -28,6 +28,7 @@ from swift.dataset.preprocessor.core import RowPreprocessor
 from swift.pipelines.train.rlhf import SwiftRLHF
 from swift.template import Template
 from swift.trainers import TrainerFactory
+from swift.trainers.mixin import SwiftMixin
 from swift_plugin.registration import apo_problem
 
 def from_plugin(func):
@@ -42,6 +43,8 @@ print(json.dumps({'patched': {
     'SwiftRLHF._get_dataset': from_plugin(SwiftRLHF._get_dataset),
     'TrainerFactory.TRAINER_MAPPING': 'apo' in TrainerFactory.TRAINER_MAPPING,
     'RowPreprocessor.standard_keys': 'rejected_sources' in RowPreprocessor.standard_keys,
+    'SwiftMixin._load_from_checkpoint': ('_load_from_checkpoint' in vars(SwiftMixin)
+                                         and from_plugin(SwiftMixin._load_from_checkpoint)),
 }, 'apo_problem': apo_problem()}))
 '''
 

@@ -133,3 +133,23 @@ def test_loader_maps_saved_names_and_checks_every_trainable_tensor(tiny_vl_model
     with pytest.raises(ResumeError, match=r'1 of the \d+ trainable tensors did not come from the checkpoint.*'
                        r'First missing: model\.language_model\.layers\.1\.mlp\.up_proj\.weight\.'):
         load_full_checkpoint(fresh, str(tmp_path / 'ckpt'))
+
+
+def test_patch_leaves_a_mixin_with_its_own_loader_alone(monkeypatch):
+    """An ms-swift whose SwiftMixin defines _load_from_checkpoint is not overridden; the reason is recorded."""
+    import types
+
+    from swift_plugin import registration
+    monkeypatch.setattr(registration, 'version_problem', lambda: None)
+    monkeypatch.setattr(registration, '_failed', {})
+
+    class SwiftMixin:
+
+        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+            return 'own'
+
+    own = SwiftMixin._load_from_checkpoint
+    registration.apply_patch('swift.trainers.mixin', types.SimpleNamespace(__name__='swift.trainers.mixin',
+                                                                           SwiftMixin=SwiftMixin))
+    assert SwiftMixin._load_from_checkpoint is own
+    assert registration._failed == {'swift.trainers.mixin': 'SwiftMixin defines its own _load_from_checkpoint'}
