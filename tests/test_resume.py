@@ -4,8 +4,8 @@ Full tuning of Qwen2.5-VL used to restart from the base weights without an error
 the model's checkpoint key mapping reversed (``model.layers.*``, ``visual.*``) and the Trainer reloaded it with a
 plain ``load_state_dict`` (swift_plugin/resume.py). LoRA resume is tested in test_cli.py
 (test_resume_from_checkpoint_continues_the_same_run, on its 4-step run); here: full tuning in one process, full
-tuning on two ZeRO-3 gloo ranks (DeepSpeed restores its own ``global_step*`` files), an unmatched checkpoint, and
-the loader itself. Rows have mixed K; float32, so the losses agree to 1e-5.
+tuning on two ZeRO-3 gloo ranks (DeepSpeed restores its own ``global_step*`` files), ``swift sft`` full tuning,
+an unmatched checkpoint, and the loader itself. Rows have mixed K; float32, so the losses agree to 1e-5.
 """
 import json
 import os
@@ -82,23 +82,52 @@ def test_two_zero3_ranks_resume(tiny_vl_model, tmp_path):
     _assert_continues(whole, resumed)
 
 
-def test_unmatched_checkpoint_stops_the_run(full_run, tiny_vl_model, tmp_path):
-    """Weights saved under names the model cannot map: `swift sft` (the hook is not APO's alone) stops at once,
-    naming the checkpoint and the first missing keys."""
+def _sft_rows(path: Path) -> Path:
+    data = write_apo_rows(path, KS, easy=True, sources=False)
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    data.write_text(''.join(json.dumps({k: v for k, v in row.items() if k != 'rejected_response'}) + '\n'
+                            for row in rows))
+    return data
+
+
+def _sft_args(model, data, *extra):
+    return ['--model', model, *VL_FLAGS, '--tuner_type', 'full', '--dataset', str(data), '--split_dataset_ratio', '0',
+            '--per_device_train_batch_size', '2', '--gradient_accumulation_steps', '1', '--learning_rate', '1e-3',
+            '--max_steps', '3', '--save_strategy', 'steps', '--save_steps', '2', *extra]
+
+
+@pytest.fixture(scope='module')
+def sft_run(tiny_vl_model, tmp_path_factory):
+    """`swift sft` full tuning, 3 steps with a checkpoint at step 2, then resumed from it (the hook is not APO's)."""
+    root = tmp_path_factory.mktemp('sft')
+    data = _sft_rows(root / 'data' / 'train.jsonl')
+    run_swift('sft', _sft_args(tiny_vl_model, data), root / 'whole')
+    checkpoint = next((root / 'whole').glob('v*/checkpoint-2'))
+    proc = run_swift('sft', _sft_args(tiny_vl_model, data, '--resume_from_checkpoint', str(checkpoint)),
+                     root / 'resumed')
+    return root, data, checkpoint, _train(read_logs(root / 'whole')), _train(read_logs(root / 'resumed')), proc
+
+
+def test_sft_full_tuning_resumes_the_checkpoint_weights(sft_run):
+    _, _, checkpoint, whole, resumed, proc = sft_run
+    assert [line['global_step/max_steps'] for line in resumed] == ['3/3']
+    assert resumed[0]['loss'] == pytest.approx(whole[2]['loss'], abs=1e-5)
+    assert abs(whole[2]['loss'] - whole[0]['loss']) > 0.1, 'the weights at the checkpoint must differ from the base'
+    assert f'Resumed model weights from {checkpoint}' in proc.stdout + proc.stderr
+
+
+def test_unmatched_checkpoint_stops_the_run(sft_run, tiny_vl_model, tmp_path):
+    """Weights saved under names the model cannot map: the run stops at once, naming the checkpoint and the first
+    missing keys."""
     from safetensors.torch import load_file, save_file
-    checkpoint, *_ = full_run
+    root, data, checkpoint, *_ = sft_run
     bad = tmp_path / 'checkpoint-2'
     shutil.copytree(checkpoint, bad)
     weights = load_file(bad / 'model.safetensors')
     save_file({f'other.{key}': tensor for key, tensor in weights.items()}, bad / 'model.safetensors',
               metadata={'format': 'pt'})
-    data = write_apo_rows(tmp_path / 'train.jsonl', KS, easy=True, sources=False)
-    rows = [json.loads(line) for line in data.read_text().splitlines()]
-    data.write_text(''.join(json.dumps({k: v for k, v in row.items() if k != 'rejected_response'}) + '\n'
-                            for row in rows))  # SFT rows
-    proc = run_swift('sft', ['--model', tiny_vl_model, *VL_FLAGS, '--tuner_type', 'full', '--dataset', str(data),
-                             '--split_dataset_ratio', '0', '--max_steps', '4', '--resume_from_checkpoint', str(bad)],
-                     tmp_path / 'out', check=False)
+    proc = run_swift('sft', _sft_args(tiny_vl_model, data, '--resume_from_checkpoint', str(bad)), tmp_path / 'out',
+                     check=False)
     assert proc.returncode != 0
     assert f'ResumeError: --resume_from_checkpoint {bad}: ' in proc.stderr
     assert 'did not come from the checkpoint (0 matched)' in proc.stderr
