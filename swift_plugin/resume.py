@@ -10,7 +10,8 @@ base weights. Full tuning without DeepSpeed (one process or DDP) takes that path
 ``load_adapter`` keeps the live names) and neither does DeepSpeed (``deepspeed_load_checkpoint`` restores its own
 ``global_step*`` files, saved under the live names).
 
-The fix sits at that one point: ms-swift's trainers (``SwiftMixin``) get a ``_load_from_checkpoint`` that, for a
+The same holds for an MoE whose experts transformers fuses on load (saved one expert at a time: the stock resume
+left the experts at the base weights). The fix sits at that one point: ms-swift's trainers (``SwiftMixin``) get a ``_load_from_checkpoint`` that, for a
 checkpoint of full weights, maps each checkpoint key the stock path would miss through the model's own conversion
 mapping (what ``from_pretrained`` uses), loads, and then checks that every trainable tensor was loaded. For an
 adapter checkpoint the stock loader runs and the adapter's tensors are then compared with the file. Any miss is a
@@ -71,38 +72,37 @@ def _read_shards(files: Iterable[str]) -> Iterator[Dict[str, torch.Tensor]]:
 
 
 class KeyMapper:
-    """Maps a checkpoint key to the live model's name, as ``from_pretrained`` would, for keys that do not match.
+    """Maps checkpoint keys to the live model's names, as ``from_pretrained`` would, for keys that do not match.
 
     transformers 5: the model's weight conversions (``_weight_conversions``, set by ``from_pretrained``, else
-    ``get_model_conversion_mapping``), renamings only; a key that needs a tensor conversion (fused or split
-    weights) has no live name here and stays unmatched. transformers 4: the model's
-    ``_checkpoint_conversion_mapping`` (regex -> replacement).
+    ``get_model_conversion_mapping``), run forward: renamings (Qwen2.5-VL's ``model.*`` -> ``model.language_model.*``,
+    ``visual.*`` -> ``model.visual.*``) map a key at once; a key that a converter builds a tensor from (an MoE's
+    per-expert weights fused into one) is held until every shard is read, then converted (``finish``).
+    transformers 4: the model's ``_checkpoint_conversion_mapping`` (regex -> replacement).
     """
 
     def __init__(self, model):
+        self.model = model
         self.model_keys = set(model.state_dict().keys())
         self._rename = None
+        self._pending: Dict[str, Tuple[object, Dict[str, torch.Tensor], str]] = {}  # target -> (converter, sources)
         try:
             from transformers.conversion_mapping import get_model_conversion_mapping
             from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
         except ImportError:
             legacy = getattr(model, '_checkpoint_conversion_mapping', None) or {}
             if legacy:
-                self._rename = lambda key: self._legacy_rename(legacy, key)
+                self._rename = lambda key: (self._legacy_rename(legacy, key), None)
             return
         conversions = getattr(model, '_weight_conversions', None)
         if conversions is None:
             conversions = get_model_conversion_mapping(model)
         renamings = [c for c in conversions if isinstance(c, WeightRenaming)]
         converters = [c for c in conversions if isinstance(c, WeightConverter)]
+        self._converters = {pattern: c for c in converters for pattern in c.source_patterns}
         prefix = getattr(model, 'base_model_prefix', None) or None
         meta = dict.fromkeys(self.model_keys, True)
-
-        def rename(key):
-            renamed, converter = rename_source_key(key, renamings, converters, prefix, meta)
-            return None if converter is not None else renamed
-
-        self._rename = rename
+        self._rename = lambda key: rename_source_key(key, renamings, converters, prefix, meta)
 
     @staticmethod
     def _legacy_rename(mapping: Dict[str, str], key: str) -> str:
@@ -112,13 +112,42 @@ class KeyMapper:
                 break
         return key
 
-    def __call__(self, key: str) -> Optional[str]:
-        if key in self.model_keys:
-            return key
-        if self._rename is None:
-            return None
-        renamed = self._rename(key)
-        return renamed if renamed in self.model_keys else None
+    def map(self, shard: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], List[str], int]:
+        """(live name -> tensor ready to load, keys that match nothing, how many were renamed) of one shard."""
+        state, unmatched, renamed = {}, [], 0
+        for key, tensor in shard.items():
+            if key in self.model_keys:
+                state[key] = tensor
+                continue
+            name, pattern = self._rename(key) if self._rename is not None else (None, None)
+            if pattern is not None:
+                self._pending.setdefault(name, (self._converters[pattern], {}, pattern))[1][key] = tensor
+            elif name in self.model_keys:
+                state[name] = tensor
+                renamed += 1
+            else:
+                unmatched.append(key)
+        return state, unmatched, renamed
+
+    def finish(self) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+        """The converted tensors of the held keys (live name -> tensor), and the held keys that built none."""
+        from copy import deepcopy
+
+        from transformers.core_model_loading import dot_natural_key
+        state, unmatched = {}, []
+        for target, (template, sources, _) in self._pending.items():
+            converter = deepcopy(template)
+            for key in sorted(sources, key=dot_natural_key):  # expert order, as transformers' own loader
+                _, pattern = self._rename(key)
+                converter.add_tensor(target, key, pattern, sources[key])
+            for name, value in converter.convert(target, model=self.model, config=self.model.config).items():
+                value = value[0] if isinstance(value, list) else value
+                if name in self.model_keys:
+                    state[name] = value
+                else:
+                    unmatched.extend(sorted(sources))
+        self._pending.clear()
+        return state, unmatched
 
 
 def _aliases(model) -> List[Tuple[str, List[str]]]:
@@ -156,17 +185,18 @@ def load_full_checkpoint(model, checkpoint: str, files: Optional[List[str]] = No
     mapper = KeyMapper(model)
     loaded, unexpected, renamed = set(), [], 0
     for shard in _read_shards(files):
-        state = {}
-        for key, tensor in shard.items():
-            name = mapper(key)
-            if name is None:
-                unexpected.append(key)
-                continue
-            renamed += name != key
-            state[name] = tensor
+        state, unmatched, count = mapper.map(shard)
         model.load_state_dict(state, strict=False)  # a shape mismatch raises here
         loaded.update(state)
+        unexpected += unmatched
+        renamed += count
         del shard, state
+    state, unmatched = mapper.finish()
+    if state:
+        model.load_state_dict(state, strict=False)
+        loaded.update(state)
+        renamed += len(state)
+    unexpected += unmatched
     aliases = [(first, names) for first, names in _aliases(model)
                if not all(_ignored_on_save(model, n) for n in names)]
     missing = [first for first, names in aliases if not loaded.intersection(names)]

@@ -164,6 +164,26 @@ def test_loader_maps_saved_names_and_checks_every_trainable_tensor(tiny_vl_model
         load_full_checkpoint(fresh, str(tmp_path / 'ckpt'))
 
 
+def test_loader_fuses_saved_moe_experts(tiny_moe_model, tmp_path):
+    """transformers 5 saves an MoE's fused expert weights one expert at a time; they are fused back on resume
+    (the stock loader left them at the base weights)."""
+    from transformers import AutoModelForCausalLM
+
+    from swift_plugin.resume import load_full_checkpoint
+    model = AutoModelForCausalLM.from_pretrained(tiny_moe_model, dtype=torch.float32)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(1.0)
+    expected = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    assert any(name.endswith('mlp.experts.gate_up_proj') for name in expected)
+    model.save_pretrained(tmp_path / 'ckpt')
+    fresh = AutoModelForCausalLM.from_pretrained(tiny_moe_model, dtype=torch.float32)
+    report = load_full_checkpoint(fresh, str(tmp_path / 'ckpt'))
+    assert report['renamed'] > 0
+    for name, tensor in fresh.state_dict().items():
+        assert torch.equal(tensor, expected[name]), name
+
+
 def test_patch_leaves_a_mixin_with_its_own_loader_alone(monkeypatch):
     """An ms-swift whose SwiftMixin defines _load_from_checkpoint is not overridden; the reason is recorded."""
     import types
