@@ -10,14 +10,14 @@ base weights. Full tuning without DeepSpeed (one process or DDP) takes that path
 ``load_adapter`` keeps the live names) and neither does DeepSpeed (``deepspeed_load_checkpoint`` restores its own
 ``global_step*`` files, saved under the live names).
 
-The same holds for an MoE whose experts transformers fuses on load (saved one expert at a time: the stock resume
-left the experts at the base weights). The fix sits at that one point: ms-swift's trainers (``SwiftMixin``) get a ``_load_from_checkpoint`` that, for a
-checkpoint of full weights, maps each checkpoint key the stock path would miss through the model's own conversion
-mapping (what ``from_pretrained`` uses), loads, and then checks that every trainable tensor was loaded. For an
-adapter checkpoint the stock loader runs and the adapter's tensors are then compared with the file. Any miss is a
-``ResumeError`` naming the checkpoint and the first missing keys. Optimizer, scheduler, RNG and data position are
-restored by the Trainer as before. Everything else (FSDP, SageMaker MP, models that are not transformers models,
-checkpoints without weight files) goes to the stock loader unchanged.
+The same holds for an MoE whose experts transformers fuses on load (saved one expert at a time, the stock resume
+left the experts at the base weights). The fix sits at that one point: ms-swift's trainers (``SwiftMixin``) get a
+``_load_from_checkpoint`` that, for a checkpoint of full weights, maps each checkpoint key the stock path would
+miss through the model's own conversion mapping (what ``from_pretrained`` uses), loads, and then checks that every
+trainable tensor was loaded. For an adapter checkpoint the stock loader runs and the adapter's tensors are then
+compared with the file. Any miss is a ``ResumeError`` naming the checkpoint and the first missing keys. Optimizer,
+scheduler, RNG and data position are restored by the Trainer as before. Everything else (FSDP, SageMaker MP,
+models that are not transformers models, checkpoints without weight files) goes to the stock loader unchanged.
 """
 import json
 import os
