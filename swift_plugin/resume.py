@@ -201,7 +201,9 @@ def load_full_checkpoint(model, checkpoint: str, files: Optional[List[str]] = No
                if not all(_ignored_on_save(model, n) for n in names)]
     missing = [first for first, names in aliases if not loaded.intersection(names)]
     if missing:
-        extra = f' Checkpoint keys that matched no parameter: {", ".join(unexpected[:SHOWN_KEYS])}.' if unexpected else ''
+        extra = ''
+        if unexpected:
+            extra = f' Checkpoint keys that matched no parameter: {", ".join(unexpected[:SHOWN_KEYS])}.'
         raise _missing_error(checkpoint, 'tensors', missing, len(aliases), len(aliases) - len(missing), extra)
     if unexpected:
         _logger().warning(f'Resuming from {checkpoint}: {len(unexpected)} checkpoint tensors matched no parameter '
