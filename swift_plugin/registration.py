@@ -12,6 +12,11 @@ environment, so a patch must never break a command that does not use APO. Each p
 its target (the attributes it touches, the parameter names its wrapper forwards) before changing
 anything, and on an ms-swift outside ``SUPPORTED_MS_SWIFT`` nothing is patched but the argument
 class, which then refuses ``--rlhf_type apo`` with the reason.
+
+One patch is not about APO: ``SwiftMixin._load_from_checkpoint`` (``swift_plugin/resume.py``) makes
+``--resume_from_checkpoint`` load the checkpoint's weights, or stop, for every ms-swift trainer (``swift sft``
+too), because the stock resume silently restarts a full-tuning Qwen2.5-VL run from the base weights. It runs
+only when a run resumes and leaves every case it does not fix or check to transformers' loader.
 """
 import importlib
 import inspect
