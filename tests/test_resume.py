@@ -28,8 +28,8 @@ def _free_port() -> str:
         return str(s.getsockname()[1])
 
 
-def _args(model, data, *extra):
-    return ['--rlhf_type', 'apo', '--model', model, *VL_FLAGS, '--tuner_type', 'full', '--split_dataset_ratio', '0',
+def _args(model, data, *extra, tuner='full'):
+    return ['--rlhf_type', 'apo', '--model', model, *VL_FLAGS, '--tuner_type', tuner, '--split_dataset_ratio', '0',
             '--dataset', str(data), '--per_device_train_batch_size', '2', '--gradient_accumulation_steps', '1',
             '--learning_rate', '1e-3', '--beta', '0.1', '--max_steps', '4', '--save_strategy', 'steps',
             '--save_steps', '2', *extra]
@@ -39,13 +39,13 @@ def _train(logs):
     return [line for line in logs if 'loss' in line]
 
 
-def _run_and_resume(root: Path, model: str, extra=(), env=None):
+def _run_and_resume(root: Path, model: str, extra=(), env=None, tuner='full'):
     """4 steps with a checkpoint at step 2, then the same command resumed from checkpoint-2."""
     data = write_apo_rows(root / 'data' / 'train.jsonl', KS, easy=True)
-    run_swift('rlhf', _args(model, data, *extra), root / 'whole', env=env)
+    run_swift('rlhf', _args(model, data, *extra, tuner=tuner), root / 'whole', env=env)
     checkpoint = next((root / 'whole').glob('v*/checkpoint-2'))
-    proc = run_swift('rlhf', _args(model, data, *extra, '--resume_from_checkpoint', str(checkpoint)), root / 'resumed',
-                     env=env)
+    proc = run_swift('rlhf', _args(model, data, *extra, '--resume_from_checkpoint', str(checkpoint), tuner=tuner),
+                     root / 'resumed', env=env)
     return checkpoint, _train(read_logs(root / 'whole')), _train(read_logs(root / 'resumed')), proc
 
 
@@ -71,11 +71,13 @@ def test_full_tuning_resumes_the_checkpoint_weights(full_run):
     assert 'There were missing keys' not in output
 
 
-def test_two_zero3_ranks_resume(tiny_vl_model, tmp_path):
-    """DeepSpeed ZeRO-3 on two gloo ranks: the engine restores its own partitions (global_step2/); same losses."""
+@pytest.mark.parametrize('tuner', ['full', 'lora'])
+def test_two_zero3_ranks_resume(tiny_vl_model, tmp_path, tuner):
+    """DeepSpeed ZeRO-3 on two gloo ranks: the engine restores its own partitions (global_step2/); same losses.
+    (LoRA: DeepSpeed loads the module non-strictly, so the adapter's return is worth its own run.)"""
     env = {'NPROC_PER_NODE': '2', 'MASTER_PORT': _free_port(), 'OMP_NUM_THREADS': '1',
            'PYTHONPATH': os.pathsep.join([str(SHIM), str(REPO), os.environ.get('PYTHONPATH', '')])}
-    checkpoint, whole, resumed, _ = _run_and_resume(tmp_path, tiny_vl_model, ['--deepspeed', 'zero3'], env)
+    checkpoint, whole, resumed, _ = _run_and_resume(tmp_path, tiny_vl_model, ['--deepspeed', 'zero3'], env, tuner)
     assert (checkpoint / 'global_step2').is_dir()
     assert len(list((checkpoint / 'global_step2').glob('*optim_states.pt'))) == 2  # one partition per rank
     assert whole[1]['epoch'] == pytest.approx(1.0)  # 8 rows, 2 per rank per step: two ranks share the data
