@@ -1,0 +1,434 @@
+"""The findings reader: what a free-text report or model answer says about each of the 14 CheXpert observations.
+
+``read_findings(text)`` gives, per observation, ``positive``, ``negative``, ``uncertain`` or None (not mentioned),
+after the CheXpert labeler's conventions; ``explain(text)`` gives the same calls with the cue and the span that
+decided each. docs/readers.md states the conventions and where this reader departs from the labeler; the words
+come from the vocabulary (``vocabulary.yaml``, extended with ``FindingsReader(load_vocabulary(path))``).
+
+Order of work:
+
+1. Text. ``None``, bytes that are not UTF-8 (decoded with replacement characters) and empty text read as nothing
+   mentioned. Markdown emphasis, backticks and underscores become spaces (JSON keys "pleural_effusion").
+2. Reasoning. When a ``</think>`` or ``◁/think▷`` closes a reasoning block and the text after it names a finding,
+   only that conclusion is read: a tentative mention the model then ruled out must not stay positive.
+3. Structure, line by line: a table row's cell under a header that is itself a value ("| | Present | Absent |"
+   with a ✓) gives the finding in the row's first cell that value; a line that starts with a mark ("✅ effusion",
+   "- [ ] Pneumothorax") gives the line's findings its value; the list items after a differential header
+   ("Differential diagnosis:") are uncertain.
+4. Sentences (at ``. ; ! ?`` and new lines), each with its mentions: statements ("the heart is enlarged",
+   "mediastinum: not widened"), finding phrases (an unmention phrase such as "pericardial effusion" hides the
+   finding inside it), other findings (emphysema...), cues.
+5. Key and value: a finding followed by a separator (``: | = – —``, or nothing before a mark) and a value word
+   ("none", "absent", "✗", "yes", "possible", JSON ``false``) takes the value's call; so does a finding in an
+   echoed question ("Is there a pneumothorax? No.") followed by such a value. A question without one is no
+   mention.
+6. Clauses (cut at the terminators: "but", "however"...), for the remaining mentions: a hypothetical or
+   disclaimer cue ("whether", "if", "refers to", "consult your doctor") drops the clause's findings; negation,
+   resolution and uncertainty cues act before ("no ...", "possible ...") or after ("... is not seen",
+   "... cannot be excluded") on the nearest finding within the negation window and the findings listed with it
+   ("clear of consolidation, effusion or pneumothorax"); a pre-uncertainty cue reaches to the end of the clause;
+   "versus" makes both sides uncertain; two findings joined by a bare "or" are uncertain ("atelectasis or
+   pneumonia"); pseudo-negations ("no significant change in") are not cues; "vascular congestion" is uncertain
+   Edema by itself.
+7. Aggregation over the text: positive beats uncertain beats negative. No Finding is negative when another
+   observation (Support Devices aside) is positive or uncertain, or an other finding is named; else positive.
+"""
+import re
+from bisect import bisect_right
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from .scope import INDETERMINATE, alternation, listed, sentence_bounds, terminators, words
+from .vocabulary import (CALLS, NEGATIVE, OBSERVATIONS, POSITIVE, UNCERTAIN, Vocabulary, default_vocabulary,
+                         norm)
+
+NO_FINDING = 'No Finding'
+DEVICES = 'Support Devices'
+RANK = {POSITIVE: 3, UNCERTAIN: 2, NEGATIVE: 1}
+_THINK_END = re.compile(r'</think>|◁/think▷')
+_THINK_START = re.compile(r'<think>|◁think▷')
+_EMPHASIS = str.maketrans({c: ' ' for c in '*_`#'} | {'\u2019': "'", '\u2018': "'", '\u201c': '"', '\u201d': '"'})
+_BULLET = re.compile(r'[ \t]*(?:[-*+•·▪◦>]|\d{1,2}[.)])?[ \t]*')
+_SEPARATOR = re.compile(r'"?\s*(?:[:|=]|\s[-–—]\s|[–—])\s*"?')
+_QUESTION_PREFIX = re.compile(r'\W*(?:a|answer|response)?\s*[:\-–—]?\s*')
+_TABLE_RULE = re.compile(r'^\s*\|?\s*:?-{2,}')
+_OR = re.compile(r'^\W*or\W*(?:[\w-]+\W+){0,2}$')
+
+
+@dataclass
+class Mention:
+    start: int
+    end: int
+    kind: str                   # finding, statement, other, unmention, cue
+    value: tuple = ()           # finding/statement/other: observations; cue: (kind, direction)
+    call: Optional[str] = None  # decided call; None: dropped (hypothetical, echoed question)
+    cue: Optional[Tuple[int, int, str]] = None      # (start, end, why) of what decided the call
+    forced: bool = False        # the call came from a structure (value, table cell, question answer)
+
+
+@dataclass(frozen=True)
+class Decision:
+    call: Optional[str]
+    span: str = ''              # the words that named the observation
+    cue: str = ''               # the cue or value that decided the call ('' for a plain mention)
+    rule: str = ''              # which rule the cue belongs to
+    sentence: str = ''
+
+
+@dataclass
+class _Forced:
+    start: int
+    end: int
+    call: str
+    cue: Tuple[int, int, str]
+
+
+class FindingsReader:
+    """The reader for one vocabulary (its regular expressions are built once)."""
+
+    def __init__(self, vocabulary: Optional[Vocabulary] = None):
+        self.vocabulary = vocabulary = vocabulary or default_vocabulary()
+        entries: Dict[str, tuple] = {}
+        directions: Dict[Tuple[str, str], set] = {}
+        for section, kind, direction in (
+                ('pre_negation', 'negation', 'pre'), ('post_negation', 'negation', 'post'),
+                ('pre_resolution', 'negation', 'pre'), ('post_resolution', 'negation', 'post'),
+                ('pre_uncertainty', 'uncertain', 'pre'), ('post_uncertainty', 'uncertain', 'post'),
+                ('around_uncertainty', 'uncertain', 'around'), ('pseudo_negation', 'none', 'pre'),
+                ('hypothetical', 'hypothetical', 'clause')):
+            for phrase in vocabulary[section]:
+                directions.setdefault((phrase, kind), set()).add(direction)
+        for (phrase, kind), found in directions.items():
+            entries[phrase] = ('cue', (kind, 'both' if found == {'pre', 'post'} else found.pop()), None)
+        for phrase in vocabulary['other_findings']:
+            entries[phrase] = ('other', (), POSITIVE)
+        for observation in OBSERVATIONS:
+            for kind, call in (('mention', POSITIVE), ('uncertain', UNCERTAIN)):
+                for phrase in vocabulary.terms(observation, kind):
+                    named = entries[phrase][1] if entries.get(phrase, ('',))[0] == 'finding' else ()
+                    entries[phrase] = ('finding', named + (observation,), call)    # "pleural abnormality": two
+        for observation in OBSERVATIONS:
+            for phrase in vocabulary.terms(observation, 'unmention'):
+                entries[phrase] = ('unmention', (), None)
+        self._entries = entries
+        self._lexicon = re.compile(rf"(?<![\w-])(?:{alternation(entries)}|\w+n't)(?![\w-])")
+        self._statements = vocabulary.statements
+        self._values: Dict[str, str] = {}
+        for cls in (POSITIVE, NEGATIVE, UNCERTAIN):     # a word listed under two classes keeps the later one
+            for phrase in vocabulary.values[cls]:
+                self._values[phrase] = cls
+        self._value = re.compile(rf'(?:{alternation(self._values)})(?![\w])')
+        # values that are marks (✓, ❌, [x]) also count with no separator before them ("Consolidation ✗")
+        self._marks = {p: c for p, c in self._values.items() if re.search(r'[^\w\s\-–—?+]', p) and p[0] != '{'}
+        self._mark = re.compile(rf'[ \t]*(?:{alternation(self._marks)})')
+        self._pseudo = re.compile(rf"(?:{alternation(vocabulary['pseudo_negation'])})(?![\w-])")
+        self._differential = re.compile(rf"^\W*(?:{alternation(vocabulary['differential_headers'])})\W*"
+                                        rf"(?:[\w-]+\W*){{0,2}}:\W*$")
+        self._terminators = terminators(vocabulary)
+        self._window = vocabulary.negation_window
+
+    # ---- public
+    def read(self, text) -> Dict[str, Optional[str]]:
+        """observation -> positive / negative / uncertain / None, for each of the 14 observations."""
+        return {o: d.call for o, d in self.explain(text).items()}
+
+    def explain(self, text) -> Dict[str, Decision]:
+        """observation -> Decision (the call and the cue and span that decided it)."""
+        text = _as_text(text)
+        decisions = {o: Decision(None) for o in OBSERVATIONS}
+        if not text.strip():
+            return decisions
+        low = _prepare(text)
+        mentions = self._read_region(low, *self._region(low))
+        bounds = sentence_bounds(text)
+        for m in mentions:
+            if m.kind != 'finding' and m.kind != 'statement' or m.call is None:
+                continue
+            for observation in m.value:
+                current = decisions[observation]
+                if current.call is None or RANK[m.call] > RANK[current.call]:
+                    decisions[observation] = _decision(text, bounds, m)
+        decisions[NO_FINDING] = _no_finding(text, bounds, decisions, mentions)
+        return decisions
+
+    # ---- text regions
+    def _region(self, low: str) -> Tuple[int, int]:
+        """The part of the text to read: the conclusion after a reasoning block when it names a finding."""
+        ends = list(_THINK_END.finditer(low))
+        if ends:
+            after = ends[-1].end()
+            if any(m.kind in ('finding', 'statement') for m in self._sentence_mentions(low, after, len(low))):
+                return after, len(low)
+        start = _THINK_START.search(low)
+        return (start.end() if start else 0), len(low)
+
+    def _read_region(self, low: str, start: int, end: int) -> List[Mention]:
+        forced = self._structure(low, start, end)
+        bounds = sentence_bounds(low, start, end)
+        sentences = [(a, b) for a, b in zip(bounds, bounds[1:]) if low[a:b].strip()]
+        out: List[Mention] = []
+        for i, (a, b) in enumerate(sentences):
+            mentions = self._sentence_mentions(low, a, b)
+            if not mentions:
+                continue
+            for f in forced:
+                for m in mentions:
+                    if m.kind in ('finding', 'statement', 'other') and f.start <= m.start and m.end <= f.end:
+                        m.call, m.cue, m.forced = f.call, f.cue, True
+            self._key_values(low, a, b, mentions)
+            if low[a:b].rstrip().endswith('?'):
+                answer = self._answer(low, sentences[i + 1][0] if i + 1 < len(sentences) else b)
+                for m in mentions:
+                    if m.kind in ('finding', 'statement', 'other') and not m.forced:
+                        m.forced = True
+                        m.call, m.cue = (answer[0], answer[1]) if answer else (None, (a, b, 'echoed question'))
+            cuts = [a] + [t.start() for t in self._terminators.finditer(low, a, b)] + [b]
+            for lo, hi in zip(cuts, cuts[1:]):
+                self._clause(low, [m for m in mentions if lo <= m.start < hi], hi)
+            out += mentions
+        return out
+
+    def _structure(self, low: str, start: int, end: int) -> List[_Forced]:
+        """Calls that a line's layout decides: table columns, leading marks, differential lists."""
+        forced: List[_Forced] = []
+        header: Optional[List[Tuple[int, int]]] = None
+        differential = False
+        pos = start
+        lines = low[start:end].split('\n')
+        for n, line in enumerate(lines):
+            a, b = pos, pos + len(line)
+            pos = b + 1
+            stripped = line.strip()
+            if not stripped:
+                differential = False
+                continue
+            if stripped.startswith('|'):
+                cells = _cells(low, a, b)
+                if _TABLE_RULE.match(stripped):
+                    continue
+                if header is None:
+                    header = cells
+                    continue
+                forced += self._table_row(low, header, cells)
+                continue
+            header = None
+            if self._differential.match(stripped):
+                differential = True
+                continue
+            bullet = _BULLET.match(low, a, b)
+            if differential and bullet.end() > a and bullet.group().strip():
+                forced.append(_Forced(bullet.end(), b, UNCERTAIN, (a, bullet.end(), 'item of a differential list')))
+                continue
+            differential = False
+            mark = self._mark.match(low, bullet.end(), b)
+            if mark and mark.group().strip():
+                key_end = _key_end(low, mark.end(), b)
+                phrase = norm(mark.group())
+                forced.append(_Forced(mark.end(), key_end, self._marks[phrase], (mark.start(), mark.end(), 'mark')))
+        return forced
+
+    def _table_row(self, low: str, header: List[Tuple[int, int]], cells: List[Tuple[int, int]]) -> List[_Forced]:
+        """A cell that holds only a mark, under a header that is a value ("Present", "Absent", "Possible"):
+        the row's first cell takes the header's call."""
+        if len(cells) < 2:
+            return []
+        key = cells[0]
+        out = []
+        for (a, b), (ha, hb) in zip(cells[1:], header[1:]):
+            cell, head = norm(low[a:b]).strip(' ?'), norm(low[ha:hb]).strip(' ?')
+            if cell and head in self._values and (cell in self._marks or self._values.get(cell) == POSITIVE):
+                call = self._values[head]
+                if self._values.get(cell) == NEGATIVE:     # a ✗ under "Present"
+                    call = NEGATIVE
+                out.append(_Forced(key[0], key[1], call, (ha, hb, f'table column "{low[ha:hb].strip()}"')))
+        return out
+
+    # ---- mentions of one sentence
+    def _sentence_mentions(self, low: str, start: int, end: int) -> List[Mention]:
+        found = []
+        for statement in self._statements:
+            for m in statement.pattern.finditer(low, start, end):
+                call = statement.call
+                if call == POSITIVE and re.search(r"\b(?:not|no)\b|n't\b", m.group(0)):
+                    call = NEGATIVE
+                found.append(Mention(m.start(), m.end(), 'statement', (statement.observation,), call,
+                                     (m.start(), m.end(), 'statement')))
+        for m in INDETERMINATE.finditer(low, start, end):
+            found.append(Mention(m.start(), m.end(), 'cue', ('uncertain', 'clause')))
+        claimed = list(found)       # statements and indeterminate cues win over the words inside them
+        for m in self._lexicon.finditer(low, start, end):
+            if claimed and any(f.start < m.end() and m.start() < f.end for f in claimed):
+                continue
+            kind, value, call = self._entries.get(norm(m.group(0)), ('cue', ('negation', 'pre'), None))  # ...n't
+            found.append(Mention(m.start(), m.end(), kind, value, call))
+        return sorted(found, key=lambda m: m.start)
+
+    def _value_at(self, low: str, at: int, end: int) -> Optional[Tuple[str, Tuple[int, int, str]]]:
+        """(call, cue) of a value word that starts at ``at`` ("none", "✗", "yes", "possible"), else None."""
+        if self._pseudo.match(low, at, end):
+            return None
+        m = self._value.match(low, at, end)
+        if not m:
+            return None
+        return self._values[norm(m.group())], (m.start(), m.end(), 'value')
+
+    def _key_values(self, low: str, start: int, end: int, mentions: List[Mention]) -> None:
+        """"Pleural effusion: none", "| Cardiomegaly | No |", '"edema": false', "Consolidation ✗"."""
+        findings = [m for m in mentions if m.kind in ('finding', 'other') and not m.forced]
+        if not findings:
+            return
+        key_start = start
+        for sep in _SEPARATOR.finditer(low, start, end):
+            value = self._value_at(low, sep.end(), end)
+            keys = [m for m in findings if key_start <= m.start and m.end <= sep.start() + 1]
+            if value and keys and len(words(low[key_start:sep.start()])) <= 8:
+                for m in keys:
+                    m.call, m.cue, m.forced = value[0], value[1], True
+            key_start = sep.end()
+        for m in findings:
+            if m.forced:
+                continue
+            mark = self._mark.match(low, m.end, end)
+            if mark:
+                for f in listed(low, findings, findings.index(m), -1):
+                    f.call, f.cue, f.forced = self._marks[norm(mark.group())], (mark.start(), mark.end(), 'mark'), True
+
+    def _answer(self, low: str, at: int) -> Optional[Tuple[str, Tuple[int, int, str]]]:
+        """The value that answers an echoed question ("Is there a pneumothorax? No."), if any."""
+        prefix = _QUESTION_PREFIX.match(low, at)
+        value = self._value_at(low, prefix.end(), min(len(low), prefix.end() + 80))
+        return (value[0], (value[1][0], value[1][1], 'answer to the question')) if value else None
+
+    # ---- scope within a clause
+    def _clause(self, low: str, mentions: List[Mention], end: int) -> None:
+        """Decide the call of each finding mention of one clause that no structure decided."""
+        free = [m for m in mentions if m.kind in ('finding', 'other') and not m.forced]
+        if not free:
+            return
+        cues = [m for m in mentions if m.kind == 'cue']
+        hypothetical = next((c for c in cues if c.value[0] == 'hypothetical'), None)
+        if hypothetical and ('uncertain', 'clause') not in [c.value for c in cues]:    # "cannot tell whether" 
+            for f in free:
+                f.call, f.cue = None, (hypothetical.start, hypothetical.end, 'hypothetical')
+            return
+        decided: Dict[int, Tuple[str, Mention]] = {}
+
+        def mark(indices, call, cue):
+            for i in indices:
+                if i not in decided or call == NEGATIVE:        # a denial wins over a hedge in its window
+                    decided[i] = (call, cue)
+        for cue in cues:
+            kind, direction = cue.value
+            if kind == 'none':
+                continue
+            after = [i for i, f in enumerate(free) if f.start >= cue.end]
+            before = [i for i, f in enumerate(free) if f.end <= cue.start]
+            if direction == 'both' or (direction == 'post' and not before):
+                direction = 'pre' if after else 'post'      # "there is not any pneumothorax", "is likely a"
+            call = NEGATIVE if kind == 'negation' else UNCERTAIN
+            if kind == 'uncertain' and self._denied(low, cue, cues):
+                call = NEGATIVE             # "no findings to suggest pneumonia"
+            if direction == 'clause':
+                mark(range(len(free)), call, cue)
+            elif direction == 'around':
+                mark(before + after, call, cue)
+            elif direction == 'pre' and after:
+                if kind == 'negation':
+                    if len(words(low[cue.end:free[after[0]].start])) < self._window:
+                        mark([free.index(f) for f in listed(low, free, after[0], 1)], call, cue)
+                else:
+                    stop = next((c.start for c in cues if c.start >= cue.end and c.value[0] == 'negation'), end)
+                    mark([i for i in after if free[i].start < stop], call, cue)
+            elif direction == 'post' and before:
+                if len(words(low[free[before[-1]].end:cue.start])) < self._window:
+                    mark([free.index(f) for f in listed(low, free, before[-1], -1)], call, cue)
+        for i, (a, b) in enumerate(zip(free, free[1:])):
+            if _OR.match(low[a.end:b.start]) and i not in decided and i + 1 not in decided:
+                decided[i] = decided[i + 1] = (UNCERTAIN, Mention(a.end, b.start, 'cue', ('uncertain', 'or')))
+        for i, f in enumerate(free):
+            if i in decided:
+                f.call, cue = decided[i]
+                f.cue = (cue.start, cue.end, f'{cue.value[1]}-{cue.value[0]}' if cue.value[1] != 'clause'
+                         else cue.value[0])
+            elif f.call == UNCERTAIN:
+                f.cue = (f.start, f.end, 'uncertain by itself (vocabulary "uncertain" list)')
+
+    def _denied(self, low: str, cue: Mention, cues: Sequence[Mention]) -> bool:
+        """An uncertainty cue inside a negation's window is denied with it ("does not appear to be ...")."""
+        return any(c.value == ('negation', 'pre') and c.end <= cue.start
+                   and len(words(low[c.end:cue.start])) < self._window for c in cues)
+
+
+
+def _decision(text: str, bounds: List[int], m: Mention) -> Decision:
+    at = min(max(bisect_right(bounds, m.start) - 1, 0), len(bounds) - 2)
+    sentence = text[bounds[at]:bounds[at + 1]]
+    cue, rule = ('', 'plain mention') if m.cue is None else (text[m.cue[0]:m.cue[1]], m.cue[2])
+    return Decision(m.call, text[m.start:m.end], cue, rule, ' '.join(sentence.split()))
+
+
+def _no_finding(text: str, bounds: List[int], decisions: Dict[str, Decision], mentions: List[Mention]) -> Decision:
+    for observation, d in decisions.items():
+        if observation not in (NO_FINDING, DEVICES) and d.call in (POSITIVE, UNCERTAIN):
+            return Decision(NEGATIVE, d.span, observation, 'another observation is positive or uncertain', d.sentence)
+    other = next((m for m in mentions if m.kind == 'other' and m.call in (POSITIVE, UNCERTAIN)), None)
+    if other:
+        d = _decision(text, bounds, other)
+        return Decision(NEGATIVE, d.span, d.span, 'an other finding is named', d.sentence)
+    return Decision(POSITIVE, '', '', 'no observation but Support Devices is positive or uncertain')
+
+
+def _as_text(text) -> str:
+    if text is None:
+        return ''
+    if isinstance(text, (bytes, bytearray)):
+        return bytes(text).decode('utf-8', errors='replace')
+    return str(text)
+
+
+def _prepare(text: str) -> str:
+    """Lower case, emphasis and underscores as spaces, straight quotes; the same length as ``text`` so that
+    spans found here point into the original."""
+    low = text.lower()
+    if len(low) != len(text):       # a few characters lower-case to two ("İ"): keep those as they are
+        low = ''.join(c if len(c.lower()) != 1 else c.lower() for c in text)
+    return low.translate(_EMPHASIS)
+
+
+def _cells(low: str, start: int, end: int) -> List[Tuple[int, int]]:
+    """(start, end) of each cell of a markdown table row; the outer pipes open and close the row."""
+    bars = [i for i in range(start, end) if low[i] == '|']
+    edges = ([start - 1] if low[start:bars[0]].strip() else []) + bars
+    if low[bars[-1] + 1:end].strip():
+        edges.append(end)
+    return [(a + 1, b) for a, b in zip(edges, edges[1:])]
+
+
+def _key_end(low: str, start: int, end: int) -> int:
+    """Where the key after a leading mark ends: at a parenthesis, a separator or the end of the line."""
+    m = re.compile(r'[(:\[]|\s[-–—]\s').search(low, start, end)
+    return m.start() if m else end
+
+
+def read_findings(text, vocabulary: Optional[Vocabulary] = None) -> Dict[str, Optional[str]]:
+    """observation -> positive / negative / uncertain / None with the built-in vocabulary or ``vocabulary``."""
+    return reader(vocabulary).read(text)
+
+
+def explain(text, vocabulary: Optional[Vocabulary] = None) -> Dict[str, Decision]:
+    return reader(vocabulary).explain(text)
+
+
+_READERS: Dict[int, Tuple[Vocabulary, FindingsReader]] = {}
+
+
+def reader(vocabulary: Optional[Vocabulary] = None) -> FindingsReader:
+    """The reader of ``vocabulary`` (default: the built-in one), built once per vocabulary (kept alive with it,
+    so that its id is not reused)."""
+    vocabulary = vocabulary or default_vocabulary()
+    if id(vocabulary) not in _READERS:
+        _READERS[id(vocabulary)] = (vocabulary, FindingsReader(vocabulary))
+    return _READERS[id(vocabulary)][1]
+
+
+__all__ = ['CALLS', 'Decision', 'FindingsReader', 'NO_FINDING', 'explain', 'read_findings', 'reader']
