@@ -53,6 +53,13 @@ _SEPARATOR = re.compile(r'"?\s*(?:[:|=]|\s[-–—]\s|[–—])\s*"?')
 _QUESTION_PREFIX = re.compile(r'\W*(?:a|answer|response)?\s*[:\-–—]?\s*')
 _TABLE_RULE = re.compile(r'^\s*\|?\s*:?-{2,}')
 _OR = re.compile(r'^\W*or\W*(?:[\w-]+\W+){0,2}$')
+# A list item with a predicate of its own is not under the negation before the list: "no pneumothorax, small
+# left effusion is present".
+_AFFIRMED = re.compile(r'\s*(?:[\w-]+\s+){0,2}?(?:is|are)\s+(?:now\s+|again\s+)?(?:present|seen|noted|identified|'
+                       r'demonstrated|evident|visible|appreciated)\b')
+_COMMA_ONLY = re.compile(r'^[^\w]*,[^\w]*(?:[\w-]+\W+){0,3}$')
+# "a small one cannot be excluded": a cue in a clause without a finding speaks of the last finding before it.
+_ANAPHOR = re.compile(r'\b(?:one|ones|it|this|these|that)\b')
 
 
 @dataclass
@@ -183,8 +190,13 @@ class FindingsReader:
                         m.forced = True
                         m.call, m.cue = (answer[0], answer[1]) if answer else (None, (a, b, 'echoed question'))
             cuts = [a] + [t.start() for t in self._terminators.finditer(low, a, b)] + [b]
+            previous = None
             for lo, hi in zip(cuts, cuts[1:]):
-                self._clause(low, [m for m in mentions if lo <= m.start < hi], hi)
+                clause = [m for m in mentions if lo <= m.start < hi]
+                anaphor = self._clause(low, clause, lo, hi, previous)
+                if anaphor:
+                    out.append(anaphor)
+                previous = next((m for m in reversed(clause) if m.kind == 'finding' and m.call), previous)
             out += mentions
         return out
 
@@ -300,12 +312,20 @@ class FindingsReader:
         return (value[0], (value[1][0], value[1][1], 'answer to the question')) if value else None
 
     # ---- scope within a clause
-    def _clause(self, low: str, mentions: List[Mention], end: int) -> None:
-        """Decide the call of each finding mention of one clause that no structure decided."""
+    def _clause(self, low: str, mentions: List[Mention], start: int, end: int,
+                previous: Optional[Mention]) -> Optional[Mention]:
+        """Decide the call of each finding mention of one clause that no structure decided; a clause with a cue
+        and an anaphor but no finding gives a mention of ``previous`` (the last finding before it)."""
         free = [m for m in mentions if m.kind in ('finding', 'other') and not m.forced]
-        if not free:
-            return
         cues = [m for m in mentions if m.kind == 'cue']
+        if not free:
+            cue = next((c for c in cues if c.value[0] in ('negation', 'uncertain')), None)
+            anaphor = _ANAPHOR.search(low, start, end)
+            if cue is None or anaphor is None or previous is None or any(m.kind == 'statement' for m in mentions):
+                return None
+            return Mention(anaphor.start(), anaphor.end(), 'finding', previous.value,
+                           NEGATIVE if cue.value[0] == 'negation' else UNCERTAIN,
+                           (cue.start, cue.end, f'{cue.value[1]}-{cue.value[0]} (on "{low[anaphor.start():anaphor.end()]}")'))
         hypothetical = next((c for c in cues if c.value[0] == 'hypothetical'), None)
         if hypothetical and ('uncertain', 'clause') not in [c.value for c in cues]:    # "cannot tell whether" 
             for f in free:
@@ -335,7 +355,7 @@ class FindingsReader:
             elif direction == 'pre' and after:
                 if kind == 'negation':
                     if len(words(low[cue.end:free[after[0]].start])) < self._window:
-                        mark([free.index(f) for f in listed(low, free, after[0], 1)], call, cue)
+                        mark([free.index(f) for f in _own_predicates(low, listed(low, free, after[0], 1))], call, cue)
                 else:
                     stop = next((c.start for c in cues if c.start >= cue.end and c.value[0] == 'negation'), end)
                     mark([i for i in after if free[i].start < stop], call, cue)
@@ -376,6 +396,14 @@ def _no_finding(text: str, bounds: List[int], decisions: Dict[str, Decision], me
         d = _decision(text, bounds, other)
         return Decision(NEGATIVE, d.span, d.span, 'an other finding is named', d.sentence)
     return Decision(POSITIVE, '', '', 'no observation but Support Devices is positive or uncertain')
+
+
+def _own_predicates(low: str, group: List[Mention]) -> List[Mention]:
+    """The list ``group`` up to an item joined by a bare comma that has its own affirmed predicate."""
+    for i in range(1, len(group)):
+        if _COMMA_ONLY.match(low[group[i - 1].end:group[i].start]) and _AFFIRMED.match(low, group[i].end):
+            return group[:i]
+    return group
 
 
 def _as_text(text) -> str:
