@@ -55,6 +55,7 @@ _TABLE_RULE = re.compile(r'^\s*\|?\s*:?-{2,}')
 _OR = re.compile(r'^\W*or\W*(?:[\w-]+\W+){0,2}$')
 # A list item with a predicate of its own is not under the negation before the list: "no pneumothorax, small
 # left effusion is present".
+_NT = ('cue', ('negation', 'pre', "pre_negation (a word ending in n't)"), None)
 _AFFIRMED = re.compile(r'\s*(?:[\w-]+\s+){0,2}?(?:is|are)\s+(?:now\s+|again\s+)?(?:present|seen|noted|identified|'
                        r'demonstrated|evident|visible|appreciated)\b')
 _COMMA_ONLY = re.compile(r'^[^\w]*,[^\w]*(?:[\w-]+\W+){0,3}$')
@@ -96,7 +97,7 @@ class FindingsReader:
     def __init__(self, vocabulary: Optional[Vocabulary] = None):
         self.vocabulary = vocabulary = vocabulary or default_vocabulary()
         entries: Dict[str, tuple] = {}
-        directions: Dict[Tuple[str, str], set] = {}
+        directions: Dict[Tuple[str, str], Dict[str, str]] = {}     # (phrase, kind) -> direction -> section
         for section, kind, direction in (
                 ('pre_negation', 'negation', 'pre'), ('post_negation', 'negation', 'post'),
                 ('pre_resolution', 'negation', 'pre'), ('post_resolution', 'negation', 'post'),
@@ -104,9 +105,11 @@ class FindingsReader:
                 ('around_uncertainty', 'uncertain', 'around'), ('pseudo_negation', 'none', 'pre'),
                 ('hypothetical', 'hypothetical', 'clause')):
             for phrase in vocabulary[section]:
-                directions.setdefault((phrase, kind), set()).add(direction)
+                directions.setdefault((phrase, kind), {})[direction] = section
         for (phrase, kind), found in directions.items():
-            entries[phrase] = ('cue', (kind, 'both' if found == {'pre', 'post'} else found.pop()), None)
+            # a cue listed both before and after acts on what follows it, else on what precedes it ("resolved")
+            direction = 'both' if {'pre', 'post'} <= set(found) else next(iter(found))
+            entries[phrase] = ('cue', (kind, direction, ' + '.join(found.values())), None)
         for phrase in vocabulary['other_findings']:
             entries[phrase] = ('other', (), POSITIVE)
         for observation in OBSERVATIONS:
@@ -266,12 +269,12 @@ class FindingsReader:
                 found.append(Mention(m.start(), m.end(), 'statement', (statement.observation,), call,
                                      (m.start(), m.end(), 'statement')))
         for m in INDETERMINATE.finditer(low, start, end):
-            found.append(Mention(m.start(), m.end(), 'cue', ('uncertain', 'clause')))
+            found.append(Mention(m.start(), m.end(), 'cue', ('uncertain', 'clause', 'indeterminate')))
         claimed = list(found)       # statements and indeterminate cues win over the words inside them
         for m in self._lexicon.finditer(low, start, end):
             if claimed and any(f.start < m.end() and m.start() < f.end for f in claimed):
                 continue
-            kind, value, call = self._entries.get(norm(m.group(0)), ('cue', ('negation', 'pre'), None))  # ...n't
+            kind, value, call = self._entries.get(norm(m.group(0)), _NT)
             found.append(Mention(m.start(), m.end(), kind, value, call))
         return sorted(found, key=lambda m: m.start)
 
@@ -325,20 +328,21 @@ class FindingsReader:
                 return None
             return Mention(anaphor.start(), anaphor.end(), 'finding', previous.value,
                            NEGATIVE if cue.value[0] == 'negation' else UNCERTAIN,
-                           (cue.start, cue.end, f'{cue.value[1]}-{cue.value[0]} (on "{low[anaphor.start():anaphor.end()]}")'))
+                           (cue.start, cue.end, f'{cue.value[2]}, on "{low[anaphor.start():anaphor.end()]}"'))
         hypothetical = next((c for c in cues if c.value[0] == 'hypothetical'), None)
-        if hypothetical and ('uncertain', 'clause') not in [c.value for c in cues]:    # "cannot tell whether" 
+        if hypothetical and not any(c.value[1] == 'clause' and c.value[0] == 'uncertain' for c in cues):
+            # ("cannot tell whether" is indeterminate, not hypothetical)
             for f in free:
-                f.call, f.cue = None, (hypothetical.start, hypothetical.end, 'hypothetical')
+                f.call, f.cue = None, (hypothetical.start, hypothetical.end, 'hypothetical: not a mention')
             return
-        decided: Dict[int, Tuple[str, Mention]] = {}
+        decided: Dict[int, Tuple[str, Tuple[int, int, str]]] = {}      # finding -> (call, cue)
 
-        def mark(indices, call, cue):
+        def mark(indices, call, why):
             for i in indices:
                 if i not in decided or call == NEGATIVE:        # a denial wins over a hedge in its window
-                    decided[i] = (call, cue)
+                    decided[i] = (call, (cue.start, cue.end, why))
         for cue in cues:
-            kind, direction = cue.value
+            kind, direction, why = cue.value
             if kind == 'none':
                 continue
             after = [i for i, f in enumerate(free) if f.start >= cue.end]
@@ -347,35 +351,40 @@ class FindingsReader:
                 direction = 'pre' if after else 'post'      # "there is not any pneumothorax", "is likely a"
             call = NEGATIVE if kind == 'negation' else UNCERTAIN
             if kind == 'uncertain' and self._denied(low, cue, cues):
-                call = NEGATIVE             # "no findings to suggest pneumonia"
+                call, why = NEGATIVE, why + ' inside a negation'     # "no findings to suggest pneumonia"
             if direction == 'clause':
-                mark(range(len(free)), call, cue)
-            elif direction == 'around':
-                mark(before + after, call, cue)
+                mark(range(len(free)), call, why)
+            elif direction == 'around':     # the finding on each side of "versus" and the ones listed with it
+                sides = (listed(low, free, before[-1], -1) if before else []) + \
+                    (listed(low, free, after[0], 1) if after else [])
+                mark([free.index(f) for f in sides], call, why)
             elif direction == 'pre' and after:
                 if kind == 'negation':
                     if len(words(low[cue.end:free[after[0]].start])) < self._window:
-                        mark([free.index(f) for f in _own_predicates(low, listed(low, free, after[0], 1))], call, cue)
+                        mark([free.index(f) for f in _own_predicates(low, listed(low, free, after[0], 1))], call,
+                             why)
                 else:
                     stop = next((c.start for c in cues if c.start >= cue.end and c.value[0] == 'negation'), end)
-                    mark([i for i in after if free[i].start < stop], call, cue)
+                    mark([i for i in after if free[i].start < stop], call, why)
             elif direction == 'post' and before:
-                if len(words(low[free[before[-1]].end:cue.start])) < self._window:
-                    mark([free.index(f) for f in listed(low, free, before[-1], -1)], call, cue)
+                last = free[before[-1]]
+                if len(words(low[last.end:cue.start])) < self._window:
+                    if kind == 'negation' and any(c.value[0] == 'negation' and last.end <= c.start < cue.start
+                                                  for c in cues):
+                        call, why = UNCERTAIN, why + ' after a negation: a hedge'   # "cannot be ... ruled out"
+                    mark([free.index(f) for f in listed(low, free, before[-1], -1)], call, why)
         for i, (a, b) in enumerate(zip(free, free[1:])):
             if _OR.match(low[a.end:b.start]) and i not in decided and i + 1 not in decided:
-                decided[i] = decided[i + 1] = (UNCERTAIN, Mention(a.end, b.start, 'cue', ('uncertain', 'or')))
+                decided[i] = decided[i + 1] = (UNCERTAIN, (a.end, b.start, '"or" between two findings'))
         for i, f in enumerate(free):
             if i in decided:
-                f.call, cue = decided[i]
-                f.cue = (cue.start, cue.end, f'{cue.value[1]}-{cue.value[0]}' if cue.value[1] != 'clause'
-                         else cue.value[0])
+                f.call, f.cue = decided[i]
             elif f.call == UNCERTAIN:
                 f.cue = (f.start, f.end, 'uncertain by itself (vocabulary "uncertain" list)')
 
     def _denied(self, low: str, cue: Mention, cues: Sequence[Mention]) -> bool:
         """An uncertainty cue inside a negation's window is denied with it ("does not appear to be ...")."""
-        return any(c.value == ('negation', 'pre') and c.end <= cue.start
+        return any(c.value[:2] == ('negation', 'pre') and c.end <= cue.start
                    and len(words(low[c.end:cue.start])) < self._window for c in cues)
 
 
