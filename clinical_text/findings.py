@@ -55,6 +55,7 @@ _TABLE_RULE = re.compile(r'^\s*\|?\s*:?-{2,}')
 _OR = re.compile(r'^\W*or\W*(?:[\w-]+\W+){0,2}$')
 # A list item with a predicate of its own is not under the negation before the list: "no pneumothorax, small
 # left effusion is present".
+_INNER_NOT = re.compile(r"\b(?:not|no)\b|n't\b")
 _NT = ('cue', ('negation', 'pre', "pre_negation (a word ending in n't)"), None)
 _AFFIRMED = re.compile(r'\s*(?:[\w-]+\s+){0,2}?(?:is|are)\s+(?:now\s+|again\s+)?(?:present|seen|noted|identified|'
                        r'demonstrated|evident|visible|appreciated)\b')
@@ -63,7 +64,7 @@ _COMMA_ONLY = re.compile(r'^[^\w]*,[^\w]*(?:[\w-]+\W+){0,3}$')
 _ANAPHOR = re.compile(r'\b(?:one|ones|it|this|these|that)\b')
 
 
-@dataclass
+@dataclass(slots=True)
 class Mention:
     start: int
     end: int
@@ -140,26 +141,40 @@ class FindingsReader:
     # ---- public
     def read(self, text) -> Dict[str, Optional[str]]:
         """observation -> positive / negative / uncertain / None, for each of the 14 observations."""
-        return {o: d.call for o, d in self.explain(text).items()}
+        text = _as_text(text)
+        deciding, mentions = self._decide(text)
+        calls = {o: (m.call if m else None) for o, m in deciding.items()}
+        if text.strip():
+            calls[NO_FINDING] = NEGATIVE if _ruling_out(deciding, mentions) else POSITIVE
+        return calls
 
     def explain(self, text) -> Dict[str, Decision]:
         """observation -> Decision (the call and the cue and span that decided it)."""
         text = _as_text(text)
-        decisions = {o: Decision(None) for o in OBSERVATIONS}
+        deciding, mentions = self._decide(text)
+        bounds = sentence_bounds(text)
+        decisions = {o: _decision(text, bounds, m) if m else Decision(None) for o, m in deciding.items()}
+        if text.strip():
+            decisions[NO_FINDING] = _no_finding(text, bounds, deciding, mentions)
+        return decisions
+
+    def _decide(self, text: str) -> Tuple[Dict[str, Optional[Mention]], List[Mention]]:
+        """observation -> the mention that decides its call (positive beats uncertain beats negative; the first
+        of equals), and every mention read."""
+        deciding: Dict[str, Optional[Mention]] = dict.fromkeys(OBSERVATIONS)
         if not text.strip():
-            return decisions
+            return deciding, []
         low = _prepare(text)
         mentions = self._read_region(low, *self._region(low))
-        bounds = sentence_bounds(text)
         for m in mentions:
             if m.kind != 'finding' and m.kind != 'statement' or m.call is None:
                 continue
             for observation in m.value:
-                current = decisions[observation]
-                if current.call is None or RANK[m.call] > RANK[current.call]:
-                    decisions[observation] = _decision(text, bounds, m)
-        decisions[NO_FINDING] = _no_finding(text, bounds, decisions, mentions)
-        return decisions
+                current = deciding[observation]
+                if current is None or RANK[m.call] > RANK[current.call]:
+                    deciding[observation] = m
+        deciding[NO_FINDING] = None
+        return deciding, mentions
 
     # ---- text regions
     def _region(self, low: str) -> Tuple[int, int]:
@@ -167,27 +182,30 @@ class FindingsReader:
         ends = list(_THINK_END.finditer(low))
         if ends:
             after = ends[-1].end()
-            if any(m.kind in ('finding', 'statement') for m in self._sentence_mentions(low, after, len(low))):
+            if any(m.kind in ('finding', 'statement') for sentence in self._mentions(low, [after, len(low)])
+                   for m in sentence):
                 return after, len(low)
         start = _THINK_START.search(low)
         return (start.end() if start else 0), len(low)
 
     def _read_region(self, low: str, start: int, end: int) -> List[Mention]:
-        forced = self._structure(low, start, end)
+        forced = sorted(self._structure(low, start, end), key=lambda f: f.start)
+        forced_starts = [f.start for f in forced]
         bounds = sentence_bounds(low, start, end)
-        sentences = [(a, b) for a, b in zip(bounds, bounds[1:]) if low[a:b].strip()]
         out: List[Mention] = []
-        for i, (a, b) in enumerate(sentences):
-            mentions = self._sentence_mentions(low, a, b)
+        for i, mentions in enumerate(self._mentions(low, bounds)):
             if not mentions:
                 continue
-            for f in forced:
-                for m in mentions:
-                    if m.kind in ('finding', 'statement', 'other') and f.start <= m.start and m.end <= f.end:
-                        m.call, m.cue, m.forced = f.call, f.cue, True
+            a, b = bounds[i], bounds[i + 1]
+            for m in mentions:      # the structure span that holds the mention, if any (one per line or row)
+                at = bisect_right(forced_starts, m.start) - 1
+                if at >= 0 and m.kind in ('finding', 'statement', 'other') and m.end <= forced[at].end:
+                    m.call, m.cue, m.forced = forced[at].call, forced[at].cue, True
             self._key_values(low, a, b, mentions)
             if low[a:b].rstrip().endswith('?'):
-                answer = self._answer(low, sentences[i + 1][0] if i + 1 < len(sentences) else b)
+                following = next((bounds[j] for j in range(i + 1, len(bounds) - 1)
+                                  if low[bounds[j]:bounds[j + 1]].strip()), b)
+                answer = self._answer(low, following)
                 for m in mentions:
                     if m.kind in ('finding', 'statement', 'other') and not m.forced:
                         m.forced = True
@@ -258,25 +276,40 @@ class FindingsReader:
                 out.append(_Forced(key[0], key[1], call, (ha, hb, f'table column "{low[ha:hb].strip()}"')))
         return out
 
-    # ---- mentions of one sentence
-    def _sentence_mentions(self, low: str, start: int, end: int) -> List[Mention]:
-        found = []
+    # ---- mentions
+    def _mentions(self, low: str, bounds: List[int]) -> List[List[Mention]]:
+        """The mentions of each sentence (``bounds`` as from sentence_bounds), in order. Each pattern runs once
+        over the whole region; a statement that would run across two sentences is none."""
+        start, end = bounds[0], bounds[-1]
+        found: List[List[Mention]] = [[] for _ in bounds[:-1]]
+
+        def sentence(m) -> Optional[int]:
+            i = bisect_right(bounds, m.start()) - 1
+            return i if i < len(found) and m.end() <= bounds[i + 1] else None
         for statement in self._statements:
             for m in statement.pattern.finditer(low, start, end):
-                call = statement.call
-                if call == POSITIVE and re.search(r"\b(?:not|no)\b|n't\b", m.group(0)):
+                i, call = sentence(m), statement.call
+                if i is None:
+                    continue
+                if call == POSITIVE and _INNER_NOT.search(m.group(0)):
                     call = NEGATIVE
-                found.append(Mention(m.start(), m.end(), 'statement', (statement.observation,), call,
-                                     (m.start(), m.end(), 'statement')))
+                found[i].append(Mention(m.start(), m.end(), 'statement', (statement.observation,), call,
+                                        (m.start(), m.end(), 'statement')))
         for m in INDETERMINATE.finditer(low, start, end):
-            found.append(Mention(m.start(), m.end(), 'cue', ('uncertain', 'clause', 'indeterminate')))
-        claimed = list(found)       # statements and indeterminate cues win over the words inside them
+            i = sentence(m)
+            if i is not None:
+                found[i].append(Mention(m.start(), m.end(), 'cue', ('uncertain', 'clause', 'indeterminate')))
+        claimed = [list(f) for f in found]      # statements and indeterminate cues win over the words inside them
         for m in self._lexicon.finditer(low, start, end):
-            if claimed and any(f.start < m.end() and m.start() < f.end for f in claimed):
+            i = min(bisect_right(bounds, m.start()) - 1, len(found) - 1)
+            if claimed[i] and any(f.start < m.end() and m.start() < f.end for f in claimed[i]):
                 continue
-            kind, value, call = self._entries.get(norm(m.group(0)), _NT)
-            found.append(Mention(m.start(), m.end(), kind, value, call))
-        return sorted(found, key=lambda m: m.start)
+            phrase = m.group(0)
+            kind, value, call = self._entries.get(phrase) or self._entries.get(norm(phrase), _NT)
+            found[i].append(Mention(m.start(), m.end(), kind, value, call))
+        for f in found:
+            f.sort(key=lambda m: m.start)
+        return found
 
     def _value_at(self, low: str, at: int, end: int) -> Optional[Tuple[str, Tuple[int, int, str]]]:
         """(call, cue) of a value word that starts at ``at`` ("none", "✗", "yes", "possible"), else None."""
@@ -396,15 +429,26 @@ def _decision(text: str, bounds: List[int], m: Mention) -> Decision:
     return Decision(m.call, text[m.start:m.end], cue, rule, ' '.join(sentence.split()))
 
 
-def _no_finding(text: str, bounds: List[int], decisions: Dict[str, Decision], mentions: List[Mention]) -> Decision:
-    for observation, d in decisions.items():
-        if observation not in (NO_FINDING, DEVICES) and d.call in (POSITIVE, UNCERTAIN):
-            return Decision(NEGATIVE, d.span, observation, 'another observation is positive or uncertain', d.sentence)
+def _ruling_out(deciding: Dict[str, Optional[Mention]], mentions: List[Mention]) -> Optional[Tuple[str, Mention]]:
+    """(observation, mention) that makes No Finding negative: another observation than Support Devices positive
+    or uncertain, else an other finding named (observation ''); None when there is none."""
+    for observation, m in deciding.items():
+        if observation not in (NO_FINDING, DEVICES) and m is not None and m.call in (POSITIVE, UNCERTAIN):
+            return observation, m
     other = next((m for m in mentions if m.kind == 'other' and m.call in (POSITIVE, UNCERTAIN)), None)
-    if other:
-        d = _decision(text, bounds, other)
-        return Decision(NEGATIVE, d.span, d.span, 'an other finding is named', d.sentence)
-    return Decision(POSITIVE, '', '', 'no observation but Support Devices is positive or uncertain')
+    return ('', other) if other else None
+
+
+def _no_finding(text: str, bounds: List[int], deciding: Dict[str, Optional[Mention]],
+                mentions: List[Mention]) -> Decision:
+    found = _ruling_out(deciding, mentions)
+    if found is None:
+        return Decision(POSITIVE, '', '', 'no observation but Support Devices is positive or uncertain')
+    observation, m = found
+    d = _decision(text, bounds, m)
+    if observation:
+        return Decision(NEGATIVE, d.span, observation, 'another observation is positive or uncertain', d.sentence)
+    return Decision(NEGATIVE, d.span, d.span, 'an other finding is named', d.sentence)
 
 
 def _own_predicates(low: str, group: List[Mention]) -> List[Mention]:

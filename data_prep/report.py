@@ -8,9 +8,9 @@ over the studies where both teachers gave a non-empty, non-refusal trace.
 Against the study labels (the dataset's label columns, or ``--labels-csv`` joined by study id): each usable
 trace is read by the findings reader (clinical_text/findings.py) and its call taken as positive when the
 reader says positive or uncertain, negative when it says negative or nothing (a finding a trace does not name is
-one it does not see). Per teacher x observation, over the studies with a definite label (1.0 or 0.0): accuracy, sensitivity
-(on the 1.0 studies), specificity (on the 0.0 studies), each with a 95% Wilson interval; per observation the
-spread (best minus worst teacher accuracy); per observation and teacher pair Cohen's kappa of the reader's
+one it does not see). Per teacher x observation, over the studies with a definite label (1.0 or 0.0): accuracy,
+sensitivity (on the 1.0 studies), specificity (on the 0.0 studies), each with a 95% Wilson interval; per
+observation the spread (best minus worst teacher accuracy); per observation and teacher pair Cohen's kappa of the reader's
 three-way calls (positive / uncertain / negative or not mentioned). Written as drift.md, drift.json and two
 heatmaps, agreement.png (word overlap) and accuracy.png (teacher x observation accuracy).
 """
@@ -270,8 +270,8 @@ def _label_sections(summary: Dict, teachers: List[str]) -> List[str]:
     lines = ['', '## Findings against the study labels', '',
              f'Labels from {labels["source"]}: {labels["studies_labelled"]} studies labelled, '
              f'{labels["studies_unlabelled"]} without labels. Each trace is read by the findings reader '
-             '(clinical_text/findings.py); a positive or uncertain call counts as positive, a negative call or none as '
-             'negative. Accuracy over the studies with a definite label (1.0 / 0.0); spread = best minus worst '
+             '(clinical_text/findings.py); a positive or uncertain call counts as positive, a negative call or none '
+             'as negative. Accuracy over the studies with a definite label (1.0 / 0.0); spread = best minus worst '
              'teacher. See accuracy.png.', '',
              '| observation | ' + ' | '.join(teachers) + ' | spread |', '|---|' + '---|' * (len(teachers) + 1)]
     for o in OBSERVATIONS:

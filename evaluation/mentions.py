@@ -87,7 +87,7 @@ class Lexicon:
 _CACHE: Dict[Tuple, Tuple[LabelSet, Vocabulary, Lexicon]] = {}
 
 
-def _vocabulary_terms(label_set: LabelSet, observation: str, vocabulary: Vocabulary) -> Tuple[str, ...]:
+def _vocabulary_terms(observation: str, vocabulary: Vocabulary) -> Tuple[str, ...]:
     """The vocabulary's mention and sign phrases of the CheXpert observation that ``observation`` names."""
     chexpert = next((o for o in OBSERVATIONS if norm(o) == norm(observation)), None)
     if chexpert is None:
@@ -106,7 +106,7 @@ def lexicon(label_set: LabelSet, classes: Tuple[str, ...], vocabulary: Optional[
         for word, observations in SHARED_MENTIONS.items():
             entries[norm(word)] = ('finding', frozenset(o for o in observations if o in label_set.observations), False)
         for observation in label_set.observations:
-            for word in (observation, *_vocabulary_terms(label_set, observation, vocabulary),
+            for word in (observation, *_vocabulary_terms(observation, vocabulary),
                          *label_set.observation_synonyms.get(observation, ())):
                 entries[norm(word)] = ('finding', frozenset([observation]), False)
         for cue in vocabulary['pre_negation']:
