@@ -10,9 +10,9 @@ trace is read by the findings reader (clinical_text/findings.py) and its call ta
 reader says positive or uncertain, negative when it says negative or nothing (a finding a trace does not name is
 one it does not see). Per teacher x observation, over the studies with a definite label (1.0 or 0.0): accuracy,
 sensitivity (on the 1.0 studies), specificity (on the 0.0 studies), each with a 95% Wilson interval; per
-observation the spread (best minus worst teacher accuracy); per observation and teacher pair Cohen's kappa of the reader's
-three-way calls (positive / uncertain / negative or not mentioned). Written as drift.md, drift.json and two
-heatmaps, agreement.png (word overlap) and accuracy.png (teacher x observation accuracy).
+observation the spread (best minus worst teacher accuracy); per observation and teacher pair Cohen's kappa of
+the reader's three-way calls (positive / uncertain / negative or not mentioned). Written as drift.md, drift.json
+and two heatmaps, agreement.png (word overlap) and accuracy.png (teacher x observation accuracy).
 """
 import json
 import math

@@ -12,8 +12,8 @@ All are documented here because their results are reported (and drop rows when a
   disjoint ones. A word after a one-word negation cue of the vocabulary ("no", "not", "without", "n't"...)
   up to the end of its clause (punctuation, a terminator such as "but") is a different word, marked ``neg_``:
   "no large effusion" gives {neg_large, neg_effusion}, which shares nothing with "large effusion". It is cheap
-  enough for every pair of every study and ignores order and length, which is what drift between teachers' wording and findings
-  looks like at dataset scale.
+  enough for every pair of every study and ignores order and length, which is what drift between teachers'
+  wording and findings looks like at dataset scale.
 * A question's *observations* are the CheXpert observations it names: the observation's name or one of its
   mention phrases in the clinical vocabulary (clinical_text/vocabulary.yaml).
 """
