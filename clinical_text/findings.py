@@ -279,29 +279,37 @@ class FindingsReader:
     # ---- mentions
     def _mentions(self, low: str, bounds: List[int]) -> List[List[Mention]]:
         """The mentions of each sentence (``bounds`` as from sentence_bounds), in order. Each pattern runs once
-        over the whole region; a statement that would run across two sentences is none."""
+        over the whole region (far fewer calls than once per sentence); a statement match that runs across two
+        sentences is none, and the sentences it touched are searched again one by one."""
         start, end = bounds[0], bounds[-1]
         found: List[List[Mention]] = [[] for _ in bounds[:-1]]
 
-        def sentence(m) -> Optional[int]:
-            i = bisect_right(bounds, m.start()) - 1
-            return i if i < len(found) and m.end() <= bounds[i + 1] else None
+        def sentence(at: int) -> int:
+            return min(bisect_right(bounds, at) - 1, len(found) - 1)
         for statement in self._statements:
+            again = set()
+            matches = []
             for m in statement.pattern.finditer(low, start, end):
-                i, call = sentence(m), statement.call
-                if i is None:
-                    continue
+                i = sentence(m.start())
+                if m.end() <= bounds[i + 1]:
+                    matches.append((i, m))
+                else:
+                    again.update(range(i, sentence(m.end() - 1) + 1))
+            for i in sorted(again):
+                matches += [(i, m) for m in statement.pattern.finditer(low, bounds[i], bounds[i + 1])]
+            for i, m in matches:
+                call = statement.call
                 if call == POSITIVE and _INNER_NOT.search(m.group(0)):
                     call = NEGATIVE
                 found[i].append(Mention(m.start(), m.end(), 'statement', (statement.observation,), call,
                                         (m.start(), m.end(), 'statement')))
         for m in INDETERMINATE.finditer(low, start, end):
-            i = sentence(m)
-            if i is not None:
+            i = sentence(m.start())
+            if m.end() <= bounds[i + 1]:
                 found[i].append(Mention(m.start(), m.end(), 'cue', ('uncertain', 'clause', 'indeterminate')))
         claimed = [list(f) for f in found]      # statements and indeterminate cues win over the words inside them
         for m in self._lexicon.finditer(low, start, end):
-            i = min(bisect_right(bounds, m.start()) - 1, len(found) - 1)
+            i = sentence(m.start())
             if claimed[i] and any(f.start < m.end() and m.start() < f.end for f in claimed[i]):
                 continue
             phrase = m.group(0)

@@ -85,6 +85,8 @@ CONVENTIONS = [
     ('Mediastinum: not widened', {'Enlarged Cardiomediastinum': 'negative'}),
     ('Heart – normal size', {'Cardiomegaly': 'negative'}),
     ('Cardiomediastinal silhouette is enlarged.', {'Enlarged Cardiomediastinum': 'positive'}),
+    ('Heart size: normal\nMediastinal contour: normal',     # a statement does not run across lines
+     {'Cardiomegaly': 'negative', 'Enlarged Cardiomediastinum': 'negative'}),
     ('Pericardial effusion.', {}),
     # structures LLMs write
     ('Pleural effusion: None.', {'Pleural Effusion': 'negative'}),
