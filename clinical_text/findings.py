@@ -59,6 +59,11 @@ _INNER_NOT = re.compile(r"\b(?:not|no)\b|n't\b")
 _NT = ('cue', ('negation', 'pre', "pre_negation (a word ending in n't)"), None)
 _AFFIRMED = re.compile(r'\s*(?:[\w-]+\s+){0,2}?(?:is|are)\s+(?:now\s+|again\s+)?(?:present|seen|noted|identified|'
                        r'demonstrated|evident|visible|appreciated)\b')
+# A key that is a value ("negative findings: ...") reaches its list up to one of these.
+_VALUE_END = re.compile(r'[\]}\n;]')
+_KEY_NOISE = re.compile(r'[\W_]+')
+_KEY_NOUNS = re.compile(r'(?:(?:radiographic|imaging|chest|x-ray|cxr)\s+)?(?:findings?|observations?|diagnos[ie]s|'
+                        r'conditions?|items?|abnormalities|pathology|pathologies)?')
 _COMMA_ONLY = re.compile(r'^[^\w]*,[^\w]*(?:[\w-]+\W+){0,3}$')
 # "a small one cannot be excluded": a cue in a clause without a finding speaks of the last finding before it.
 _ANAPHOR = re.compile(r'\b(?:one|ones|it|this|these|that)\b')
@@ -136,6 +141,7 @@ class FindingsReader:
         self._differential = re.compile(rf"^\W*(?:{alternation(vocabulary['differential_headers'])})\W*"
                                         rf"(?:[\w-]+\W*){{0,2}}:\W*$")
         self._terminators = terminators(vocabulary)
+        self._negated_key = re.compile(rf"(?<![\w-])(?:{alternation(vocabulary['pre_negation'])}|\w+n't)(?![\w-])")
         self._window = vocabulary.negation_window
 
     # ---- public
@@ -256,6 +262,8 @@ class FindingsReader:
             mark = self._mark.match(low, bullet.end(), b)
             if mark and mark.group().strip():
                 key_end = _key_end(low, mark.end(), b)
+                if self._negated_key.search(low, mark.end(), key_end):
+                    continue        # "✓ No pneumothorax": the check mark ticks the statement, which says no
                 phrase = norm(mark.group())
                 forced.append(_Forced(mark.end(), key_end, self._marks[phrase], (mark.start(), mark.end(), 'mark')))
         return forced
@@ -334,12 +342,21 @@ class FindingsReader:
         if not findings:
             return
         key_start = start
-        for sep in _SEPARATOR.finditer(low, start, end):
+        separators = list(_SEPARATOR.finditer(low, start, end))
+        for n, sep in enumerate(separators):
+            if low[sep.start()] == '"':     # a JSON key is the quoted string before its colon
+                key_start = max(key_start, low.rfind('"', key_start, sep.start()) + 1)
             value = self._value_at(low, sep.end(), end)
             keys = [m for m in findings if key_start <= m.start and m.end <= sep.start() + 1]
             if value and keys and len(words(low[key_start:sep.start()])) <= 8:
                 for m in keys:
                     m.call, m.cue, m.forced = value[0], value[1], True
+            label = self._key_label(low, key_start, sep.start())
+            if label and not keys:      # "Negative findings: pneumothorax, effusion", '"absent": ["edema"]'
+                stop = _VALUE_END.search(low, sep.end(), separators[n + 1].start() if n + 1 < len(separators) else end)
+                for m in findings:
+                    if sep.end() <= m.start and (stop is None or m.end <= stop.start()) and not m.forced:
+                        m.call, m.cue, m.forced = label[0], label[1], True
             key_start = sep.end()
         for m in findings:
             if m.forced:
@@ -348,6 +365,18 @@ class FindingsReader:
             if mark:
                 for f in listed(low, findings, findings.index(m), -1):
                     f.call, f.cue, f.forced = self._marks[norm(mark.group())], (mark.start(), mark.end(), 'mark'), True
+
+    def _key_label(self, low: str, start: int, end: int) -> Optional[Tuple[str, Tuple[int, int, str]]]:
+        """(call, cue) when the key ``low[start:end]`` is itself a value ("Absent", "negative_findings",
+        "Possible diagnoses"), else None."""
+        key = _KEY_NOISE.sub(' ', low[start:end]).strip()
+        if not key or len(key) > 40:
+            return None
+        m = self._value.match(key)
+        if not m or _KEY_NOUNS.fullmatch(key[m.end():].strip()) is None:
+            return None
+        at = low.index(m.group(), start, end) if m.group() in low[start:end] else start
+        return self._values[norm(m.group())], (at, at + len(m.group()), 'key naming the value')
 
     def _answer(self, low: str, at: int) -> Optional[Tuple[str, Tuple[int, int, str]]]:
         """The value that answers an echoed question ("Is there a pneumothorax? No."), if any."""

@@ -88,6 +88,8 @@ CONVENTIONS = [
     ('Heart size: normal\nMediastinal contour: normal',     # a statement does not run across lines
      {'Cardiomegaly': 'negative', 'Enlarged Cardiomediastinum': 'negative'}),
     ('Pericardial effusion.', {}),
+    ('The cardiomediastinal and hilar contours are normal.', {'Enlarged Cardiomediastinum': 'negative'}),
+    ('Tiny left pneumothorax is difficult to exclude.', {'Pneumothorax': 'uncertain'}),
     # structures LLMs write
     ('Pleural effusion: None.', {'Pleural Effusion': 'negative'}),
     ('- Pneumothorax: no', {'Pneumothorax': 'negative'}),
@@ -110,6 +112,12 @@ CONVENTIONS = [
     ('<think>Maybe pneumonia.</think>No pneumonia.', {'Pneumonia': 'negative'}),
     ('◁think▷possible effusion◁/think▷The lungs are clear; no effusion.', {'Pleural Effusion': 'negative'}),
     ('Differential diagnosis:\n1. Pneumonia\n2. Atelectasis', {'Pneumonia': 'uncertain', 'Atelectasis': 'uncertain'}),
+    ('✓ No pneumothorax', {'Pneumothorax': 'negative'}),
+    ('{"positive_findings": ["atelectasis"], "negative_findings": ["pneumothorax", "pleural effusion"]}',
+     {'Atelectasis': 'positive', 'Pneumothorax': 'negative', 'Pleural Effusion': 'negative'}),
+    ('Absent: pneumothorax, edema.\nPresent: small left effusion.',
+     {'Pneumothorax': 'negative', 'Edema': 'negative', 'Pleural Effusion': 'positive'}),
+    ('Effusion (-)\nPneumothorax (+)', {'Pleural Effusion': 'negative', 'Pneumothorax': 'positive'}),
     ('Is there a pneumothorax?', {}),
     ('Is there a pneumothorax? No.', {'Pneumothorax': 'negative'}),
     ('Q: Is the heart enlarged?\nA: Yes.', {'Cardiomegaly': 'positive'}),
