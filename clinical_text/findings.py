@@ -55,6 +55,7 @@ _TABLE_RULE = re.compile(r'^\s*\|?\s*:?-{2,}')
 _OR = re.compile(r'^\W*or\W*(?:[\w-]+\W+){0,2}$')
 # A list item with a predicate of its own is not under the negation before the list: "no pneumothorax, small
 # left effusion is present".
+_WORD_CHAR = re.compile(r'[\w-]')
 _INNER_NOT = re.compile(r"\b(?:not|no)\b|n't\b")
 _NT = ('cue', ('negation', 'pre', "pre_negation (a word ending in n't)"), None)
 _AFFIRMED = re.compile(r'\s*(?:[\w-]+\s+){0,2}?(?:is|are)\s+(?:now\s+|again\s+)?(?:present|seen|noted|identified|'
@@ -298,13 +299,16 @@ class FindingsReader:
             again = set()
             matches = []
             for m in statement.pattern.finditer(low, start, end):
+                if m.start() and _WORD_CHAR.match(low, m.start() - 1):
+                    continue        # inside a word: "abnormal heart" is no "normal heart"
                 i = sentence(m.start())
                 if m.end() <= bounds[i + 1]:
                     matches.append((i, m))
                 else:
                     again.update(range(i, sentence(m.end() - 1) + 1))
             for i in sorted(again):
-                matches += [(i, m) for m in statement.pattern.finditer(low, bounds[i], bounds[i + 1])]
+                matches += [(i, m) for m in statement.pattern.finditer(low, bounds[i], bounds[i + 1])
+                            if not (m.start() and _WORD_CHAR.match(low, m.start() - 1))]
             for i, m in matches:
                 call = statement.call
                 if call == POSITIVE and _INNER_NOT.search(m.group(0)):

@@ -1,12 +1,14 @@
 """Finding mentions and the modifiers attached to them: the machinery of the answer reader (``parser.py``).
 
-A text is cut into sentences (at ``. ; ! ?`` and new lines) and each sentence into segments: at ``, ( )``, at
-"but / however / although / though / whereas / while / with / yet", and at "and / or" only when the words after
-it carry a change term of their own ("no effusion | and enlarging pneumothorax", but "decrease in congestion and
-edema" stays one). In a segment:
+The words come from the clinical vocabulary (``clinical_text/vocabulary.yaml``; a label set's observations that
+name a CheXpert observation take its mention and sign phrases). A text is cut into sentences (at ``. ; ! ?`` and
+new lines) and each sentence into segments: at ``, ( )``, at the vocabulary's terminators ("but / however /
+although / ...") and "with", and at "and / or" only when the words after it carry a change term of their own
+("no effusion | and enlarging pneumothorax", but "decrease in congestion and edema" stays one). In a segment:
 
-- A negation cue ("no", "not", "without", "n't", "rather than"...) negates the change terms among the next four
-  words; a finding met first is what it negates ("no effusion"), and its scope ends there. A term followed by
+- A negation cue (the clinical vocabulary's ``pre_negation``: "no", "not", "without", "n't", "rather than"...)
+  negates the change terms within its negation window (``negation_window`` words); a finding met first is what
+  it negates ("no effusion"), and its scope ends there. A term followed by
   "is not seen / absent / ruled out" is negated; "cannot be excluded" is a hedge, not a negation. A negated
   "change / difference" means stable ("not significantly changed", "no appreciable difference").
 - A change term attaches forward to the finding it precedes (at most seven words on, no verb between:
