@@ -53,11 +53,11 @@ _SEPARATOR = re.compile(r'"?\s*(?:[:|=]|\s[-–—]\s|[–—])\s*"?')
 _QUESTION_PREFIX = re.compile(r'\W*(?:a|answer|response)?\s*[:\-–—]?\s*')
 _TABLE_RULE = re.compile(r'^\s*\|?\s*:?-{2,}')
 _OR = re.compile(r'^\W*or\W*(?:[\w-]+\W+){0,2}$')
-# A list item with a predicate of its own is not under the negation before the list: "no pneumothorax, small
-# left effusion is present".
 _WORD_CHAR = re.compile(r'[\w-]')
 _INNER_NOT = re.compile(r"\b(?:not|no)\b|n't\b")
 _NT = ('cue', ('negation', 'pre', "pre_negation (a word ending in n't)"), None)
+# A list item with a predicate of its own is not under the negation before the list: "no pneumothorax, small
+# left effusion is present".
 _AFFIRMED = re.compile(r'\s*(?:[\w-]+\s+){0,2}?(?:is|are)\s+(?:now\s+|again\s+)?(?:present|seen|noted|identified|'
                        r'demonstrated|evident|visible|appreciated)\b')
 # A key that is a value ("negative findings: ...") reaches its list up to one of these.
@@ -75,7 +75,7 @@ class Mention:
     start: int
     end: int
     kind: str                   # finding, statement, other, unmention, cue
-    value: tuple = ()           # finding/statement/other: observations; cue: (kind, direction)
+    value: tuple = ()           # finding/statement/other: observations; cue: (kind, direction, vocabulary section)
     call: Optional[str] = None  # decided call; None: dropped (hypothetical, echoed question)
     cue: Optional[Tuple[int, int, str]] = None      # (start, end, why) of what decided the call
     forced: bool = False        # the call came from a structure (value, table cell, question answer)
