@@ -262,3 +262,26 @@ def test_dependencies_run_one_way():
     for package, forbidden in (('clinical_text', {'data_prep', 'evaluation'}), ('data_prep', {'evaluation'})):
         for name, modules in _imports(package):
             assert not set(modules) & forbidden, f'{package}/{name} imports {set(modules) & forbidden}'
+
+
+def test_evaluation_classify_reads_answers_with_the_vocabulary(tmp_path):
+    from evaluation.cli import main
+    items = REPO / 'sample_data' / 'ms_cxr_t_sample.jsonl'
+    answers = tmp_path / 'model.jsonl'
+    answers.write_text(json.dumps({'id': 'sample-01', 'answer': 'Sans change in the consolidation.'}) + '\n',
+                       encoding='utf-8')
+    site = tmp_path / 'site.yaml'
+    site.write_text('pre_negation: [sans]\n', encoding='utf-8')
+    results = {}
+    for name, extra in (('plain', []), ('site', ['--vocabulary', str(site)])):
+        assert main(['classify', '--answers', str(answers), '--dataset', str(items), '--out', str(tmp_path / name),
+                     '--n-boot', '10', *extra]) == 0
+        results[name] = json.loads((tmp_path / name / 'model.json').read_text())
+    unparsed = {name: {u['id']: u['rule'] for u in r['unparsed']} for name, r in results.items()}
+    assert unparsed['plain']['sample-01'] == 'no label found'
+    assert 'sample-01' not in unparsed['site']          # "sans change": stable (read, though not the gold label)
+    assert results['site']['source']['vocabulary'] == str(site)
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text('pre_negation: [yes]\n', encoding='utf-8')
+    assert main(['classify', '--answers', str(answers), '--dataset', str(items), '--out', str(tmp_path / 'x'),
+                 '--vocabulary', str(bad)]) == 2
