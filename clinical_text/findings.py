@@ -144,6 +144,9 @@ class FindingsReader:
         self._terminators = terminators(vocabulary)
         self._negated_key = re.compile(rf"(?<![\w-])(?:{alternation(vocabulary['pre_negation'])}|\w+n't)(?![\w-])")
         self._window = vocabulary.negation_window
+        headers = alternation(vocabulary['skipped_sections'] + vocabulary['sections'])
+        self._section = re.compile(rf'(?<![\w-])({headers})[ \t]*:')
+        self._skipped = set(vocabulary['skipped_sections'])
 
     # ---- public
     def read(self, text) -> Dict[str, Optional[str]]:
@@ -171,7 +174,7 @@ class FindingsReader:
         deciding: Dict[str, Optional[Mention]] = dict.fromkeys(OBSERVATIONS)
         if not text.strip():
             return deciding, []
-        low = _prepare(text)
+        low = self._skip_sections(_prepare(text))
         mentions = self._read_region(low, *self._region(low))
         for m in mentions:
             if m.kind != 'finding' and m.kind != 'statement' or m.call is None:
@@ -184,6 +187,16 @@ class FindingsReader:
         return deciding, mentions
 
     # ---- text regions
+    def _skip_sections(self, low: str) -> str:
+        """``low`` with the text of skipped sections (indication, history, comparison...) blanked out, so that
+        positions still point into the original."""
+        headers = list(self._section.finditer(low))
+        for header, following in zip(headers, headers[1:] + [None]):
+            if norm(header.group(1)) in self._skipped:
+                stop = following.start() if following else len(low)
+                low = low[:header.start()] + ' ' * (stop - header.start()) + low[stop:]
+        return low
+
     def _region(self, low: str) -> Tuple[int, int]:
         """The part of the text to read: the conclusion after a reasoning block when it names a finding."""
         ends = list(_THINK_END.finditer(low))
@@ -313,7 +326,7 @@ class FindingsReader:
                 call = statement.call
                 if call == POSITIVE and _INNER_NOT.search(m.group(0)):
                     call = NEGATIVE
-                found[i].append(Mention(m.start(), m.end(), 'statement', (statement.observation,), call,
+                found[i].append(Mention(m.start(), m.end(), 'statement', statement.observations, call,
                                         (m.start(), m.end(), 'statement')))
         for m in INDETERMINATE.finditer(low, start, end):
             i = sentence(m.start())

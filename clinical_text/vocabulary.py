@@ -24,7 +24,7 @@ CALLS = (POSITIVE, NEGATIVE, UNCERTAIN)
 BUILTIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'vocabulary.yaml')
 PHRASE_LISTS = ('pre_negation', 'post_negation', 'pre_resolution', 'post_resolution', 'pre_uncertainty',
                 'post_uncertainty', 'around_uncertainty', 'pseudo_negation', 'terminators', 'hypothetical',
-                'other_findings', 'differential_headers')
+                'other_findings', 'differential_headers', 'skipped_sections', 'sections')
 OBSERVATION_LISTS = ('mention', 'unmention', 'uncertain', 'signs')
 VALUE_CLASSES = (NEGATIVE, UNCERTAIN, POSITIVE)
 SECTIONS = ('negation_window', 'observations', *PHRASE_LISTS, 'values', 'macros', 'statements', 'replace')
@@ -37,7 +37,7 @@ class VocabularyError(ValueError):
 @dataclass(frozen=True)
 class Statement:
     pattern: re.Pattern
-    observation: str
+    observations: Tuple[str, ...]       # "heart and mediastinum are normal" speaks of two
     call: str
 
 
@@ -157,9 +157,11 @@ def _merge(base: Dict, data: Any, where: str) -> Dict:
         if set(item) != {'observation', 'call', 'pattern'}:
             raise VocabularyError(f'{where}: field {field!r}: expected exactly the keys observation, call, pattern; '
                                   f'found {sorted(item)}')
-        if item['observation'] not in OBSERVATIONS:
-            raise VocabularyError(f'{where}: field \'{field}.observation\': {item["observation"]!r} is not one of '
-                                  f'the 14 CheXpert observations')
+        named = item['observation'] if isinstance(item['observation'], list) else [item['observation']]
+        unknown = [o for o in named if o not in OBSERVATIONS]
+        if unknown or not named:
+            raise VocabularyError(f'{where}: field \'{field}.observation\': {unknown or named!r}: expected one or a '
+                                  f'list of the 14 CheXpert observations')
         if item['call'] not in CALLS:
             raise VocabularyError(f'{where}: field \'{field}.call\': expected one of {", ".join(CALLS)}, found '
                                   f'{item["call"]!r}')
@@ -184,7 +186,8 @@ def _compile(data: Dict, source: str) -> Vocabulary:
             compiled = re.compile(pattern.replace(' ', r'\s+'))
         except re.error as e:
             raise VocabularyError(f'{item["where"]}: invalid regular expression ({e})') from None
-        statements.append(Statement(compiled, item['observation'], item['call']))
+        named = item['observation']
+        statements.append(Statement(compiled, tuple(named) if isinstance(named, list) else (named,), item['call']))
     observations = {name: {kind: tuple(lists.get(kind, ())) for kind in OBSERVATION_LISTS}
                     for name, lists in data['observations'].items()}
     return Vocabulary(source, data['negation_window'], observations,

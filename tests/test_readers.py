@@ -88,6 +88,14 @@ CONVENTIONS = [
     ('Heart size: normal\nMediastinal contour: normal',     # a statement does not run across lines
      {'Cardiomegaly': 'negative', 'Enlarged Cardiomediastinum': 'negative'}),
     ('Pericardial effusion.', {}),
+    ('INDICATION: cough, evaluate for pneumonia.\nFINDINGS: Lungs are clear. No pneumothorax.',
+     {'Pneumothorax': 'negative'}),
+    ('HISTORY: s/p chest tube removal. COMPARISON: small pneumothorax yesterday. FINDINGS: No pneumothorax.',
+     {'Pneumothorax': 'negative'}),
+    ('Cardiac and mediastinal silhouettes are unremarkable.',
+     {'Cardiomegaly': 'negative', 'Enlarged Cardiomediastinum': 'negative'}),
+    ('Heart size and pulmonary vascularity are normal.', {'Cardiomegaly': 'negative'}),
+    ('Clinical correlation for pneumonia is recommended.', {'Pneumonia': 'uncertain'}),
     ('The cardiomediastinal and hilar contours are normal.', {'Enlarged Cardiomediastinum': 'negative'}),
     ('Tiny left pneumothorax is difficult to exclude.', {'Pneumothorax': 'uncertain'}),
     # structures LLMs write
@@ -139,6 +147,7 @@ def test_conventions(text, expected):
     ('Emphysema. Otherwise normal chest.', 'negative'),
     ('Calcified granuloma in the left upper lobe.', 'negative'),
     ('Mild thoracic scoliosis. Lungs clear.', 'negative'),
+    ('Mild blunting of the left costophrenic angle.', 'negative'),
     ('No emphysema. Lungs clear.', 'positive'),
 ])
 def test_no_finding(text, call):
@@ -230,6 +239,8 @@ def test_vocabulary_reaches_the_answer_reader():
     ('statements:\n  - {observation: Edema, call: positive, pattern: "(unclosed"}\n',
      "field 'statements[0].pattern': invalid regular expression"),
     ('statements:\n  - {observation: Edema, call: present, pattern: "x"}\n', "field 'statements[0].call'"),
+    ('statements:\n  - {observation: [Edema, Heart], call: positive, pattern: "x"}\n',
+     "field 'statements[0].observation': ['Heart']"),
     ('- just a list\n', "field '(top level)': expected a mapping"),
     ('pre_negation: [no\n', 'not valid YAML'),
 ])
