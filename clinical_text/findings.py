@@ -47,10 +47,13 @@ DEVICES = 'Support Devices'
 RANK = {POSITIVE: 3, UNCERTAIN: 2, NEGATIVE: 1}
 _THINK_END = re.compile(r'</think>|◁/think▷')
 _THINK_START = re.compile(r'<think>|◁think▷')
-_EMPHASIS = str.maketrans({c: ' ' for c in '*_`#'} | {'\u2019': "'", '\u2018': "'", '\u201c': '"', '\u201d': '"'})
+# (not '#': it marks a markdown heading, see _TOPIC)
+_EMPHASIS = str.maketrans({c: ' ' for c in '*_`'} | {'\u2019': "'", '\u2018': "'", '\u201c': '"', '\u201d': '"'})
 _BULLET = re.compile(r'[ \t]*(?:[-*+•·▪◦>]|\d{1,2}[.)])?[ \t]*')
 _SEPARATOR = re.compile(r'"?\s*(?:[:|=]|\s[-–—]\s|[–—])\s*"?')
 _QUESTION_PREFIX = re.compile(r'\W*(?:a|answer|response)?\s*[:\-–—]?\s*')
+# A line that is only a key ("pleural effusion:"), or a markdown heading ("# pleural effusion").
+_TOPIC = re.compile(r'[#\s\d.)]*[\w][\w\s/,&()\'-]{0,60}?\s*(:)?\s*$')
 _TABLE_RULE = re.compile(r'^\s*\|?\s*:?-{2,}')
 _OR = re.compile(r'^\W*or\W*(?:[\w-]+\W+){0,2}$')
 _WORD_CHAR = re.compile(r'[\w-]')
@@ -242,16 +245,16 @@ class FindingsReader:
         return out
 
     def _structure(self, low: str, start: int, end: int) -> List[_Forced]:
-        """Calls that a line's layout decides: table columns, leading marks, differential lists."""
+        """Calls that a line's layout decides: table columns, leading marks, differential lists, headings."""
         forced: List[_Forced] = []
         header: Optional[List[Tuple[int, int]]] = None
         differential = False
-        pos = start
-        lines = low[start:end].split('\n')
-        for n, line in enumerate(lines):
-            a, b = pos, pos + len(line)
-            pos = b + 1
-            stripped = line.strip()
+        lines, pos = [], start
+        for line in low[start:end].split('\n'):
+            lines.append((pos, pos + len(line)))
+            pos += len(line) + 1
+        for n, (a, b) in enumerate(lines):
+            stripped = low[a:b].strip()
             if not stripped:
                 differential = False
                 continue
@@ -273,6 +276,10 @@ class FindingsReader:
                 forced.append(_Forced(bullet.end(), b, UNCERTAIN, (a, bullet.end(), 'item of a differential list')))
                 continue
             differential = False
+            topic = self._topic(low, lines, n, bullet.end())
+            if topic:
+                forced.append(topic)
+                continue
             mark = self._mark.match(low, bullet.end(), b)
             if mark and mark.group().strip():
                 key_end = _key_end(low, mark.end(), b)
@@ -281,6 +288,20 @@ class FindingsReader:
                 phrase = norm(mark.group())
                 forced.append(_Forced(mark.end(), key_end, self._marks[phrase], (mark.start(), mark.end(), 'mark')))
         return forced
+
+    def _topic(self, low: str, lines: List[Tuple[int, int]], n: int, at: int) -> Optional[_Forced]:
+        """A heading ("## Pleural effusion") or a key alone on its line ("**2. Pleural Effusion:**") names a topic,
+        not a finding; when the next line starts with a value ("- None") the topic takes it."""
+        a, b = lines[n]
+        key = _TOPIC.match(low, at, b)
+        if not key or (low[a:b].lstrip()[:1] != '#' and not key.group(1)):
+            return None
+        following = next(((c, d) for c, d in lines[n + 1:] if low[c:d].strip()), None)
+        if following:
+            value = self._value_at(low, _BULLET.match(low, *following).end(), following[1])
+            if value:
+                return _Forced(at, b, value[0], (value[1][0], value[1][1], 'value on the line after its key'))
+        return _Forced(at, b, None, (a, b, 'heading: a topic, not a statement'))
 
     def _table_row(self, low: str, header: List[Tuple[int, int]], cells: List[Tuple[int, int]]) -> List[_Forced]:
         """A cell that holds only a mark, under a header that is a value ("Present", "Absent", "Possible"):
@@ -416,12 +437,20 @@ class FindingsReader:
             return Mention(anaphor.start(), anaphor.end(), 'finding', previous.value,
                            NEGATIVE if cue.value[0] == 'negation' else UNCERTAIN,
                            (cue.start, cue.end, f'{cue.value[2]}, on "{low[anaphor.start():anaphor.end()]}"'))
-        hypothetical = next((c for c in cues if c.value[0] == 'hypothetical'), None)
-        if hypothetical and not any(c.value[1] == 'clause' and c.value[0] == 'uncertain' for c in cues):
-            # ("cannot tell whether" is indeterminate, not hypothetical)
-            for f in free:
-                f.call, f.cue = None, (hypothetical.start, hypothetical.end, 'hypothetical: not a mention')
-            return
+        hypotheticals = [c for c in cues if c.value[0] == 'hypothetical']
+        if hypotheticals and not any(c.value[1] == 'clause' and c.value[0] == 'uncertain' for c in cues):
+            # ("cannot tell whether" is indeterminate, not hypothetical.) A hypothetical reaches the findings of
+            # its part of the clause, between commas, colons or semicolons: "although the question mentions
+            # pneumonia, I don't see consolidation" still denies the consolidation.
+            for cue in hypotheticals:
+                lo = max(low.rfind(',', start, cue.start), low.rfind(':', start, cue.start), start)
+                hi = min([i for i in (low.find(',', cue.end, end), low.find(':', cue.end, end)) if i >= 0] + [end])
+                for f in free:
+                    if lo <= f.start < hi:
+                        f.call, f.cue = None, (cue.start, cue.end, 'hypothetical: not a mention')
+            free = [f for f in free if f.cue is None or f.cue[2] != 'hypothetical: not a mention']
+            if not free:
+                return None
         decided: Dict[int, Tuple[str, Tuple[int, int, str]]] = {}      # finding -> (call, cue)
 
         def mark(indices, call, why):

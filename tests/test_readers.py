@@ -126,6 +126,12 @@ CONVENTIONS = [
     ('Absent: pneumothorax, edema.\nPresent: small left effusion.',
      {'Pneumothorax': 'negative', 'Edema': 'negative', 'Pleural Effusion': 'positive'}),
     ('Effusion (-)\nPneumothorax (+)', {'Pleural Effusion': 'negative', 'Pneumothorax': 'positive'}),
+    ('**2. Pleural Effusion:**\n- Blunting of the left costophrenic angle suggests a small pleural effusion.',
+     {'Pleural Effusion': 'uncertain'}),              # a key alone on its line is a topic
+    ('## Pneumothorax\nNo visceral pleural line.', {}),
+    ('Pneumothorax:\n- None', {'Pneumothorax': 'negative'}),
+    ('Although the question mentions pneumonia, I do not see consolidation.', {'Consolidation': 'negative'}),
+    ('Without seeing the image, I cannot confirm pneumonia.', {'Pneumonia': 'uncertain'}),
     ('Is there a pneumothorax?', {}),
     ('Is there a pneumothorax? No.', {'Pneumothorax': 'negative'}),
     ('Q: Is the heart enlarged?\nA: Yes.', {'Cardiomegaly': 'positive'}),
