@@ -128,7 +128,7 @@ CONVENTIONS = [
     ('Effusion (-)\nPneumothorax (+)', {'Pleural Effusion': 'negative', 'Pneumothorax': 'positive'}),
     ('**2. Pleural Effusion:**\n- Blunting of the left costophrenic angle suggests a small pleural effusion.',
      {'Pleural Effusion': 'uncertain'}),              # a key alone on its line is a topic
-    ('## Pneumothorax\nNo visceral pleural line.', {}),
+    ('## Pneumothorax\nThe apex is partly hidden by the clavicle.', {}),
     ('Pneumothorax:\n- None', {'Pneumothorax': 'negative'}),
     ('Although the question mentions pneumonia, I do not see consolidation.', {'Consolidation': 'negative'}),
     ('Without seeing the image, I cannot confirm pneumonia.', {'Pneumonia': 'uncertain'}),
