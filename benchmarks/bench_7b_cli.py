@@ -105,6 +105,8 @@ def parse_args(argv=None):
     parser.add_argument('--timeout', type=int, default=1800, help='seconds per run')
     parser.add_argument('--resume', action='store_true', help='keep the runs already finished in OUT with the same '
                         'command (or that ran out of memory); run the others. To split the work over several calls')
+    parser.add_argument('--build-only', action='store_true', help='build (or check) the model in --model-dir and '
+                        'stop: scripts/gpu_check.sh builds it while other checks run')
     parser.add_argument('--fit-gib', type=float, default=78.0, help='the most reserved memory that counts as fitting '
                         'an 80 GB GPU (torch sees 79.2 GiB on an H100 80GB; the CUDA context takes about 1 GiB)')
     args = parser.parse_args(argv)
@@ -491,6 +493,8 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, _terminate)
     args.out.mkdir(parents=True, exist_ok=True)
     build_model(args)
+    if args.build_only:
+        return 0
     apo_data, dpo_data = write_rows(args, (args.warmup + args.steps) * max(args.batch_sizes))
     shapes = measure_shapes(args, dpo_data)
     sizes = model_sizes(args.model_dir)

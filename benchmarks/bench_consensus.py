@@ -32,7 +32,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from evaluation.cli import infer_python, swift_executable  # noqa: E402
+from evaluation.swift_infer import infer_python, swift_executable  # noqa: E402
 
 SCALES = {'7b': ['--preset', 'qwen2.5-vl-7b'], 'tiny': []}
 

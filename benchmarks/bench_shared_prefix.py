@@ -13,9 +13,11 @@
 
 Each step is what one prompt costs in training: the reference forward (LoRA adapter disabled, no grad),
 the policy forward and the backward. LoRA rank 8 on every linear layer of the language model, as the
-published recipe. Each variant runs in its own process so that its peak memory is its own:
-CUDA: torch.cuda.max_memory_allocated over the steps, minus what was allocated before them;
-CPU: the peak resident set size sampled every 2 ms during the steps, minus the size before them.
+published recipe. On CUDA one process loads the model once and times every run in turn, each with its own
+peak (torch.cuda.max_memory_allocated over its steps, minus what was allocated before them); a run that fails
+(out of memory, a kernel that does not compile here) is reported and the next one runs. On the CPU each run
+has its own process (peak resident set size sampled every 2 ms during the steps, minus the size before them).
+``--one-process`` / ``--no-one-process`` choose either way.
 
     python benchmarks/bench_shared_prefix.py                       # CPU, float32
     python benchmarks/bench_shared_prefix.py --device cuda         # bf16, sdpa
@@ -25,6 +27,7 @@ CPU: the peak resident set size sampled every 2 ms during the steps, minus the s
 """
 import argparse
 import json
+from contextlib import contextmanager
 import os
 import subprocess
 import sys
@@ -50,6 +53,10 @@ VARIANTS = {
 }
 
 
+def _label(run: str) -> str:
+    return f'APO lean log-probs, {KERNELS[run[2:-1]]}' if run.startswith('C[') else VARIANTS[run]
+
+
 def _args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
@@ -65,9 +72,22 @@ def _args(argv=None):
     parser.add_argument('--variants', default='ABC')
     parser.add_argument('--attn', default='dense', type=lambda s: s.split(','),
                         help=f'comma-separated kernels for variant C, of {",".join(KERNELS)}')
-    parser.add_argument('--model-dir', default=os.path.join(tempfile.gettempdir(), 'swift-apo-bench-model'))
-    parser.add_argument('--worker', choices=list(VARIANTS), help=argparse.SUPPRESS)
+    parser.add_argument('--model-dir', default=os.path.join(tempfile.gettempdir(), 'swift-apo-bench-model'),
+                        help='where the random model of --hidden-size, --num-layers, --vision-depth is built (once)')
+    parser.add_argument('--model', help='an existing Qwen2.5-VL model folder to use as it is instead (e.g. the 7B '
+                        'one benchmarks/bench_7b_cli.py builds); the image is written beside it')
+    parser.add_argument('--one-process', action=argparse.BooleanOptionalAction, help='time every run in one '
+                        'process that loads the model once (default on cuda, where each run still gets its own '
+                        'allocator peak; on the CPU the peak resident set size is the process\'s, so each run gets its '
+                        'own process by default)')
+    parser.add_argument('--profile', action='store_true', help='after timing, profile one more step of each run '
+                        '(torch.profiler): time per phase, module and kernel, and the share of recomputation')
+    parser.add_argument('--worker', help=argparse.SUPPRESS)  # the runs (A, B, C[kernel]) a worker times
     args = parser.parse_args(argv)
+    if args.model:
+        args.model_dir = args.model
+    if args.one_process is None:
+        args.one_process = args.device == 'cuda'
     unknown = set(args.attn) - set(KERNELS)
     if unknown:
         parser.error(f'--attn: unknown kernels {sorted(unknown)}; choose from {",".join(KERNELS)}')
@@ -121,10 +141,9 @@ def _rows(args, image_path):
 
 
 def _worker(args):
+    """Loads the model once, then times each run of ``args.worker`` (A, B, C[kernel]) in turn: one JSON line each."""
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
     os.environ['MAX_PIXELS'] = str(args.image_side**2)
-    import copy
-
     import numpy as np
     import torch
     from peft import LoraConfig, get_peft_model
@@ -134,24 +153,12 @@ def _worker(args):
     swift_plugin.install()  # the 'apo' template mode, also where the package is not installed (no .pth)
     from swift.model import get_model_processor
     from swift.template import get_template
-    from trl.trainer.utils import selective_log_softmax
-
-    from swift_plugin.answer_logps import FastPathOptions, compute_answer_logps
-    from swift_plugin.loss import apo_loss, pad_by_counts
-    from swift_plugin.template import NUM_REJECTED_KEY, SOURCES_KEY
 
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == 'cuda' else torch.float32
-    kernel = args.attn[0] if args.worker == 'C' else 'plain'
     model, processor = get_model_processor(args.model_dir, model_type='qwen2_5_vl', torch_dtype=dtype,
                                            attn_impl='sdpa')
     model.to(device)
-    if kernel == 'flash':  # compute_answer_logps would fall back to the dense mask: say so instead of timing it
-        from swift_plugin.prefix_attention import checked_varlen_kernel_for
-        found, why = checked_varlen_kernel_for(model, device)
-        if found is None:
-            sys.exit(f'flash: {why}')
-        print(f'flash kernel: {why}', file=sys.stderr)
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=32, target_modules=(
         r'.*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)')))
     model.enable_input_require_grads()
@@ -161,15 +168,49 @@ def _worker(args):
     image_path = Path(args.model_dir) / 'bench.png'
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (args.image_side, args.image_side, 3), dtype=np.uint8)).save(image_path)
-    messages, answers, images = _rows(args, image_path)
     template = get_template(processor, template_type='qwen2_5_vl', max_length=None)
     template.model = model
+    template.register_post_encode_hook([model])
+    for run in args.worker.split(','):
+        try:
+            result = _time_run(args, run, model, template, _rows(args, image_path), device)
+        except Exception as error:  # e.g. out of memory, or a kernel that does not compile here: the others still run
+            if device.type == 'cuda':
+                torch.cuda.empty_cache()
+            result = {'run': run, 'error': f'{type(error).__name__}: {error}'[-3000:]}
+        print(json.dumps(result), flush=True)
+
+
+def _time_run(args, run, model, template, rows, device):
+    import copy
+
+    import torch
+    from torch.profiler import record_function
+    from trl.trainer.utils import selective_log_softmax
+
+    from swift_plugin.answer_logps import FastPathOptions, compute_answer_logps
+    from swift_plugin.loss import apo_loss, pad_by_counts
+    from swift_plugin.template import NUM_REJECTED_KEY, SOURCES_KEY
+
+    messages, answers, images = rows
+    variant, kernel = run[0], (run[2:-1] if run.startswith('C[') else 'plain')
     beta = 0.1
+    if kernel == 'flash':  # compute_answer_logps would fall back to the dense mask: say so instead of timing it
+        from swift_plugin.prefix_attention import checked_varlen_kernel_for
+        found, why = checked_varlen_kernel_for(model, device)
+        if found is None:
+            raise RuntimeError(f'flash: {why}')
+        print(f'flash kernel: {why}', file=sys.stderr)
+    elif kernel == 'flex':
+        from swift_plugin.prefix_attention import checked_flex_for
+        why = checked_flex_for(model, device, backward=True)
+        if why:
+            raise RuntimeError(f'flex: {why}')
 
     def to_device(batch):
         return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
-    if args.worker == 'A':
+    if variant == 'A':
         template.set_mode('rlhf')
         pairs = [{'messages': messages, 'rejected_response': rejected, 'images': images} for rejected in answers[1:]]
         batches = [to_device(template.data_collator([template.encode(copy.deepcopy(p))])) for p in pairs]
@@ -187,26 +228,28 @@ def _worker(args):
 
         def step():
             for batch in batches:
-                with torch.no_grad(), model.disable_adapter():
+                with record_function('reference forward'), torch.no_grad(), model.disable_adapter():
                     ref = logps(batch)
-                policy = logps(batch)
-                margin = (policy[0] - ref[0]) - (policy[1] - ref[1])
-                loss = -torch.nn.functional.logsigmoid(beta * margin)
-                loss.backward()
+                with record_function('policy forward'):
+                    policy = logps(batch)
+                    margin = (policy[0] - ref[0]) - (policy[1] - ref[1])
+                    loss = -torch.nn.functional.logsigmoid(beta * margin)
+                with record_function('backward'):
+                    loss.backward()
             return float(loss)
 
         tokens = sum(int(b['attention_mask'].sum()) for b in batches)
         prompt_tokens = int(batches[0]['labels'][0].ne(-100).int().argmax())
     else:
         template.set_mode('apo')
-        fast = args.worker == 'C' and kernel != 'plain'
+        fast = variant == 'C' and kernel != 'plain'
         row = {'messages': messages, 'rejected_response': answers[1:], 'images': images}
         batch = to_device(template.data_collator([template.encode(copy.deepcopy(row))]))
         num_rejected = batch.pop(NUM_REJECTED_KEY)
         batch.pop(SOURCES_KEY, None)
         batch.pop('text_position_ids', None)
         labels = batch.pop('labels')
-        options = FastPathOptions(shared_prefix=fast, lean_logps=args.worker == 'C',
+        options = FastPathOptions(shared_prefix=fast, lean_logps=variant == 'C',
                                   prefix_kernel=kernel if kernel in ('dense', 'flex', 'flash') else 'auto')
 
         def logps():
@@ -215,23 +258,27 @@ def _worker(args):
             return answer.token_logps.new_zeros(labels.shape[0]).index_add(0, answer.sequence, answer.token_logps)
 
         def step():
-            with torch.no_grad(), model.disable_adapter():
+            with record_function('reference forward'), torch.no_grad(), model.disable_adapter():
                 ref = logps()
-            policy = logps()
-            rejected, mask = pad_by_counts(policy[1:], num_rejected)
-            loss = apo_loss(policy[:1], rejected, ref[:1], pad_by_counts(ref[1:], num_rejected)[0], mask, beta).losses
-            loss.mean().backward()
-            return float(loss.mean())
+            with record_function('policy forward'):
+                policy = logps()
+                rejected, mask = pad_by_counts(policy[1:], num_rejected)
+                loss = apo_loss(policy[:1], rejected, ref[:1], pad_by_counts(ref[1:], num_rejected)[0], mask,
+                                beta).losses.mean()
+            with record_function('backward'):
+                loss.backward()
+            return float(loss)
 
         prompt_tokens = int(labels[0].ne(-100).int().argmax())
         tokens = int(batch['attention_mask'].sum())
         if fast:  # the prompt once, not once per sequence
             tokens -= (labels.shape[0] - 1) * prompt_tokens
-    template.register_post_encode_hook([model])
 
+    warmup_start = time.perf_counter()
     for _ in range(args.warmup):
         step()
         model.zero_grad(set_to_none=True)
+    warmup_seconds = time.perf_counter() - warmup_start
     sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
     if device.type == 'cuda':
         torch.cuda.empty_cache()
@@ -247,8 +294,68 @@ def _worker(args):
             times.append(time.perf_counter() - start)
             model.zero_grad(set_to_none=True)
     peak = torch.cuda.max_memory_allocated() - base if device.type == 'cuda' else rss.peak - rss.base
-    print(json.dumps({'variant': args.worker, 'seconds': sorted(times)[len(times) // 2], 'peak_bytes': peak,
-                      'tokens': tokens, 'prompt_tokens': prompt_tokens, 'loss': loss}))
+    if args.profile:
+        print(profile_step(step, model, device, f'{run}: {_label(run)}'), file=sys.stderr)
+        model.zero_grad(set_to_none=True)
+    return {'run': run, 'seconds': sorted(times)[len(times) // 2], 'warmup_seconds': warmup_seconds,
+            'peak_bytes': peak, 'tokens': tokens, 'prompt_tokens': prompt_tokens, 'loss': loss}
+
+
+@contextmanager
+def _module_regions(model):
+    """Names each forward of the vision tower, a decoder layer and the output head as a profiler region, with
+    ' (recomputed)' when gradient checkpointing runs it again inside the backward."""
+    import torch
+    from torch.profiler import record_function
+    hf_model = model.get_base_model() if hasattr(model, 'get_base_model') else model
+    parts = [('vision tower', hf_model.model.visual), ('lm_head (output head)', hf_model.lm_head)]
+    parts += [('decoder layer', layer) for layer in hf_model.model.language_model.layers]
+    originals = []
+    for name, module in parts:
+        forward = module.forward
+
+        def named(*args, __forward=forward, __name=name, **kwargs):
+            recomputed = torch._C._current_graph_task_id() != -1  # inside the autograd engine: a recomputation
+            with record_function(__name + (' (recomputed)' if recomputed else '')):
+                return __forward(*args, **kwargs)
+
+        originals.append((module, forward))
+        module.forward = named
+    try:
+        yield
+    finally:
+        for module, forward in originals:
+            module.forward = forward
+
+
+def profile_step(step, model, device, title: str) -> str:
+    """One more step under torch.profiler: device time per region (the step's phases, the vision tower, decoder
+    layers, output head, recomputation) and the kernels that took the most, as markdown."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
+    with _module_regions(model), profile(activities=activities) as prof:
+        step()
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+    events = prof.key_averages()
+
+    def device_time(event):  # microseconds; on the CPU, CPU time
+        return event.device_time_total if device.type == 'cuda' else event.cpu_time_total
+
+    phases = ('reference forward', 'policy forward', 'backward')
+    regions = [e for e in events if e.key in phases or e.key.startswith(('vision tower', 'decoder layer', 'lm_head'))]
+    total = sum(device_time(e) for e in events if e.key in phases) or 1
+    lines = [f'\nprofile of one step, {title} ({"CUDA" if device.type == "cuda" else "CPU"} time; regions nest: the '
+             f'modules inside the phases)', '', '| region | calls | ms | share of the step |', '|---|---:|---:|---:|']
+    for e in sorted(regions, key=device_time, reverse=True):
+        lines.append(f'| {e.key} | {e.count} | {device_time(e) / 1e3:.1f} | {device_time(e) / total:.1%} |')
+    kernels = [e for e in events if e.key not in phases and e.key not in {r.key for r in regions}]
+    self_time = (lambda e: e.self_device_time_total) if device.type == 'cuda' else (lambda e: e.self_cpu_time_total)
+    lines += ['', '| op or kernel (self time) | calls | ms | share |', '|---|---:|---:|---:|']
+    for e in sorted(kernels, key=self_time, reverse=True)[:15]:
+        lines.append(f'| {e.key[:90]} | {e.count} | {self_time(e) / 1e3:.1f} | {self_time(e) / total:.1%} |')
+    return '\n'.join(lines)
 
 
 def main():
@@ -259,35 +366,46 @@ def main():
     model_dir = Path(args.model_dir)
     config = model_dir / 'config.json'
     wanted = (args.hidden_size, args.num_layers, args.vision_depth)
-    if not config.exists() or json.loads((model_dir / 'bench_shape.json').read_text()) != list(wanted):
+    if not args.model and (not config.exists()
+                           or json.loads((model_dir / 'bench_shape.json').read_text()) != list(wanted)):
         build_tiny_qwen2_5_vl(model_dir, seed=0, hidden_size=args.hidden_size, num_layers=args.num_layers,
                               vision_depth=args.vision_depth)
         (model_dir / 'bench_shape.json').write_text(json.dumps(list(wanted)))
+    runs = [f'C[{kernel}]' if variant == 'C' else variant for variant in args.variants
+            for kernel in (args.attn if variant == 'C' else [None])]
+    groups = [runs] if args.one_process else [[run] for run in runs]
+    environment = {**os.environ, 'PYTHONPATH': os.pathsep.join(filter(None, [str(REPO), os.environ.get('PYTHONPATH')]))}
     results = {}
-    runs = [(v, [k] if v == 'C' else args.attn[:1]) for v in args.variants for k in (args.attn if v == 'C' else [None])]
-    for variant, kernel in runs:
-        name = f'C[{kernel[0]}]' if variant == 'C' and args.attn != ['dense'] else variant
-        cmd = [sys.executable, __file__] + sys.argv[1:] + ['--worker', variant, '--attn', kernel[0]]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, 'PYTHONPATH': os.pathsep.join(filter(None, [str(REPO), os.environ.get('PYTHONPATH')]))})
-        if proc.returncode != 0:
-            print(f'{name} failed:\n{proc.stderr[-4000:]}', file=sys.stderr)  # e.g. out of memory: the others still run
-            continue
-        results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
-        print(f'{name} done: {results[name]}', file=sys.stderr)
+    for group in groups:
+        cmd = [sys.executable, __file__] + sys.argv[1:] + ['--worker', ','.join(group)]
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=environment) as proc:
+            for line in proc.stdout:  # as each run finishes, so that a later one that hangs loses nothing
+                if not line.startswith('{'):
+                    continue
+                result = json.loads(line)
+                name = result.pop('run')
+                if 'error' in result:
+                    print(f'{name} failed: {result["error"]}', file=sys.stderr)
+                else:
+                    results[name] = result
+                    print(f'{name} done: {result}', file=sys.stderr)
+        if proc.returncode:
+            print(f'worker for {",".join(group)} exited {proc.returncode}', file=sys.stderr)
     if not results:
         sys.exit('every variant failed')
 
     k, answer = args.k, args.answer_tokens
     prompt = next(iter(results.values()))['prompt_tokens']
-    print(f'\nhidden {args.hidden_size}, {args.num_layers} layers, vision depth {args.vision_depth}, vocab 151936, '
+    shape = (f'model {args.model}' if args.model else
+             f'hidden {args.hidden_size}, {args.num_layers} layers, vision depth {args.vision_depth}, vocab 151936')
+    print(f'\n{shape}, '
           f'device {args.device}; prompt P = {prompt} tokens (image {(args.image_side // 28)**2}), '
           f'K = {k} answers of R ~ {answer} tokens; LoRA r8, gradient checkpointing; median of {args.steps} steps')
     print('time per prompt = reference forward + policy forward + backward\n')
     print('| variant | tokens through the LM | time per prompt (s) | peak memory (MiB) |')
     print('|---|---:|---:|---:|')
     for variant, r in results.items():
-        label = f'APO lean log-probs, {KERNELS[variant[2:-1]]}' if len(variant) > 1 else VARIANTS[variant]
-        print(f'| {variant}: {label} | {r["tokens"]} | {r["seconds"]:.2f} | {r["peak_bytes"] / 2**20:.0f} |')
+        print(f'| {variant}: {_label(variant)} | {r["tokens"]} | {r["seconds"]:.2f} | {r["peak_bytes"] / 2**20:.0f} |')
     print()
     for c in (name for name in results if name[0] == 'C'):
         if 'A' in results:
@@ -297,11 +415,13 @@ def main():
             print(f'{c}/B peak memory: {results[c]["peak_bytes"] / max(results["B"]["peak_bytes"], 1):.3f}')
             print(f'APO loss B vs {c}: {results["B"]["loss"]:.6f} vs {results[c]["loss"]:.6f}')
     print(f'theoretical token ratio (P + (K+1)R) / (2K(P+R)) = {(prompt + (k + 1) * answer) / (2 * k * (prompt + answer)):.3f}')
-    lm_flops = 2 * (2 * args.hidden_size**2 + 2 * args.hidden_size * 32 + 3 * args.hidden_size * 2 * args.hidden_size)
-    head_flops = 2 * args.hidden_size * 151936
-    # Shapes of tools/tiny_qwen2_5_vl.py: head_dim 16, 2 key/value heads, intermediate 2 x hidden.
-    print(f'per answer token, the vocabulary head costs {head_flops / (args.num_layers * lm_flops):.1f}x all '
-          f'{args.num_layers} decoder layers\' linear layers together (it runs once per answer token in every variant)')
+    if not args.model:
+        lm_flops = 2 * (2 * args.hidden_size**2 + 2 * args.hidden_size * 32 + 3 * args.hidden_size * 2 * args.hidden_size)
+        head_flops = 2 * args.hidden_size * 151936
+        # Shapes of tools/tiny_qwen2_5_vl.py: head_dim 16, 2 key/value heads, intermediate 2 x hidden.
+        print(f'per answer token, the vocabulary head costs {head_flops / (args.num_layers * lm_flops):.1f}x all '
+              f'{args.num_layers} decoder layers\' linear layers together (it runs once per answer token in every '
+              'variant)')
 
 
 if __name__ == '__main__':

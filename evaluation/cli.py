@@ -13,7 +13,6 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -31,6 +30,7 @@ from .metrics import DEFAULT_N_BOOT, DEFAULT_SEED
 from .report_gen import text_metrics
 from .loglik import DEFAULT_ANSWER_TEMPLATE, answer_texts, load_model_template, loglik_scores
 from .scoring import GENERATIVE, LOGLIK, score
+from .swift_infer import run_swift_infer
 from .table import bar_chart, compare_markdown, load_result, markdown
 
 
@@ -39,7 +39,7 @@ def _source_args(parser: argparse.ArgumentParser) -> None:
     source.add_argument('--model', help='model or checkpoint folder: answers are generated with `swift infer`')
     source.add_argument('--answers', help='JSONL of answers already generated: swift infer result rows, or '
                         '{"id": ..., "answer": ...} rows (e.g. a teacher\'s answers); no model is run')
-    parser.add_argument('--dataset', required=True, help='items JSONL (see README, "Evaluation")')
+    parser.add_argument('--dataset', required=True, help='items JSONL (see docs/evaluation.md)')
     parser.add_argument('--out', required=True, help='output folder')
     parser.add_argument('--name', help='model name in tables and output file names (default: from --model / --answers)')
     parser.add_argument('--image-root', help='folder the image paths are relative to (default: the dataset\'s folder)')
@@ -119,47 +119,6 @@ def _file_name(name: str) -> str:
     return re.sub(r'[^\w.+-]+', '_', name).strip('._') or 'model'
 
 
-INFER_VENV = Path(__file__).resolve().parent.parent / '.venv-infer'
-
-
-def infer_python() -> str:
-    """The inference environment's interpreter: INFER_PYTHON, else .venv-infer when scripts/setup.sh --infer built
-    it (vLLM cannot share the training environment's torch), else this one."""
-    if os.environ.get('INFER_PYTHON'):
-        return os.environ['INFER_PYTHON']
-    built = INFER_VENV / 'bin' / 'python'
-    return str(built) if built.exists() else sys.executable
-
-
-def swift_executable(python: str) -> str:
-    beside = Path(python).with_name('swift')
-    return str(beside) if os.sep in python and beside.exists() else (shutil.which('swift') or 'swift')
-
-
-def infer_backend(choice: str, python: str) -> str:
-    if choice != 'auto':
-        return choice
-    # asked of the inference environment, which may not be this process's
-    probe = 'import importlib.util, torch; print(importlib.util.find_spec("vllm") is not None and ' \
-            'torch.cuda.is_available())'
-    proc = subprocess.run([python, '-c', probe], capture_output=True, text=True)
-    return 'vllm' if proc.stdout.strip() == 'True' else 'transformers'
-
-
-def run_swift_infer(args, requests_path: str, result_path: str) -> None:
-    python = infer_python()
-    backend = infer_backend(args.infer_backend, python)
-    print(f'evaluation: swift infer from {python}, backend {backend}', file=sys.stderr, flush=True)
-    cmd = [swift_executable(python), 'infer', '--model', args.model, '--infer_backend', backend,
-           '--val_dataset', requests_path, '--result_path', result_path, '--max_new_tokens', str(args.max_new_tokens),
-           '--temperature', '0', *(['--adapters', *args.adapters] if args.adapters else []),
-           *shlex.split(args.swift_args)]
-    print('evaluation: running ' + ' '.join(shlex.quote(c) for c in cmd), file=sys.stderr, flush=True)
-    proc = subprocess.run(cmd)
-    if proc.returncode != 0:
-        raise DataError(f'swift infer exited with status {proc.returncode} (its output is above)')
-
-
 def _answers(args, outputs, name: str, ids: List[str], requests: List[Dict]) -> Dict[str, Optional[str]]:
     """Writes the requests (and, with --model, swift infer's answers) into the output set; returns id -> answer."""
     with outputs.open(os.path.join(args.out, f'{name}.requests.jsonl')) as handle:
@@ -173,7 +132,8 @@ def _answers(args, outputs, name: str, ids: List[str], requests: List[Dict]) -> 
         requests_path, results_path = os.path.join(scratch, 'requests.jsonl'), os.path.join(scratch, 'answers.jsonl')
         with open(requests_path, 'w', encoding='utf-8') as handle:
             handle.writelines(dump_row(row) for row in requests)
-        run_swift_infer(args, requests_path, results_path)
+        run_swift_infer(args.model, requests_path, results_path, backend=args.infer_backend,
+                        max_new_tokens=args.max_new_tokens, adapters=args.adapters, extra_args=args.swift_args)
         if not os.path.exists(results_path):
             raise DataError('swift infer wrote no result file')
         answers = join_answers(ids, requests, results_path)

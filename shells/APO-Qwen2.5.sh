@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Stage 3 (critique): APO on the merged SFT model, the consensus as chosen and every teacher's trace as
 # rejected. Defaults are the paper's recipe; every setting can be overridden from the environment, and
-# extra arguments go to `swift rlhf`.
+# extra arguments go to `swift rlhf` (the APO options among them: --apo_shared_prefix, --apo_prefix_kernel, ...;
+# their APO_* environment variables reach it too).
 #   DRY_RUN=1 bash shells/APO-Qwen2.5.sh      prints the command instead of running it
 #   NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 NPROC_PER_NODE=8 bash shells/APO-Qwen2.5.sh
 set -euo pipefail
@@ -29,43 +30,9 @@ EVAL_STEPS=${EVAL_STEPS:-100}
 SAVE_STEPS=${SAVE_STEPS:-100}
 DEEPSPEED=${DEEPSPEED-zero2}                       # set empty for none
 
-require_model "$MODEL" MODEL
-require_dataset "$DATASET" DATASET
-GRAD_ACC=$(grad_accumulation "$GLOBAL_BATCH" "$BATCH")
-validation=(--split_dataset_ratio 0)
-if [ -n "$VAL_DATASET" ]; then
-  require_dataset "$VAL_DATASET" VAL_DATASET
-  validation+=(--val_dataset "$VAL_DATASET")
-fi
-deepspeed=()
-[ -z "$DEEPSPEED" ] || deepspeed=(--deepspeed "$DEEPSPEED")
+training_flags
 rpo=()
 [ -z "$RPO_ALPHA" ] || rpo=(--rpo_alpha "$RPO_ALPHA")
 
 mapfile -t launch < <(launch_env)
-run env "${launch[@]}" swift rlhf \
-    --rlhf_type apo \
-    --model "$MODEL" \
-    --dataset "$DATASET" \
-    "${validation[@]}" \
-    --beta "$BETA" \
-    "${rpo[@]}" \
-    --tuner_type lora \
-    --lora_rank "$LORA_RANK" \
-    --lora_alpha "$LORA_ALPHA" \
-    --target_modules all-linear \
-    --torch_dtype "$DTYPE" \
-    --num_train_epochs "$EPOCHS" \
-    --per_device_train_batch_size "$BATCH" \
-    --per_device_eval_batch_size "$BATCH" \
-    --gradient_accumulation_steps "$GRAD_ACC" \
-    --learning_rate "$LR" \
-    --max_length "$MAX_LENGTH" \
-    --warmup_ratio "$WARMUP_RATIO" \
-    --eval_steps "$EVAL_STEPS" \
-    --save_steps "$SAVE_STEPS" \
-    --save_total_limit 2 \
-    --logging_steps 5 \
-    "${deepspeed[@]}" \
-    --output_dir "$OUTPUT_DIR" \
-    "$@"
+run env "${launch[@]}" swift rlhf --rlhf_type apo "${TRAINING_FLAGS[@]}" --beta "$BETA" "${rpo[@]}" "$@"

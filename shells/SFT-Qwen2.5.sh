@@ -25,38 +25,6 @@ EVAL_STEPS=${EVAL_STEPS:-200}
 SAVE_STEPS=${SAVE_STEPS:-200}
 DEEPSPEED=${DEEPSPEED:-}                             # the paper's SFT used none
 
-require_model "$MODEL" MODEL
-require_dataset "$DATASET" DATASET
-GRAD_ACC=$(grad_accumulation "$GLOBAL_BATCH" "$BATCH")
-validation=(--split_dataset_ratio 0)
-if [ -n "$VAL_DATASET" ]; then
-  require_dataset "$VAL_DATASET" VAL_DATASET
-  validation+=(--val_dataset "$VAL_DATASET")
-fi
-deepspeed=()
-[ -z "$DEEPSPEED" ] || deepspeed=(--deepspeed "$DEEPSPEED")
-
+training_flags
 mapfile -t launch < <(launch_env)
-run env "${launch[@]}" swift sft \
-    --model "$MODEL" \
-    --dataset "$DATASET" \
-    "${validation[@]}" \
-    --tuner_type lora \
-    --lora_rank "$LORA_RANK" \
-    --lora_alpha "$LORA_ALPHA" \
-    --target_modules all-linear \
-    --torch_dtype "$DTYPE" \
-    --num_train_epochs "$EPOCHS" \
-    --per_device_train_batch_size "$BATCH" \
-    --per_device_eval_batch_size "$BATCH" \
-    --gradient_accumulation_steps "$GRAD_ACC" \
-    --learning_rate "$LR" \
-    --max_length "$MAX_LENGTH" \
-    --warmup_ratio "$WARMUP_RATIO" \
-    --eval_steps "$EVAL_STEPS" \
-    --save_steps "$SAVE_STEPS" \
-    --save_total_limit 2 \
-    --logging_steps 5 \
-    "${deepspeed[@]}" \
-    --output_dir "$OUTPUT_DIR" \
-    "$@"
+run env "${launch[@]}" swift sft "${TRAINING_FLAGS[@]}" "$@"

@@ -1,4 +1,5 @@
-# Sourced by the launchers: checks that fail before anything starts, the batch arithmetic, DRY_RUN.
+# Sourced by the launchers: checks that fail before anything starts, the batch arithmetic, the training flags
+# SFT and APO share, DRY_RUN.
 # shellcheck shell=bash
 
 # fail VARIABLE MESSAGE
@@ -36,6 +37,29 @@ grad_accumulation() {
     fail GLOBAL_BATCH "global batch $1 is not a multiple of BATCH ($2) x $world processes (NPROC_PER_NODE x NNODES)"
   fi
   echo $(($1 / per_step))
+}
+
+# training_flags: checks the launcher's MODEL, DATASET, VAL_DATASET and batch settings, and sets TRAINING_FLAGS to
+# the `swift sft` / `swift rlhf` flags both stages take from them (LoRA, precision, schedule, evaluation, saving).
+training_flags() {
+  local grad_acc
+  require_model "$MODEL" MODEL
+  require_dataset "$DATASET" DATASET
+  grad_acc=$(grad_accumulation "$GLOBAL_BATCH" "$BATCH") || exit
+  TRAINING_FLAGS=(--model "$MODEL" --dataset "$DATASET" --split_dataset_ratio 0)
+  if [ -n "$VAL_DATASET" ]; then  # set empty to train without evaluation
+    require_dataset "$VAL_DATASET" VAL_DATASET
+    TRAINING_FLAGS+=(--val_dataset "$VAL_DATASET")
+  fi
+  TRAINING_FLAGS+=(
+    --tuner_type lora --lora_rank "$LORA_RANK" --lora_alpha "$LORA_ALPHA" --target_modules all-linear
+    --torch_dtype "$DTYPE"
+    --num_train_epochs "$EPOCHS" --per_device_train_batch_size "$BATCH" --per_device_eval_batch_size "$BATCH"
+    --gradient_accumulation_steps "$grad_acc" --learning_rate "$LR" --max_length "$MAX_LENGTH"
+    --warmup_ratio "$WARMUP_RATIO"
+    --eval_steps "$EVAL_STEPS" --save_steps "$SAVE_STEPS" --save_total_limit 2 --logging_steps 5
+    --output_dir "$OUTPUT_DIR")
+  [ -z "$DEEPSPEED" ] || TRAINING_FLAGS+=(--deepspeed "$DEEPSPEED")
 }
 
 # The launch variables ms-swift reads (torchrun's), passed on only when set.

@@ -5,7 +5,7 @@
 #   SOURCE_DATASET  the teachers' dataset (CXR-MAX by default)   IMAGE_ROOT  its image folder
 #   BASE_MODEL      the student                                 WORK_DIR    where data/ and output/ go
 #   EVAL_FRACTION   patients held out for evaluation (0.05)      SEED        split and source-order seed (42)
-#   EVAL_DATASET    classification items (MS-CXR-T style, see README "Evaluation"); empty: no evaluation stage
+#   EVAL_DATASET    classification items (MS-CXR-T style, see docs/evaluation.md); empty: no evaluation stage
 #   APO_CHECKPOINT  the APO adapter evaluated (default: the last checkpoint of the newest run under output/apo)
 #   EVAL_LOGLIK     1: also score by likelihood (classify --scoring loglik), beside the generative rows of Table 1
 #   PREP_ARGS (input and column-mapping flags of every data_prep subcommand), SFT_ARGS, MERGE_ARGS, INFER_ARGS,
@@ -109,7 +109,7 @@ stage apo env MODEL="$out/sft-merged" DATASET="$data/apo.jsonl" VAL_DATASET="$(v
 if [ -n "$EVAL_DATASET" ]; then
   stage evaluate evaluate
 else
-  echo "== evaluate: skipped (set EVAL_DATASET to classification items, see README \"Evaluation\")"
+  echo "== evaluate: skipped (set EVAL_DATASET to classification items, see docs/evaluation.md)"
 fi
 
 cat <<DONE

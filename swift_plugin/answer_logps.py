@@ -1,14 +1,16 @@
 """Log-probs of every answer token of an APO batch: the model call, with the two fast paths and their fall-backs.
 
 * shared prefix (shared_prefix.py): each row's image and prompt go through the model once, its K + 1
-  answers after them under a block-causal rule, on one of three kernels (``APO_PREFIX_KERNEL``, see
+  answers after them under a block-causal rule, on one of three kernels (``--apo_prefix_kernel``, see
   ``prefix_kernel``): flash-attention varlen (no mask, prompt keys gathered per answer; CUDA, checked on
   first use), FlexAttention with a ``BlockMask`` (masked blocks skipped) or sdpa/eager with a dense 4D mask.
   Needs a forward that takes position_ids; with none of the kernels it runs the plain batch.
-* lean log-probs (lean_logps.py): the model returns hidden states (and the logits of one position
-  only, through ``logits_to_keep=1``); the lm_head runs on answer positions only, chunk by chunk.
+* lean log-probs (lean_logps.py): the model returns the logits of one position only (``logits_to_keep=1``);
+  its decoder's last hidden state is taken by a hook, in the dtype the model computed it in (accelerate's mixed
+  precision converts the forward's outputs to float32), and the lm_head runs on answer positions only, chunk
+  by chunk, under the autocast state of the model's own head call.
 
-Each is on unless switched off (``APO_SHARED_PREFIX=0``, ``APO_LEAN_LOGPS=0``); whenever one does not
+Each is on unless switched off (``--apo_shared_prefix false``, ``--apo_lean_logps false``); whenever one does not
 apply, the reason is logged once and the plain computation runs. Both give the plain path's
 log-probs: the tests compare losses, logits and every gradient.
 
@@ -17,9 +19,8 @@ the lean path makes the same number of lm_head calls on every rank: ZeRO-3 all-g
 weight in each of its calls, so ranks that call the head a different number of times (more answer
 tokens, or a fall-back on one rank only) would mismatch their collectives (a gloo error, a NCCL hang).
 """
-import importlib.util
 import inspect
-import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -29,51 +30,43 @@ from swift.template import Template
 from swift.utils import get_logger
 
 from .lean_logps import DEFAULT_CHUNK_SIZE, logps_and_mean_logits, token_logps
-from .prefix_attention import checked_varlen_kernel_for, install_prefix_attention
+from .options import APOArguments
+from .prefix_attention import checked_flex_for, checked_varlen_kernel_for, install_prefix_attention
 from .shared_prefix import pack_shared_prefix, plain_answer_tokens
 
 logger = get_logger()
 _MASK_ATTENTION = ('sdpa', 'eager')
-PREFIX_KERNELS = ('auto', 'flash', 'flex', 'dense')
 
 
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, '1').strip().lower() not in ('0', 'false', 'no', 'off')
-
-
-def _prefix_kernel_from_env() -> str:
-    kernel = os.environ.get('APO_PREFIX_KERNEL', 'auto').strip().lower()
-    if kernel not in PREFIX_KERNELS:
-        raise ValueError(f'APO_PREFIX_KERNEL={kernel!r}: expected one of {", ".join(PREFIX_KERNELS)}')
-    return kernel
-
-
-def prefix_kernel(requested: str, attention: str, flash: Tuple[bool, str]) -> Tuple[Optional[str], str]:
+def prefix_kernel(requested: str, attention: str, flash: Tuple[bool, str],
+                  flex: Tuple[bool, str] = (True, '')) -> Tuple[Optional[str], str]:
     """('flash' | 'flex' | 'dense', why) for the shared-prefix forward, or (None, why not).
 
     Args:
-        requested: APO_PREFIX_KERNEL. auto and flash: flash-attention varlen where a kernel passed its check
+        requested: --apo_prefix_kernel. auto and flash: flash-attention varlen where a kernel passed its check
             (``flash``: (passed, its name or why none did)), else the dense mask where the attention takes
-            one (sdpa, eager), else nothing (the plain batch). flex: FlexAttention on any device (on the CPU
-            forward only). dense: the dense mask. FlexAttention is never chosen unasked: it has not yet run
-            on a GPU (its CUDA tests are in the suite, skipped without CUDA).
+            one (sdpa, eager), else nothing (the plain batch). flex: FlexAttention where it passed its check
+            (``flex``: (passed, why not)), else as auto without flash. dense: the dense mask. FlexAttention is
+            never chosen unasked: it has not yet run on a GPU (its CUDA tests are in the suite, skipped without CUDA).
         attention: the model's attention implementation. Eager attention is called directly by the models,
             not through the AttentionInterface that takes the flash and flex masks, so it gets the dense mask.
     """
     if attention != 'eager':
         if requested in ('auto', 'flash') and flash[0]:
             return 'flash', f'flash-attention varlen, {flash[1]} ({attention} attention elsewhere)'
-        if requested == 'flex' and importlib.util.find_spec('torch.nn.attention.flex_attention') is not None:
+        if requested == 'flex' and flex[0]:
             return 'flex', f'FlexAttention block mask ({attention} attention elsewhere)'
     unmet = ''
     if requested in ('auto', 'flash') and attention != 'eager':
         unmet = f' (flash-attention varlen: {flash[1]})'
+    elif requested == 'flex' and attention != 'eager':
+        unmet = f' (FlexAttention: {flex[1]})'
     elif requested in ('flash', 'flex'):
-        unmet = f' (APO_PREFIX_KERNEL={requested} does not apply to eager attention)'
+        unmet = f' (--apo_prefix_kernel {requested} does not apply to eager attention)'
     if attention in _MASK_ATTENTION:
         return 'dense', f'dense 4D mask with {attention} attention{unmet}'
     return None, (f'attention implementation {attention!r} takes no dense 4D mask and neither flash-attention varlen '
-                  f'nor FlexAttention applies{unmet}; APO_PREFIX_KERNEL=flex chooses FlexAttention')
+                  f'nor FlexAttention applies{unmet}; --apo_prefix_kernel flex chooses FlexAttention')
 
 
 def _flash_for(hf_model, requested: str, attention: str, device: torch.device) -> Tuple[Any, str]:
@@ -83,23 +76,30 @@ def _flash_for(hf_model, requested: str, attention: str, device: torch.device) -
     return checked_varlen_kernel_for(hf_model, device)
 
 
+def _flex_for(hf_model, requested: str, attention: str, device: torch.device) -> Tuple[bool, str]:
+    """(whether FlexAttention passed its check here, why not) for this model's attention layers; the check
+    includes the backward when gradients are on."""
+    if requested != 'flex' or attention == 'eager':
+        return False, 'not asked for'
+    why = checked_flex_for(hf_model, device, backward=torch.is_grad_enabled())
+    return not why, why
+
+
 @dataclass
 class FastPathOptions:
     shared_prefix: bool = True
     lean_logps: bool = True
     chunk_size: int = DEFAULT_CHUNK_SIZE
-    prefix_kernel: str = 'auto'  # PREFIX_KERNELS
+    prefix_kernel: str = 'auto'  # options.PREFIX_KERNELS
     # For the full-logits path: compute logits from the first answer position on only.
     use_logits_to_keep: bool = True
 
     @classmethod
-    def from_env(cls, use_logits_to_keep: bool = True) -> 'FastPathOptions':
-        return cls(
-            shared_prefix=_env_flag('APO_SHARED_PREFIX'),
-            lean_logps=_env_flag('APO_LEAN_LOGPS'),
-            chunk_size=int(os.environ.get('APO_LOGPS_CHUNK_SIZE', DEFAULT_CHUNK_SIZE)),
-            prefix_kernel=_prefix_kernel_from_env(),
-            use_logits_to_keep=use_logits_to_keep)
+    def from_args(cls, args: APOArguments, use_logits_to_keep: bool = True) -> 'FastPathOptions':
+        """The options of a run's (resolved) --apo_* arguments."""
+        return cls(shared_prefix=args.apo_shared_prefix, lean_logps=args.apo_lean_logps,
+                   chunk_size=args.apo_logps_chunk_size, prefix_kernel=args.apo_prefix_kernel,
+                   use_logits_to_keep=use_logits_to_keep)
 
 
 @dataclass
@@ -136,7 +136,8 @@ def _pack(hf_model, batch, labels, num_rejected, model_kwargs, requested_kernel=
         # transformers passes a prepared 4D mask to sliding-window layers unchanged: their window would be lost.
         return None, f'the model has {sorted(layer_types - {"full_attention"})} layers (only full attention packs)'
     flash_kernel, flash_why = _flash_for(hf_model, requested_kernel, attention, labels.device)
-    kernel, why = prefix_kernel(requested_kernel, attention, (flash_kernel is not None, flash_why))
+    flex = _flex_for(hf_model, requested_kernel, attention, labels.device)
+    kernel, why = prefix_kernel(requested_kernel, attention, (flash_kernel is not None, flash_why), flex)
     if kernel is None:
         return None, why
     if 'position_ids' not in _forward_parameters(hf_model):
@@ -164,20 +165,92 @@ def _lean_reason(hf_model, unwrapped_model) -> str:
     return ''
 
 
-def _from_hidden_states(model, head, inputs, tokens, model_kwargs, chunk_size):
-    outputs = model(**inputs, **model_kwargs, use_cache=False, output_hidden_states=True, logits_to_keep=1)
-    hidden = outputs.hidden_states[-1]
-    # The lean path assumes logits == head(last hidden state); models that post-process logits
-    # (soft-capping, scaling) or whose last hidden state is not the head's input fail this check.
-    with torch.no_grad():
-        consistent = torch.allclose(head(hidden[:, -1:]).float(), outputs.logits[:, -1:].float(), rtol=1e-3, atol=1e-3)
+class _HeadAsInForward(torch.nn.Module):
+    """The model's head, called under the autocast state the model's own forward called it in.
+
+    Mixed precision wraps only the model's forward in autocast (and accelerate converts its outputs to
+    float32); the chunked head calls of the lean path run outside it, so without this they would compute
+    in another dtype than the plain path's logits, or fail on a float32 input to a bf16 head.
+    """
+
+    def __init__(self, head: torch.nn.Module, device_type: str, autocast_dtype: Optional[torch.dtype]):
+        super().__init__()
+        self.head = head
+        self.device_type = device_type
+        self.autocast_dtype = autocast_dtype  # None: autocast was off
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.autocast_dtype is None:
+            with torch.autocast(self.device_type, enabled=False):
+                return self.head(hidden)
+        with torch.autocast(self.device_type, dtype=self.autocast_dtype):
+            return self.head(hidden)
+
+
+@contextmanager
+def _capturing_head_input(hf_model, head):
+    """Records, during one model call, the last hidden state as the model's decoder returned it (its own dtype,
+    before any output conversion such as accelerate's float32 upcast) and the autocast state of the head call.
+
+    transformers' causal LMs compute ``logits = lm_head(self.model(...)[0][:, slice])``: the decoder's first
+    output is the head's input. The consistency check in ``_from_hidden_states`` catches models where it is not.
+    """
+    captured = {}
+
+    def keep_hidden(module, args, output):
+        captured['hidden'] = output.last_hidden_state if hasattr(output, 'last_hidden_state') else output[0]
+
+    def keep_autocast(module, args):
+        device_type = args[0].device.type
+        enabled = torch.is_autocast_enabled(device_type)
+        captured['head'] = _HeadAsInForward(module, device_type,
+                                            torch.get_autocast_dtype(device_type) if enabled else None)
+
+    decoder = hf_model.base_model
+    handles = [head.register_forward_pre_hook(keep_autocast)]
+    if decoder is not hf_model:
+        handles.append(decoder.register_forward_hook(keep_hidden))
+    try:
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _head_mismatch(head, hidden, logits) -> str:
+    """'' when ``head`` applied to the last position's hidden state gives the model's logits there, else why not.
+
+    The lean path assumes logits == head(decoder output); models that post-process logits (soft-capping,
+    scaling) or whose decoder output is not the head's input fail here and take the full-logits path. The
+    check only chooses a path: whatever goes wrong in it is a reason to fall back, never the end of a run.
+    """
+    if hidden is None:
+        return f'{type(head).__name__} input not found: the base model returned no last hidden state'
+    try:
+        with torch.no_grad():
+            expected, got = logits[:, -1:].float(), head(hidden[:, -1:]).float()
+    except Exception as error:
+        return f'the lm_head failed on the last hidden state: {type(error).__name__}: {error}'
+    if not torch.allclose(got, expected, rtol=1e-3, atol=1e-3):
+        difference = float((got - expected).abs().max())
+        return f"the model's logits are not its lm_head applied to its last hidden state (max difference {difference:.3g})"
+    return ''
+
+
+def _from_hidden_states(model, hf_model, head, inputs, tokens, model_kwargs, chunk_size):
+    with _capturing_head_input(hf_model, head) as captured:
+        outputs = model(**inputs, **model_kwargs, use_cache=False, logits_to_keep=1)
+    hidden = captured.get('hidden')
+    head = captured.get('head', head)
+    mismatch = _head_mismatch(head, hidden, outputs.logits)
     num_tokens = tokens.target.numel()
-    inconsistent_anywhere, head_calls = _agreed([int(not consistent), -(-num_tokens // chunk_size)], hidden.device)
-    if inconsistent_anywhere:
-        return None, outputs
+    device = outputs.logits.device
+    mismatch_anywhere, head_calls = _agreed([int(bool(mismatch)), -(-num_tokens // chunk_size)], device)
+    if mismatch_anywhere:
+        return None, outputs, mismatch or "another rank's model failed the lm_head check and all ranks take one path"
     logps, mean_logits = token_logps(hidden[tokens.row, tokens.position], tokens.target, head, chunk_size,
                                      min_head_calls=head_calls)
-    return (logps, mean_logits), outputs
+    return (logps, mean_logits), outputs, ''
 
 
 def _from_logits(model, inputs, tokens, model_kwargs, use_logits_to_keep):
@@ -229,10 +302,10 @@ def compute_answer_logps(model,
         reason = _lean_reason(hf_model, unwrapped_model)
         if not reason:
             head = unwrapped_model.get_output_embeddings()
-            result, outputs = _from_hidden_states(model, head, inputs, tokens, model_kwargs, options.chunk_size)
+            result, outputs, reason = _from_hidden_states(model, hf_model, head, inputs, tokens, model_kwargs,
+                                                          options.chunk_size)
             if result is None:
                 options.lean_logps = False
-                reason = "the model's logits are not its lm_head applied to its last hidden state"
             else:
                 logger.info_once('APO lean log-probs in use.')
         if reason:

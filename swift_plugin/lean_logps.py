@@ -18,7 +18,7 @@ from typing import Callable, Tuple
 import torch
 from torch.utils.checkpoint import checkpoint
 
-DEFAULT_CHUNK_SIZE = 512
+from .options import DEFAULT_CHUNK_SIZE
 
 
 def logps_and_mean_logits(logits: torch.Tensor, targets: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

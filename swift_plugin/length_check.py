@@ -12,7 +12,7 @@ max_length and the answers that do not train. With ``APO_DROP_LONG_REJECTED=1`` 
 answers are dropped (``rows.kept_answers``; the encoding drops the same answers again at training time).
 The check is exact and processes a row's images once where its answers share the prompt and images (the
 rejected lengths follow from the chosen one and the answers' token counts, ``template._shared_prompt_lengths``);
-other rows are encoded in full, once per sequence. ``APO_LENGTH_CHECK=0`` skips the check.
+other rows are encoded in full, once per sequence. ``--apo_length_check false`` skips the check.
 """
 import time
 from dataclasses import dataclass, field
@@ -24,10 +24,9 @@ from datasets import Sequence as HfSequence
 from swift.utils import get_logger, is_master, safe_ddp_context
 
 from .rows import APORowError, kept_answers
-from .template import DROP_LONG_REJECTED_ENV, apo_row_fits, describe_row, drop_long_rejected_enabled, env_flag
+from .template import apo_row_fits, describe_row
 
 logger = get_logger()
-LENGTH_CHECK_ENV = 'APO_LENGTH_CHECK'
 CHOSEN = 'chosen'
 UNNAMED = 'rejected'  # the rejected answers of rows without rejected_sources
 _FEATURES = Features({'fits': HfSequence(Value('bool')), 'sources': HfSequence(Value('string')),
@@ -80,7 +79,7 @@ def tally_lengths(fits: Sequence[Optional[Sequence[bool]]], sources: Sequence[Op
 
 def format_report(tallies: Dict[str, LengthTally], max_length: int, drop_long_rejected: bool) -> str:
     lines = [f'APO length check (--max_length {max_length}, --truncation_strategy delete, '
-             f'{DROP_LONG_REJECTED_ENV}={int(drop_long_rejected)}):']
+             f'--apo_drop_long_rejected {str(drop_long_rejected).lower()}):']
     for name, tally in tallies.items():
         dropped = tally.rows - len(tally.kept)
         over = sum(count.over_max_length for count in tally.sources.values())
@@ -142,11 +141,11 @@ def drop_over_long_rows(args, template, *datasets):
     """Remove the rows that would not train from ``(train_dataset, val_dataset)`` and log what they cost."""
     if template.truncation_strategy != 'raise' or template.max_length is None:
         return datasets  # left/right truncation cuts sequences instead of dropping rows
-    if not env_flag(LENGTH_CHECK_ENV, default=True):
-        logger.info(f'APO length check off ({LENGTH_CHECK_ENV}=0): rows over max_length are dropped as they are '
+    if not args.apo_length_check:
+        logger.info('APO length check off (--apo_length_check false): rows over max_length are dropped as they are '
                     'encoded, uncounted.')
         return datasets
-    drop_long_rejected = drop_long_rejected_enabled()
+    drop_long_rejected = args.apo_drop_long_rejected
     tallies, result = {}, []
     started = time.time()
     for name, dataset in zip(('train', 'val'), datasets):
@@ -171,5 +170,5 @@ def drop_over_long_rows(args, template, *datasets):
     if empty:
         raise ValueError(f'APO length check: no row of the {" and ".join(empty)} dataset trains under --max_length '
                          f'{template.max_length} (see the counts above): raise --max_length, or set '
-                         f'{DROP_LONG_REJECTED_ENV}=1 to drop only over-long rejected answers.')
+                         '--apo_drop_long_rejected true to drop only over-long rejected answers.')
     return tuple(result)

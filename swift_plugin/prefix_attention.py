@@ -22,13 +22,16 @@ on wrong attention.
 """
 import importlib.util
 import inspect
+import logging
 from functools import lru_cache, wraps
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch.nn.attention.flex_attention import BlockMask
 
-from .shared_prefix import VarlenPrefixMask, block_causal_mask, varlen_prefix_mask
+from .shared_prefix import VarlenPrefixMask, block_causal_mask, prefix_block_mask, varlen_prefix_mask
+
+logger = logging.getLogger(__name__)
 
 # kernel(query [Tq, H, D], key [Tk, Hkv, D], value, cu_seq_q, cu_seq_k, max_q, max_k, scale) -> [Tq, H, D];
 # sequence i's queries attend causally to its keys, diagonal aligned bottom right.
@@ -42,19 +45,53 @@ def _compiled_flex_attention():
     return torch.compile(flex_attention)
 
 
-def flex_block_mask_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """transformers attention function for a ``BlockMask`` (the shared-prefix forward's)."""
+def _flex(query, key, value, block_mask: BlockMask, scaling) -> torch.Tensor:
+    """flex_attention on a ``BlockMask``: [rows, H, L, D] in, [rows, L, H, D] out. Compiled off the CPU; on the
+    CPU eager, forward only (torch has no FlexAttention backward there)."""
     from torch.nn.attention.flex_attention import flex_attention
-    if dropout:
-        raise ValueError('the shared-prefix FlexAttention forward takes no attention dropout')
-    flex = flex_attention if query.device.type == 'cpu' else _compiled_flex_attention()  # CPU: forward only
+    flex = flex_attention if query.device.type == 'cpu' else _compiled_flex_attention()
     heads, kv_heads = query.shape[1], key.shape[1]
     if heads & (heads - 1):
         # As transformers' flex_attention_forward: grouped-query flex only for a power-of-two number of
         # query heads (Qwen2.5-VL-7B has 28), else the key/value heads repeated.
         key, value = (t.repeat_interleave(heads // kv_heads, dim=1) for t in (key, value))
-    out = flex(query, key, value, block_mask=attention_mask, scale=scaling, enable_gqa=key.shape[1] != heads)
-    return out.transpose(1, 2).contiguous(), None
+    out = flex(query, key, value, block_mask=block_mask, scale=scaling, enable_gqa=key.shape[1] != heads)
+    return out.transpose(1, 2).contiguous()
+
+
+def _dense_block_mask_attention(query, key, value, block_mask: BlockMask, scaling) -> torch.Tensor:
+    """What ``_flex`` computes, with sdpa and the dense mask the block mask's mask_mod describes."""
+    from torch.nn.attention.flex_attention import create_mask
+    allowed = create_mask(block_mask.mask_mod, query.shape[0], None, query.shape[2], key.shape[2], device=query.device)
+    out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=allowed, scale=scaling,
+                                                           enable_gqa=key.shape[1] != query.shape[1])
+    return out.transpose(1, 2).contiguous()
+
+
+# device type -> why FlexAttention failed there during this run (its calls then take the dense mask)
+_flex_failed_on: Dict[str, str] = {}
+
+
+def flex_block_mask_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """transformers attention function for a ``BlockMask`` (the shared-prefix forward's).
+
+    ``checked_flex`` tried FlexAttention at the model's head layout and dtype before it was chosen; should it
+    still fail here (a compile at a new shape), the forward continues on sdpa with the dense mask, for this call
+    and the rest of the run, and says why: a kernel never ends a run. Running out of memory is not such a failure.
+    """
+    if dropout:
+        raise ValueError('the shared-prefix FlexAttention forward takes no attention dropout')
+    device_type = query.device.type
+    if device_type not in _flex_failed_on:
+        try:
+            return _flex(query, key, value, attention_mask, scaling), None
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as error:
+            _flex_failed_on[device_type] = _first_line(error)
+            logger.warning(f'FlexAttention failed on {device_type} ({_flex_failed_on[device_type]}); the shared-prefix '
+                           'forward goes on with sdpa and the dense block-causal mask for the rest of the run.')
+    return _dense_block_mask_attention(query, key, value, attention_mask, scaling), None
 
 
 def varlen_prefix_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -138,18 +175,33 @@ def _check_rows() -> torch.Tensor:
     return torch.stack([torch.cat([torch.full((n, ), s) for s, n in row]) for row in runs])
 
 
+def _first_line(error: BaseException) -> str:
+    return f'{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ""}'
+
+
 def kernel_mismatch(kernel: VarlenKernel, device, dtype, heads: int, kv_heads: int, head_dim: int) -> str:
     """'' when ``varlen_prefix_attention`` with ``kernel`` gives sdpa's output and gradients under the dense
-    block-causal mask (computed in float32 from the same inputs), else what differs or failed.
+    block-causal mask (computed in float32 from the same inputs), else what differs or failed."""
+
+    def attend(segments, query, key, value):
+        return varlen_prefix_attention(None, query, key, value, varlen_prefix_mask(segments, kernel), scaling=0.125)[0]
+
+    return attention_mismatch(attend, device, dtype, heads, kv_heads, head_dim)
+
+
+def attention_mismatch(attend: Callable, device, dtype, heads: int, kv_heads: int, head_dim: int,
+                       backward: bool = True) -> str:
+    """'' when ``attend(segments, query, key, value)`` ([rows, H, L, D] in, [rows, L, H, D] out) gives sdpa's
+    output (and with ``backward`` its gradients) under the dense block-causal mask, else what differs or failed.
 
     Runs with gradients and without autocast whatever the caller's context (the first packed call may be a
     reference model's forward under no_grad, or inside autocast).
     """
     with torch.inference_mode(False), torch.enable_grad(), torch.autocast(torch.device(device).type, enabled=False):
-        return _kernel_mismatch(kernel, device, dtype, heads, kv_heads, head_dim)
+        return _attention_mismatch(attend, device, dtype, heads, kv_heads, head_dim, backward)
 
 
-def _kernel_mismatch(kernel, device, dtype, heads, kv_heads, head_dim) -> str:
+def _attention_mismatch(attend, device, dtype, heads, kv_heads, head_dim, backward) -> str:
     segments = _check_rows().to(device)
     rows, length = segments.shape
     generator = torch.Generator().manual_seed(0)
@@ -160,19 +212,21 @@ def _kernel_mismatch(kernel, device, dtype, heads, kv_heads, head_dim) -> str:
     upstream = torch.randn(rows, length, heads, head_dim, generator=generator).to(device) * real
     results = []
     for run in ('kernel', 'reference'):
-        leaves = [t.detach().clone().requires_grad_() for t in inputs]
+        leaves = [t.detach().clone().requires_grad_(backward) for t in inputs]
         if run == 'kernel':
             try:
-                out, _ = varlen_prefix_attention(None, *leaves, varlen_prefix_mask(segments, kernel), scaling=0.125)
-                (out.float() * upstream).sum().backward()
-            except Exception as error:  # a dtype or head layout the kernel lacks
-                return f'{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ""}'
+                out = attend(segments, *leaves)
+                if backward:
+                    (out.float() * upstream).sum().backward()
+            except Exception as error:  # a dtype or head layout the kernel lacks, a compile that failed
+                return _first_line(error)
         else:
             q, k, v = (t.float() for t in leaves)
             out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=block_causal_mask(segments),
                                                                    scale=0.125, enable_gqa=True).transpose(1, 2)
-            (out * upstream).sum().backward()
-        results.append([out.detach().float() * real] + [t.grad.float() for t in leaves])
+            if backward:
+                (out * upstream).sum().backward()
+        results.append([out.detach().float() * real] + ([t.grad.float() for t in leaves] if backward else []))
     tolerance = 1e-4 if dtype in (torch.float32, torch.float64) else 3e-2
     for name, got, expected in zip(('output', 'query gradient', 'key gradient', 'value gradient'), *results):
         error = float((got - expected).abs().max() / expected.abs().max().clamp_min(1e-12))
@@ -196,14 +250,37 @@ def checked_varlen_kernel(device: torch.device, dtype: torch.dtype, heads: int, 
     return None, f'no varlen kernel passed the check with {dtype} ({"; ".join(refused)})'
 
 
-def checked_varlen_kernel_for(hf_model, device: torch.device) -> Tuple[Optional[VarlenKernel], str]:
-    """``checked_varlen_kernel`` for the attention layers of a transformers model (its text config's heads and
-    head dim, and the dtype its forward computes in: autocast's where autocast is on, else the weights')."""
+def _attention_layout(hf_model, device: torch.device) -> Tuple[torch.dtype, int, int, int]:
+    """(dtype, heads, key/value heads, head dim) of a transformers model's attention layers: its text config's
+    heads and head dim, and the dtype its forward computes in (autocast's where autocast is on, else the weights')."""
     text = hf_model.config.get_text_config()
     heads = text.num_attention_heads
     head_dim = getattr(text, 'head_dim', None) or text.hidden_size // heads
     dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else hf_model.dtype
-    return checked_varlen_kernel(device, dtype, heads, getattr(text, 'num_key_value_heads', None) or heads, head_dim)
+    return dtype, heads, getattr(text, 'num_key_value_heads', None) or heads, head_dim
+
+
+def checked_varlen_kernel_for(hf_model, device: torch.device) -> Tuple[Optional[VarlenKernel], str]:
+    """``checked_varlen_kernel`` for the attention layers of a transformers model."""
+    return checked_varlen_kernel(device, *_attention_layout(hf_model, device))
+
+
+@lru_cache(maxsize=None)
+def checked_flex(device: torch.device, dtype: torch.dtype, heads: int, kv_heads: int, head_dim: int,
+                 backward: bool) -> str:
+    """'' when FlexAttention (compiled where it runs compiled) reproduces sdpa with the dense block-causal mask
+    here (with ``backward``, its gradients too), else why not: e.g. an Inductor compile that found no kernel for
+    this device and dtype, or the CPU, where FlexAttention has no backward."""
+
+    def attend(segments, query, key, value):
+        return _flex(query, key, value, prefix_block_mask(segments), 0.125)
+
+    return attention_mismatch(attend, device, dtype, heads, kv_heads, head_dim, backward)
+
+
+def checked_flex_for(hf_model, device: torch.device, backward: bool) -> str:
+    """``checked_flex`` for the attention layers of a transformers model."""
+    return checked_flex(device, *_attention_layout(hf_model, device), backward)
 
 
 @lru_cache(maxsize=None)

@@ -16,8 +16,11 @@ class, which then refuses ``--rlhf_type apo`` with the reason.
 import importlib
 import inspect
 from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from functools import lru_cache, partial, wraps
 from typing import Dict, Literal, Optional, get_args
+
+from .options import APOArguments
 
 APO = 'apo'
 # pyproject.toml declares the same range (a test checks that they agree). 4.5.3 was checked: APO's
@@ -144,10 +147,20 @@ def _patch_arguments(module) -> None:
         if self.rlhf_type == APO:
             require_apo_patches()
             check_apo_arguments(self)
+            self.resolve_apo_options()  # so that args.json records what the run used
         with as_dpo(self):
             post_init(self)
+        if self.rlhf_type == APO:
+            # ms-swift built the trainer's arguments (DPO's, under as_dpo) from the fields they declare; the
+            # trainer reads the APO options there.
+            for option in fields(APOArguments):
+                setattr(self.training_args, option.name, getattr(self, option.name))
 
     cls.__post_init__ = __post_init__
+    # The --apo_* options join ms-swift's RLHF arguments (its parser, --help and args.json read the dataclass
+    # fields): the module's class becomes a dataclass with them, before swift.arguments re-exports it.
+    module.RLHFArguments = dataclass(
+        type(cls.__name__, (APOArguments, cls), {'__module__': cls.__module__, '__qualname__': cls.__qualname__}))
 
 
 def _patch_trainer_factory(module) -> None:
@@ -205,6 +218,8 @@ def _patch_rlhf_pipeline(module) -> None:
         prepare_template(self)
         if self.args.rlhf_type == APO:
             self.template.set_mode(APO)
+            # read by the APO encoding, which runs where the arguments are not at hand (dataset workers too)
+            self.template.apo_drop_long_rejected = self.args.apo_drop_long_rejected
 
     @wraps(prepare_model)
     def _prepare_model(cls_, args, model, **kwargs):

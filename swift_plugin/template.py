@@ -14,10 +14,9 @@ exactly ms-swift's DPO layout ``[chosen x B, rejected x B]``.
 Each sequence goes through the template's own ``_encode_truncated``, so ``--max_length`` and
 ``--truncation_strategy`` follow ms-swift's rules (image placeholder tokens are never cut). Under
 ``--truncation_strategy delete`` a row with any sequence over max_length is dropped, as in DPO; with
-``APO_DROP_LONG_REJECTED=1`` only its over-long rejected answers are (see ``rows.kept_answers``).
+``--apo_drop_long_rejected true`` only its over-long rejected answers are (see ``rows.kept_answers``).
 A rejected answer is encoded with its own images when the row has ``rejected_images``.
 """
-import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -32,18 +31,6 @@ APO_MODE = 'apo'
 NUM_REJECTED_KEY = 'num_rejected'
 SOURCES_KEY = 'rejected_sources'
 _ANSWERS_KEY = 'rejected_answers'
-DROP_LONG_REJECTED_ENV = 'APO_DROP_LONG_REJECTED'
-
-
-def env_flag(name: str, default: bool) -> bool:
-    value = os.environ.get(name, '').strip().lower()
-    return default if not value else value not in ('0', 'false', 'no', 'off')
-
-
-def drop_long_rejected_enabled() -> bool:
-    return env_flag(DROP_LONG_REJECTED_ENV, default=False)
-
-
 def _without_none(encoded: Dict[str, Any]) -> Dict[str, Any]:
     return {k: v for k, v in encoded.items() if v is not None}
 
@@ -160,10 +147,11 @@ def encode_apo_row(template,
     """Encode one APO row with ``template`` (an ms-swift Template).
 
     Raises MaxLengthError (ms-swift then drops the row) when the row does not train under
-    ``--truncation_strategy delete``; ``drop_long_rejected`` defaults to ``APO_DROP_LONG_REJECTED``.
+    ``--truncation_strategy delete``; ``drop_long_rejected`` defaults to the run's ``--apo_drop_long_rejected``,
+    which the rlhf pipeline sets on the template.
     """
     if drop_long_rejected is None:
-        drop_long_rejected = drop_long_rejected_enabled()
+        drop_long_rejected = getattr(template, 'apo_drop_long_rejected', False)
     sequences = _encode_sequences(template, row)
     kept = kept_answers(sequences.fits, drop_long_rejected)
     if kept is None:
@@ -171,7 +159,7 @@ def encode_apo_row(template,
         over = [name for name, fit in zip(names, sequences.fits) if not fit]
         raise MaxLengthError(f'APO row over max_length {template.max_length}: {", ".join(over)} '
                              f'(the row trains only when the chosen answer and every rejected answer fit, or with '
-                             f'{DROP_LONG_REJECTED_ENV}=1 at least one)')
+                             '--apo_drop_long_rejected true at least one)')
     chosen = sequences.chosen
     answers = [_without_none(sequences.answers[k]) for k in kept]
     sources = sequences.rejected.sources

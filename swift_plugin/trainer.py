@@ -32,7 +32,7 @@ class APOTrainer(DPOTrainer):
         # threads can then still hold finished work with tensors in it, and a rank aborts at exit (SIGABRT,
         # "terminate called without an active exception") after a run that succeeded.
         atexit.register(_destroy_process_group)
-        self.fast_path = FastPathOptions.from_env(use_logits_to_keep=self.get_use_logits_to_keep(True))
+        self.fast_path = FastPathOptions.from_args(self.args, use_logits_to_keep=self.get_use_logits_to_keep(True))
         # train/eval -> metric name -> [sum, count] since the last log
         self._metric_totals = defaultdict(lambda: defaultdict(lambda: [0.0, 0.0]))
 

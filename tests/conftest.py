@@ -19,7 +19,10 @@ os.environ.setdefault('MAX_PIXELS', '3136')
 sys.path.insert(0, str(REPO / 'tools'))
 from tiny_qwen2_5_vl import build_tiny_moe_model, build_tiny_qwen2_5_vl, build_tiny_text_model  # noqa: E402
 
-SWIFT = str(Path(sys.executable).with_name('swift'))
+# The installed ``swift`` script; in a checkout that is not pip-installed (scripts/gpu_check.sh on an image with its
+# own torch), ``python -m swift_plugin``, which arms the APO registration in every interpreter ms-swift starts.
+_INSTALLED_SWIFT = Path(sys.executable).with_name('swift')
+SWIFT_COMMAND = [str(_INSTALLED_SWIFT)] if _INSTALLED_SWIFT.exists() else [sys.executable, '-m', 'swift_plugin']
 CPU_FLAGS = ['--check_model', 'false', '--report_to', 'none', '--torch_dtype', 'float32', '--fp16', 'false',
              '--bf16', 'false', '--dataloader_num_workers', '0', '--logging_steps', '1', '--seed', '42']
 VL_FLAGS = ['--model_type', 'qwen2_5_vl', '--template', 'qwen2_5_vl']
@@ -97,7 +100,7 @@ def run_swift(command: str, args: Sequence[str], output_dir: Path, env: Optional
               check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
     full_env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'MAX_PIXELS': '3136', 'PYTHONUNBUFFERED': '1',
                 'OMP_NUM_THREADS': '2', **(env or {})}
-    cmd = [SWIFT, command, *CPU_FLAGS, '--output_dir', str(output_dir), *args]
+    cmd = [*SWIFT_COMMAND, command, *CPU_FLAGS, '--output_dir', str(output_dir), *args]
     proc = subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f'{" ".join(cmd)}\nexited {proc.returncode}:\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}')

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (CPU_FLAGS, MOE_FLAGS, TEXT_FLAGS, VL_FLAGS, mean_log_1_plus_k, read_logs, run_swift,
+from conftest import (CPU_FLAGS, MOE_FLAGS, SWIFT_COMMAND, TEXT_FLAGS, VL_FLAGS, mean_log_1_plus_k, read_logs, run_swift,
                       text_training_args, write_apo_rows, write_dpo_rows)
 
 TRAIN_KS = [1, 3, 7]
@@ -88,13 +88,17 @@ def test_evaluation_logs_the_same_metrics_with_eval_prefix(lora_run):
 
 
 def test_plain_path_logs_the_same_run(lora_run, tiny_vl_model):
-    """APO_SHARED_PREFIX=0 APO_LEAN_LOGPS=0 (K + 1 full sequences, full logits) trains the same model:
+    """--apo_shared_prefix false --apo_lean_logps false (K + 1 full sequences, full logits) trains the same model:
     every logged training and evaluation number of the 4 steps matches the fast run (gradient checkpointing on)."""
     root, train, evals = lora_run
     args = _vl_lora_args(tiny_vl_model, root / 'data')
     args[args.index('--save_strategy') + 1] = 'no'
-    proc = run_swift('rlhf', args, root / 'plain', env={'APO_SHARED_PREFIX': '0', 'APO_LEAN_LOGPS': '0'})
+    # The arguments win over the environment variables they replace.
+    proc = run_swift('rlhf', args + ['--apo_shared_prefix', 'false', '--apo_lean_logps', 'false'], root / 'plain',
+                     env={'APO_SHARED_PREFIX': '1', 'APO_LEAN_LOGPS': '1', 'APO_LOGPS_CHUNK_SIZE': '64'})
     assert 'in use.' not in proc.stdout + proc.stderr
+    saved = _saved_args(root / 'plain')
+    assert (saved['apo_shared_prefix'], saved['apo_lean_logps'], saved['apo_logps_chunk_size']) == (False, False, 64)
     logs = read_logs(root / 'plain')
     plain_train = [line for line in logs if 'loss' in line]
     plain_evals = [line for line in logs if 'eval_loss' in line]
@@ -106,6 +110,25 @@ def test_plain_path_logs_the_same_run(lora_run, tiny_vl_model):
         for key in keys:
             assert plain[key] == pytest.approx(fast[key], rel=1e-4, abs=1e-6), key
     assert train[-1]['rewards/margins'] > 0.1  # the compared run really trains
+
+
+def _saved_args(output_dir: Path) -> dict:
+    return json.loads(next(Path(output_dir).glob('v*-*/args.json')).read_text())
+
+
+def test_apo_options_are_listed_and_saved_with_the_run(lora_run):
+    """The --apo_* options are ms-swift arguments: in `swift rlhf --help`, and in args.json as the run resolved
+    them (the fast run set none: the defaults; the plain run below sets two)."""
+    root, _, _ = lora_run
+    help_text = subprocess.run([*SWIFT_COMMAND, 'rlhf', '--help'], capture_output=True, text=True,
+                               env={**os.environ, 'HF_HUB_OFFLINE': '1'}, timeout=300).stdout
+    for option in ('--apo_shared_prefix', '--apo_prefix_kernel {auto,flash,flex,dense}', '--apo_lean_logps',
+                   '--apo_logps_chunk_size', '--apo_drop_long_rejected', '--apo_length_check'):
+        assert option in help_text, option
+    saved = _saved_args(root / 'out')
+    assert {k: v for k, v in saved.items() if k.startswith('apo_')} == {
+        'apo_shared_prefix': True, 'apo_prefix_kernel': 'auto', 'apo_lean_logps': True, 'apo_logps_chunk_size': 512,
+        'apo_drop_long_rejected': False, 'apo_length_check': True}
 
 
 def test_resume_from_checkpoint_continues_the_same_run(lora_run, tiny_vl_model):

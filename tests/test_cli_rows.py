@@ -1,5 +1,5 @@
 """Data options through the real ``swift rlhf --rlhf_type apo`` CLI on the tiny Qwen2.5-VL (CPU):
-``--columns``, ``--max_length`` with the start-up length report and ``APO_DROP_LONG_REJECTED``, rejected_images."""
+``--columns``, ``--max_length`` with the start-up length report and ``--apo_drop_long_rejected``, rejected_images."""
 import json
 import math
 import re
@@ -69,12 +69,12 @@ def _report(output: str):
     return tuple(map(int, rows.groups())), {name: tuple(map(int, counts.split())) for name, counts in table.items()}
 
 
-@pytest.mark.parametrize('drop_long_rejected', ['0', '1'])
+@pytest.mark.parametrize('drop_long_rejected', ['false', 'true'])
 def test_rows_over_max_length_are_counted_per_source(tiny_vl_model, tmp_path, drop_long_rejected):
     """The start-up report's numbers, and the training step that follows trains exactly the rows (and answers)
     the report says: the first loss is the mean log(1 + K) over the kept rows, K counting kept answers."""
     data = _length_rows(tmp_path / 'train.jsonl')
-    if drop_long_rejected == '1':
+    if drop_long_rejected == 'true':
         # Rows 3 (chosen too long) and 4 (no rejected answer fits) go; rows 1 and 2 lose their long answers.
         expected_rows, kept_ks = (6, 4, 2, 2, 0), [3, 2, 1, 3]
         expected_sources = {'chosen': (6, 1, 2), 'T0': (6, 1, 2), 'T1': (6, 3, 4), 'T2': (6, 2, 3)}
@@ -82,8 +82,9 @@ def test_rows_over_max_length_are_counted_per_source(tiny_vl_model, tmp_path, dr
         expected_rows, kept_ks = (6, 2, 4, 4, 0), [3, 3]
         expected_sources = {'chosen': (6, 1, 4), 'T0': (6, 1, 4), 'T1': (6, 3, 4), 'T2': (6, 2, 4)}
     proc = run_swift('rlhf', _apo_args(tiny_vl_model, data, '--max_length', MAX_LENGTH, '--per_device_train_batch_size',
-                                       str(len(kept_ks))), tmp_path / 'out',
-                     env={'APO_DROP_LONG_REJECTED': drop_long_rejected})
+                                       str(len(kept_ks)), '--apo_drop_long_rejected', drop_long_rejected),
+                     tmp_path / 'out')
+    assert f'--apo_drop_long_rejected {drop_long_rejected}):' in proc.stdout + proc.stderr
     rows, sources = _report(proc.stdout + proc.stderr)
     assert rows == expected_rows
     assert sources == expected_sources

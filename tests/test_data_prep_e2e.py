@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import SWIFT, VL_FLAGS, mean_log_1_plus_k, read_logs, run_swift
+from conftest import SWIFT_COMMAND, VL_FLAGS, mean_log_1_plus_k, read_logs, run_swift
 from cxr_data import SAMPLE, SAMPLE_FILE
 from data_prep.cli import main
 
@@ -20,7 +20,7 @@ def test_consensus_infer_apo_rlhf(tiny_vl_model, tmp_path, capsys):
     assert main(['consensus', '--dataset', str(SAMPLE_FILE), '--out', str(requests), '--check-images']) == 0
     env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'MAX_PIXELS': '3136', 'OMP_NUM_THREADS': '2'}
     # top_k/temperature: the tiny model's greedy answer is whitespace, which data_prep rightly drops as empty
-    infer = subprocess.run([SWIFT, 'infer', '--model', tiny_vl_model, *VL_FLAGS, '--torch_dtype', 'float32',
+    infer = subprocess.run([*SWIFT_COMMAND, 'infer', '--model', tiny_vl_model, *VL_FLAGS, '--torch_dtype', 'float32',
                             '--infer_backend', 'transformers', '--val_dataset', str(requests), '--result_path',
                             str(results), '--max_new_tokens', '24', '--temperature', '1', '--top_k', '50',
                             '--top_p', '1', '--seed', '0', '--max_batch_size', '6'],

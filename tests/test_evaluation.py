@@ -542,7 +542,7 @@ def test_loglik_equals_transformers(tiny_vl_model, tmp_path, monkeypatch, capsys
 
 
 def test_swift_infer_runs_in_the_inference_environment(monkeypatch, tmp_path):
-    from evaluation import cli
+    from evaluation import swift_infer as cli
     monkeypatch.delenv('INFER_PYTHON', raising=False)
     monkeypatch.setattr(cli, 'INFER_VENV', tmp_path / '.venv-infer')
     assert cli.infer_python() == sys.executable  # not built: this environment

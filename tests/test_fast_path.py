@@ -234,6 +234,45 @@ def test_prompts_that_differ_fall_back_to_the_plain_batch(env, tiny_text_model, 
     _assert_same(plain, fast, 'log-probs')
 
 
+@pytest.mark.parametrize('fault', ['post-processed logits', 'head that fails'])
+def test_lean_path_check_falls_back_with_the_reason_and_the_plain_numbers(env, tiny_text_model, fault, caplog):
+    """The check that chooses the lean path never ends a run: logits the head does not give (soft-capping and the
+    like), or a head that raises on the check, switch lean log-probs off with the reason, and the full-logits path
+    gives the plain path's numbers."""
+    from swift_plugin import answer_logps
+    model, processor = load(tiny_text_model, 'qwen2')
+    template = apo_template(processor, model, 'qwen2_5')
+    batch, labels, num_rejected = collate(template, apo_rows(None, [2, 1]))
+    if fault == 'post-processed logits':
+        hook = model.register_forward_hook(lambda module, args, output: output.__setitem__('logits', output.logits / 2))
+        expected_reason = "the model's logits are not its lm_head applied to its last hidden state (max difference"
+    else:
+        head_calls = []
+
+        def fail_in_the_check(module, args):
+            head_calls.append(args[0].shape)
+            if len(head_calls) == 2:  # the model's own call (logits_to_keep=1), then the check's
+                raise RuntimeError('expected m1 and m2 to have the same dtype')
+
+        hook = model.get_output_embeddings().register_forward_pre_hook(fail_in_the_check)
+        expected_reason = 'the lm_head failed on the last hidden state: RuntimeError: expected m1 and m2'
+    options = copy.copy(PATHS['both'])
+    try:
+        with torch.no_grad():
+            with caplog.at_level('WARNING'):
+                got = sequence_logps(compute_answer_logps(model, model, batch, labels, num_rejected, options),
+                                     labels.shape[0])
+            plain, _ = _sequence_logps(model, batch, labels, num_rejected, PATHS['plain'])
+    finally:
+        hook.remove()
+    assert options.lean_logps is False  # switched off for the rest of the run
+    warnings = [r.getMessage() for r in caplog.records if 'APO lean log-probs not used' in r.getMessage()]
+    assert warnings and expected_reason in warnings[0], [r.getMessage() for r in caplog.records]
+    _assert_same(plain, got, 'log-probs')
+    assert answer_logps._head_mismatch(model.get_output_embeddings(), None, torch.zeros(1, 1, 4)).startswith(
+        'Linear input not found')
+
+
 def _switch_load_balancing_loss(router_logits, real, num_experts, top_k):
     """Switch Transformer's auxiliary loss over the real tokens of all layers: E * sum_e f_e * P_e, with f_e the
     share of top-k assignments and P_e the mean router probability of expert e."""
@@ -319,6 +358,9 @@ def test_kernel_loss_and_every_gradient_equal_the_plain_path_on_cuda(vl, tmp_pat
     if kernel == 'flash':
         chosen, why = prefix_attention.checked_varlen_kernel_for(model, torch.device('cuda'))
         assert chosen is not None, why
+    else:  # else compute_answer_logps would fall back to the dense mask, and this test would not test FlexAttention
+        why = prefix_attention.checked_flex_for(model, torch.device('cuda'), backward=True)
+        assert not why, why
     torch.manual_seed(0)
     model = get_peft_model(model, LoraConfig(r=4, target_modules=['q_proj', 'v_proj', 'down_proj', 'qkv'],
                                              init_lora_weights=False))

@@ -33,7 +33,7 @@ def test_report_block():
     tallies = {'train': tally_lengths(FITS, SOURCES, ERRORS, drop_long_rejected=False),
                'val': tally_lengths([[True, True]], [None], [None], drop_long_rejected=False)}
     assert format_report(tallies, 4096, drop_long_rejected=False).splitlines() == [
-        'APO length check (--max_length 4096, --truncation_strategy delete, APO_DROP_LONG_REJECTED=0):',
+        'APO length check (--max_length 4096, --truncation_strategy delete, --apo_drop_long_rejected false):',
         '  train: 5 rows, 2 train, 3 dropped (2 over max_length, 1 failed to encode)',
         '    source    answers  over max_length  not trained',
         '    chosen          4                1            2',
@@ -79,10 +79,11 @@ def _dataset(long_answers):
 
 def _args(**overrides):
     from types import SimpleNamespace
-    return SimpleNamespace(**{'strict': False, 'dataset_num_proc': 1, 'load_from_cache_file': False, **overrides})
+    return SimpleNamespace(**{'strict': False, 'dataset_num_proc': 1, 'load_from_cache_file': False,
+                              'apo_length_check': True, 'apo_drop_long_rejected': False, **overrides})
 
 
-def test_rows_that_would_not_train_leave_the_dataset(processor, monkeypatch, caplog):
+def test_rows_that_would_not_train_leave_the_dataset(processor, caplog):
     from swift_plugin.length_check import drop_over_long_rows
     train, val = _dataset([[False, False], [False, True], [True, True]]), _dataset([[False, False]])
     template = _template(processor, max_length=200)
@@ -91,24 +92,23 @@ def test_rows_that_would_not_train_leave_the_dataset(processor, monkeypatch, cap
     assert [r['messages'][0]['content'] for r in kept_train] == ['Findings 0?'] and kept_val is val
     assert '  train: 3 rows, 1 train, 2 dropped (2 over max_length, 0 failed to encode)' in caplog.text
     assert '  val: 1 rows, every answer fits' in caplog.text
-    monkeypatch.setenv('APO_DROP_LONG_REJECTED', '1')
-    kept_train, _ = drop_over_long_rows(_args(), template, train, val)
+    kept_train, _ = drop_over_long_rows(_args(apo_drop_long_rejected=True), template, train, val)
     assert len(kept_train) == 2  # row 1 keeps T0; row 2 has no rejected answer left
     # --strict true stops instead, naming the row; a dataset left with no row stops with the remedy.
     with pytest.raises(ValueError, match=r"train dataset: row with messages .*'Findings 2\?'.*over max_length 200: "
                        'T0, T1 '):
-        drop_over_long_rows(_args(strict=True), template, train, val)
+        drop_over_long_rows(_args(strict=True, apo_drop_long_rejected=True), template, train, val)
     with pytest.raises(ValueError, match='no row of the train dataset trains under --max_length 200'):
-        drop_over_long_rows(_args(), template, _dataset([[True, True]]), None)
+        drop_over_long_rows(_args(apo_drop_long_rejected=True), template, _dataset([[True, True]]), None)
 
 
-def test_nothing_to_check_when_rows_are_truncated_or_the_check_is_off(processor, monkeypatch):
+def test_nothing_to_check_when_rows_are_truncated_or_the_check_is_off(processor):
     from swift_plugin.length_check import drop_over_long_rows
     train = _dataset([[True, True]])
     assert drop_over_long_rows(_args(), _template(processor, max_length=200, truncation_strategy='left'), train,
                                None) == (train, None)
-    monkeypatch.setenv('APO_LENGTH_CHECK', '0')
-    assert drop_over_long_rows(_args(), _template(processor, max_length=200), train, None) == (train, None)
+    assert drop_over_long_rows(_args(apo_length_check=False), _template(processor, max_length=200), train,
+                               None) == (train, None)
 
 
 # The fast path (one image encoding per row) against the full encoding of every sequence, on the real

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from swift_plugin.answer_logps import prefix_kernel
+from swift_plugin import prefix_attention
 from swift_plugin.prefix_attention import (checked_varlen_kernel, kernel_mismatch, reference_varlen_attention,
                                            varlen_prefix_attention)
 from swift_plugin.shared_prefix import (VarlenPrefixMask, block_causal_mask, prefix_block_mask, prefix_varlen_layout,
@@ -38,6 +39,7 @@ def test_block_mask_equals_the_dense_mask_and_skips_blocks(rows_per_chunk):
 
 
 FLASH_PASSED, NO_FLASH = (True, 'torch varlen_attn'), (False, 'no flash-attention varlen kernel on cpu')
+FLEX_FAILED = (False, 'NoValidChoicesError: No choices to select')  # as Inductor said on an H200 (torch 2.11)
 
 
 @pytest.mark.parametrize('requested, attention, flash, expected', [
@@ -62,13 +64,32 @@ def test_kernel_choice(requested, attention, flash, expected):
         assert flash[1] in why  # the log says why flash-attention did not apply
 
 
-def test_kernel_switch_from_the_environment(monkeypatch):
-    from swift_plugin.answer_logps import FastPathOptions
+@pytest.mark.parametrize('attention, expected', [('sdpa', 'dense'), ('flash_attention_2', None)])
+def test_flex_that_failed_its_check_falls_back_with_the_reason(attention, expected):
+    kernel, why = prefix_kernel('flex', attention, FLASH_PASSED, FLEX_FAILED)
+    assert kernel == expected
+    assert f'(FlexAttention: {FLEX_FAILED[1]})' in why
+
+
+def test_apo_options_take_the_argument_then_the_environment_then_the_default(monkeypatch):
+    from swift_plugin.options import APOArguments
     monkeypatch.setenv('APO_PREFIX_KERNEL', ' Flash ')
-    assert FastPathOptions.from_env().prefix_kernel == 'flash'
-    monkeypatch.setenv('APO_PREFIX_KERNEL', 'varlen')
-    with pytest.raises(ValueError, match="APO_PREFIX_KERNEL='varlen': expected one of auto, flash, flex, dense"):
-        FastPathOptions.from_env()
+    monkeypatch.setenv('APO_SHARED_PREFIX', 'off')
+    options = APOArguments(apo_shared_prefix=True)
+    options.resolve_apo_options()
+    assert (options.apo_prefix_kernel, options.apo_shared_prefix) == ('flash', True)  # the argument wins
+    assert (options.apo_lean_logps, options.apo_logps_chunk_size, options.apo_length_check,
+            options.apo_drop_long_rejected) == (True, 512, True, False)
+    for env, value, error in [('APO_PREFIX_KERNEL', 'varlen', "APO_PREFIX_KERNEL='varlen': expected one of auto, "
+                               'flash, flex, dense'), ('APO_LEAN_LOGPS', 'maybe', "APO_LEAN_LOGPS='maybe': expected "
+                               'one of 1, true'), ('APO_LOGPS_CHUNK_SIZE', '1k', "APO_LOGPS_CHUNK_SIZE='1k': expected "
+                               'a whole number')]:
+        monkeypatch.setenv(env, value)
+        with pytest.raises(ValueError, match=re.escape(error)):
+            APOArguments().resolve_apo_options()
+        monkeypatch.delenv(env)
+    with pytest.raises(ValueError, match='--apo_logps_chunk_size: the chunk size must be positive'):
+        APOArguments(apo_logps_chunk_size=0).resolve_apo_options()
 
 
 @pytest.mark.parametrize('heads', [4, 6])  # grouped-query flex, and key/value heads repeated (not a power of two)
@@ -83,6 +104,56 @@ def test_attention_function_on_a_block_mask_equals_sdpa(heads):
                                                                 scale=0.3, enable_gqa=True)
     assert got.shape == (2, segments.shape[1], heads, 16)  # [batch, length, heads, head dim], as transformers wants
     assert (got - expected.transpose(1, 2)).abs().max() < 1e-12
+
+
+@pytest.fixture
+def failing_flex(monkeypatch):
+    """FlexAttention failing as its compile did on an H200 with torch 2.11; yields the list of its calls."""
+    calls = []
+
+    def fail(*args, **kwargs):
+        calls.append(args[0].shape)
+        raise RuntimeError('NoValidChoicesError: No choices to select, please consider adding ATEN into '
+                           'max_autotune_gemm_backends config\n  target: flex_attention')
+
+    monkeypatch.setattr(prefix_attention, '_flex', fail)
+    monkeypatch.setattr(prefix_attention, '_flex_failed_on', {})
+    prefix_attention.checked_flex.cache_clear()
+    yield calls
+    prefix_attention.checked_flex.cache_clear()
+
+
+def test_flex_check_passes_the_cpu_forward_and_names_a_failure(failing_flex):
+    from swift_plugin.prefix_attention import checked_flex
+    assert checked_flex(torch.device('cpu'), torch.float64, 4, 2, 16, False) == (
+        'RuntimeError: NoValidChoicesError: No choices to select, please consider adding ATEN into '
+        'max_autotune_gemm_backends config')
+    assert failing_flex  # the check called FlexAttention
+
+
+def test_flex_check_passes_flex_on_the_cpu_forward():
+    from swift_plugin.prefix_attention import checked_flex
+    checked_flex.cache_clear()
+    assert checked_flex(torch.device('cpu'), torch.float64, 4, 2, 16, False) == ''
+    assert checked_flex(torch.device('cpu'), torch.float64, 6, 2, 16, False) == ''
+
+
+def test_flex_that_fails_at_run_time_goes_on_with_the_dense_mask(failing_flex, caplog):
+    """A FlexAttention failure inside the forward (a compile at a new shape) switches that device to sdpa with the
+    dense mask for the rest of the run, with the reason logged once: the same output, and the run goes on."""
+    from swift_plugin.prefix_attention import flex_block_mask_attention
+    segments = _segments([(0, 150), (1, 60), (2, 90)], [(0, 20), (1, 200)])
+    torch.manual_seed(0)
+    query, key, value = (torch.randn(2, h, segments.shape[1], 16, dtype=torch.float64) for h in (6, 2, 2))
+    expected = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=block_causal_mask(segments),
+                                                                scale=0.3, enable_gqa=True).transpose(1, 2)
+    with caplog.at_level('WARNING'):
+        for _ in range(2):
+            got, _ = flex_block_mask_attention(None, query, key, value, prefix_block_mask(segments), scaling=0.3)
+            assert (got - expected).abs().max() < 1e-12
+    assert len(failing_flex) == 1  # not tried again after it failed
+    warnings = [r.getMessage() for r in caplog.records if 'FlexAttention failed on cpu' in r.getMessage()]
+    assert len(warnings) == 1 and 'NoValidChoicesError' in warnings[0]
 
 
 def test_varlen_layout_of_segments():

@@ -174,7 +174,7 @@ def test_over_long_rejected_answer_drops_the_row_or_only_itself(processor, tmp_p
     # ms-swift's --truncation_strategy delete (template 'raise'): the whole row goes, as in DPO.
     with pytest.raises(MaxLengthError, match=f'APO row over max_length {lengths[2] - 1}: rejected answer 1 '):
         template.encode(copy.deepcopy(row))
-    # APO_DROP_LONG_REJECTED=1: the row trains without that answer, exactly as if it had never been there.
+    # --apo_drop_long_rejected true: the row trains without that answer, exactly as if it had never been there.
     dropped = encode_apo_row(template, copy.deepcopy(row), return_length=True, drop_long_rejected=True)
     assert dropped['rejected_sources'] == ['T0', 'T2'] and dropped['lengths'] == lengths[:2] + lengths[3:]
     without = {**row, 'rejected_response': [row['rejected_response'][k] for k in (0, 2)],
@@ -191,12 +191,13 @@ def test_over_long_rejected_answer_drops_the_row_or_only_itself(processor, tmp_p
                            drop_long_rejected=True)
 
 
-def test_drop_long_rejected_reads_the_environment(processor, tmp_path, monkeypatch):
+def test_drop_long_rejected_is_read_from_the_template(processor, tmp_path):
+    """The rlhf pipeline sets the run's --apo_drop_long_rejected on the template; the encoding reads it there."""
     row = _long_answer_row(tmp_path)
     lengths = _template(processor, 'apo').encode(copy.deepcopy(row), return_length=True)['lengths']
     template = _template(processor, 'apo', max_length=lengths[2] - 1)
-    monkeypatch.setenv('APO_DROP_LONG_REJECTED', '1')
+    template.apo_drop_long_rejected = True
     assert len(template.encode(copy.deepcopy(row))['rejected_answers']) == 2
-    monkeypatch.setenv('APO_DROP_LONG_REJECTED', '0')
+    template.apo_drop_long_rejected = False
     with pytest.raises(ValueError, match='over max_length'):
         template.encode(copy.deepcopy(row))
