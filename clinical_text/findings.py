@@ -194,11 +194,13 @@ class FindingsReader:
         """``low`` with the text of skipped sections (indication, history, comparison...) blanked out, so that
         positions still point into the original."""
         headers = list(self._section.finditer(low))
+        parts, kept = [], 0
         for header, following in zip(headers, headers[1:] + [None]):
             if norm(header.group(1)) in self._skipped:
                 stop = following.start() if following else len(low)
-                low = low[:header.start()] + ' ' * (stop - header.start()) + low[stop:]
-        return low
+                parts += [low[kept:header.start()], ' ' * (stop - header.start())]
+                kept = stop
+        return ''.join(parts) + low[kept:] if parts else low
 
     def _region(self, low: str) -> Tuple[int, int]:
         """The part of the text to read: the conclusion after a reasoning block when it names a finding."""
