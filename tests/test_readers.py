@@ -83,6 +83,8 @@ CONVENTIONS = [
      {'Consolidation': 'negative', 'Pleural Effusion': 'positive'}),
     ("There isn't a pleural effusion.", {'Pleural Effusion': 'negative'}),
     ('Mediastinum: not widened', {'Enlarged Cardiomediastinum': 'negative'}),
+    ('Mediastinum: No widening. Heart: no enlargement.',
+     {'Enlarged Cardiomediastinum': 'negative', 'Cardiomegaly': 'negative'}),
     ('Heart – normal size', {'Cardiomegaly': 'negative'}),
     ('Cardiomediastinal silhouette is enlarged.', {'Enlarged Cardiomediastinum': 'positive'}),
     ('Heart size: normal\nMediastinal contour: normal',     # a statement does not run across lines
