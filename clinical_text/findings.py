@@ -12,9 +12,11 @@ Order of work:
 2. Reasoning. When a ``</think>`` or ``◁/think▷`` closes a reasoning block and the text after it names a finding,
    only that conclusion is read: a tentative mention the model then ruled out must not stay positive.
 3. Structure, line by line: a table row's cell under a header that is itself a value ("| | Present | Absent |"
-   with a ✓) gives the finding in the row's first cell that value; a line that starts with a mark ("✅ effusion",
-   "- [ ] Pneumothorax") gives the line's findings its value; the list items after a differential header
-   ("Differential diagnosis:") are uncertain.
+   with a ✓), or a cell that is only a value, gives the finding in the row's first cell that value; a line that
+   starts with a mark ("✅ effusion", "- [ ] Pneumothorax") gives the line's findings its value; the list items
+   after a differential header ("Differential diagnosis:") are uncertain; a heading or a key alone on its line
+   is a topic, not a finding (it takes the value that starts the next line, if any). Report sections that are
+   not about the image (indication, history, comparison) are not read.
 4. Sentences (at ``. ; ! ?`` and new lines), each with its mentions: statements ("the heart is enlarged",
    "mediastinum: not widened"), finding phrases (an unmention phrase such as "pericardial effusion" hides the
    finding inside it), other findings (emphysema...), cues.
@@ -22,8 +24,9 @@ Order of work:
    ("none", "absent", "✗", "yes", "possible", JSON ``false``) takes the value's call; so does a finding in an
    echoed question ("Is there a pneumothorax? No.") followed by such a value. A question without one is no
    mention.
-6. Clauses (cut at the terminators: "but", "however"...), for the remaining mentions: a hypothetical or
-   disclaimer cue ("whether", "if", "refers to", "consult your doctor") drops the clause's findings; negation,
+6. Clauses (cut at the terminators: "but", "however"...), for the remaining mentions: a generic cue (textbook
+   talk, refusals: "typically", "refers to", "cannot view") drops its sentence's findings between contrasts, a
+   hypothetical cue ("whether", "if", "the question", "consult your doctor") those of its comma-part; negation,
    resolution and uncertainty cues act before ("no ...", "possible ...") or after ("... is not seen",
    "... cannot be excluded") on the nearest finding within the negation window and the findings listed with it
    ("clear of consolidation, effusion or pneumothorax"); a pre-uncertainty cue reaches to the end of the clause;
@@ -57,6 +60,7 @@ _TOPIC = re.compile(r'[#\s\d.)]*[\w][\w\s/,&()\'-]{0,60}?\s*(:)?\s*$')
 _TABLE_RULE = re.compile(r'^\s*\|?\s*:?-{2,}')
 _OR = re.compile(r'^\W*or\W*(?:[\w-]+\W+){0,2}$')
 _WORD_CHAR = re.compile(r'[\w-]')
+_PARALLEL = ('while', 'whereas')
 _INNER_NOT = re.compile(r"\b(?:not|no)\b|n't\b")
 _NT = ('cue', ('negation', 'pre', "pre_negation (a word ending in n't)"), None)
 # A list item with a predicate of its own is not under the negation before the list: "no pneumothorax, small
@@ -113,7 +117,7 @@ class FindingsReader:
                 ('pre_resolution', 'negation', 'pre'), ('post_resolution', 'negation', 'post'),
                 ('pre_uncertainty', 'uncertain', 'pre'), ('post_uncertainty', 'uncertain', 'post'),
                 ('around_uncertainty', 'uncertain', 'around'), ('pseudo_negation', 'none', 'pre'),
-                ('hypothetical', 'hypothetical', 'clause')):
+                ('hypothetical', 'hypothetical', 'clause'), ('generic', 'generic', 'sentence')):
             for phrase in vocabulary[section]:
                 directions.setdefault((phrase, kind), {})[direction] = section
         for (phrase, kind), found in directions.items():
@@ -226,6 +230,20 @@ class FindingsReader:
                 at = bisect_right(forced_starts, m.start) - 1
                 if at >= 0 and m.kind in ('finding', 'statement', 'other') and m.end <= forced[at].end:
                     m.call, m.cue, m.forced = forced[at].call, forced[at].cue, True
+            generics = [m for m in mentions if m.kind == 'cue' and m.value[0] == 'generic']
+            if generics and not any(m.kind == 'cue' and m.value[1] == 'clause' and m.value[0] == 'uncertain'
+                                    for m in mentions):
+                # Textbook talk and refusals say nothing of this image, between the contrasts around them ("I
+                # cannot view images, but the findings suggest edema"); a parallel contrast ("while",
+                # "whereas") goes on with the same talk.
+                contrasts = [t.start() for t in self._terminators.finditer(low, a, b) if t.group() not in _PARALLEL]
+                for generic in generics:
+                    lo = max([c for c in contrasts if c <= generic.start] + [a])
+                    hi = min([c for c in contrasts if c > generic.start] + [b])
+                    for m in mentions:
+                        if m.kind in ('finding', 'statement', 'other') and not m.forced and lo <= m.start < hi:
+                            m.call, m.forced = None, True
+                            m.cue = (generic.start, generic.end, 'generic: not a mention')
             self._key_values(low, a, b, mentions)
             if low[a:b].rstrip().endswith('?'):
                 following = next((bounds[j] for j in range(i + 1, len(bounds) - 1)
@@ -306,19 +324,22 @@ class FindingsReader:
         return _Forced(at, b, None, (a, b, 'heading: a topic, not a statement'))
 
     def _table_row(self, low: str, header: List[Tuple[int, int]], cells: List[Tuple[int, int]]) -> List[_Forced]:
-        """A cell that holds only a mark, under a header that is a value ("Present", "Absent", "Possible"):
-        the row's first cell takes the header's call."""
+        """The row's first cell takes the call of a cell that holds only a mark under a header that is a value
+        ("| | Present | Absent |" with a ✓), or of a cell that holds only a value ("| Effusion | angles sharp |
+        Absent |": the value column need not follow the key)."""
         if len(cells) < 2:
             return []
         key = cells[0]
         out = []
-        for (a, b), (ha, hb) in zip(cells[1:], header[1:]):
+        for (a, b), (ha, hb) in zip(cells[1:], header[1:] + [(0, 0)] * len(cells)):     # rows may outrun it
             cell, head = norm(low[a:b]).strip(' ?'), norm(low[ha:hb]).strip(' ?')
             if cell and head in self._values and (cell in self._marks or self._values.get(cell) == POSITIVE):
                 call = self._values[head]
                 if self._values.get(cell) == NEGATIVE:     # a ✗ under "Present"
                     call = NEGATIVE
                 out.append(_Forced(key[0], key[1], call, (ha, hb, f'table column "{low[ha:hb].strip()}"')))
+            elif cell in self._values and not self._pseudo.match(cell):
+                out.append(_Forced(key[0], key[1], self._values[cell], (a, b, 'table cell')))
         return out
 
     # ---- mentions
@@ -442,11 +463,13 @@ class FindingsReader:
         hypotheticals = [c for c in cues if c.value[0] == 'hypothetical']
         if hypotheticals and not any(c.value[1] == 'clause' and c.value[0] == 'uncertain' for c in cues):
             # ("cannot tell whether" is indeterminate, not hypothetical.) A hypothetical reaches the findings of
-            # its part of the clause, between commas, colons or semicolons: "although the question mentions
-            # pneumonia, I don't see consolidation" still denies the consolidation.
+            # its part of the clause, between commas: "although the question mentions pneumonia, I don't see
+            # consolidation" still denies the consolidation; a key before a colon is in the part ("Pneumothorax:
+            # look for a pleural line").
             for cue in hypotheticals:
-                lo = max(low.rfind(',', start, cue.start), low.rfind(':', start, cue.start), start)
-                hi = min([i for i in (low.find(',', cue.end, end), low.find(':', cue.end, end)) if i >= 0] + [end])
+                lo = max(low.rfind(',', start, cue.start), start)
+                hi = low.find(',', cue.end, end)
+                hi = end if hi < 0 else hi
                 for f in free:
                     if lo <= f.start < hi:
                         f.call, f.cue = None, (cue.start, cue.end, 'hypothetical: not a mention')

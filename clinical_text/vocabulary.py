@@ -23,7 +23,7 @@ CALLS = (POSITIVE, NEGATIVE, UNCERTAIN)
 
 BUILTIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'vocabulary.yaml')
 PHRASE_LISTS = ('pre_negation', 'post_negation', 'pre_resolution', 'post_resolution', 'pre_uncertainty',
-                'post_uncertainty', 'around_uncertainty', 'pseudo_negation', 'terminators', 'hypothetical',
+                'post_uncertainty', 'around_uncertainty', 'pseudo_negation', 'terminators', 'hypothetical', 'generic',
                 'other_findings', 'differential_headers', 'skipped_sections', 'sections')
 OBSERVATION_LISTS = ('mention', 'unmention', 'uncertain', 'signs')
 VALUE_CLASSES = (NEGATIVE, UNCERTAIN, POSITIVE)

@@ -134,7 +134,16 @@ CONVENTIONS = [
     ('## Pneumothorax\nThe apex is partly hidden by the clavicle.', {}),
     ('Pneumothorax:\n- None', {'Pneumothorax': 'negative'}),
     ('Although the question mentions pneumonia, I do not see consolidation.', {'Consolidation': 'negative'}),
-    ('Without seeing the image, I cannot confirm pneumonia.', {'Pneumonia': 'uncertain'}),
+    ('Without seeing the image, I cannot confirm pneumonia.', {}),    # a refusal says nothing of the image
+    ("I'm unable to view the image, but typically pneumonia shows consolidation, while atelectasis shows volume "
+     'loss.', {}),
+    ('I cannot view images, but based on the description, findings suggest pulmonary edema.', {'Edema': 'uncertain'}),
+    ('To determine the basis for the diagnosis of effusion and pneumothorax, look at the angles.\n'
+     '**Pneumothorax**: Look for a visceral pleural line. None is visible, so there is no pneumothorax.',
+     {'Pneumothorax': 'negative'}),
+    ('| Finding | Evidence | Conclusion |\n|---|---|---|\n| Pleural effusion | Angles sharp | Absent |\n'
+     '| Atelectasis | Linear band at the left base | Present |',
+     {'Pleural Effusion': 'negative', 'Atelectasis': 'positive'}),
     ('Is there a pneumothorax?', {}),
     ('Is there a pneumothorax? No.', {'Pneumothorax': 'negative'}),
     ('Q: Is the heart enlarged?\nA: Yes.', {'Cardiomegaly': 'positive'}),
