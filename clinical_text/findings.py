@@ -171,6 +171,13 @@ class FindingsReader:
         deciding, mentions = self._decide(text)
         bounds = sentence_bounds(text)
         decisions = {o: _decision(text, bounds, m) if m else Decision(None) for o, m in deciding.items()}
+        ends = list(_THINK_END.finditer(text))
+        if ends:        # say when only the conclusion after a reasoning block was read
+            for o, m in deciding.items():
+                if m is not None and m.start >= ends[-1].end():
+                    d = decisions[o]
+                    decisions[o] = Decision(d.call, d.span, d.cue, d.rule + '; read in the conclusion after the '
+                                            'reasoning block', d.sentence)
         if text.strip():
             decisions[NO_FINDING] = _no_finding(text, bounds, deciding, mentions)
         return decisions

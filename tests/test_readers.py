@@ -197,6 +197,8 @@ def test_explain_names_the_cue_and_the_span():
     assert d['Pneumothorax'].call == 'uncertain' and d['Pneumothorax'].cue == 'cannot be excluded'
     assert 'post_uncertainty' in d['Pneumothorax'].rule
     assert d['Pleural Effusion'].span == 'effusions' and d['Pleural Effusion'].rule == 'plain mention'
+    d = explain('<think>Maybe a small effusion.</think>No pleural effusion.')
+    assert d['Pleural Effusion'].call == 'negative' and 'conclusion after the reasoning' in d['Pleural Effusion'].rule
     d = explain('| Edema | ❌ |')
     assert (d['Edema'].call, d['Edema'].cue) == ('negative', '❌')
 
