@@ -48,8 +48,8 @@ from .vocabulary import (CALLS, NEGATIVE, OBSERVATIONS, POSITIVE, UNCERTAIN, Voc
 NO_FINDING = 'No Finding'
 DEVICES = 'Support Devices'
 RANK = {POSITIVE: 3, UNCERTAIN: 2, NEGATIVE: 1}
-_THINK_END = re.compile(r'</think>|◁/think▷')
-_THINK_START = re.compile(r'<think>|◁think▷')
+_THINK_END = re.compile(r'</think>|◁/think▷', re.I)
+_THINK_START = re.compile(r'<think>|◁think▷', re.I)
 # (not '#': it marks a markdown heading, see _TOPIC)
 _EMPHASIS = str.maketrans({c: ' ' for c in '*_`'} | {'\u2019': "'", '\u2018': "'", '\u201c': '"', '\u201d': '"'})
 _BULLET = re.compile(r'[ \t]*(?:[-*+•·▪◦>]|\d{1,2}[.)])?[ \t]*')
