@@ -491,7 +491,7 @@ class FindingsReader:
                     decided[i] = (call, (cue.start, cue.end, why))
         for cue in cues:
             kind, direction, why = cue.value
-            if kind == 'none':
+            if kind not in ('negation', 'uncertain'):      # pseudo-negations; hypotheticals and generics done
                 continue
             after = [i for i, f in enumerate(free) if f.start >= cue.end]
             before = [i for i, f in enumerate(free) if f.end <= cue.start]

@@ -148,6 +148,7 @@ CONVENTIONS = [
     ('Is there a pneumothorax? No.', {'Pneumothorax': 'negative'}),
     ('Q: Is the heart enlarged?\nA: Yes.', {'Cardiomegaly': 'positive'}),
     ('Consult your doctor if you suspect pneumonia.', {}),
+    ('If symptoms persist, note that a small effusion is present.', {'Pleural Effusion': 'positive'}),
     ('Signs of pneumonia would include consolidation.', {}),
     ('I cannot determine whether a pneumothorax is present.', {'Pneumothorax': 'uncertain'}),
 ]
