@@ -536,8 +536,8 @@ class FindingsReader:
                    and len(words(low[c.end:cue.start])) < self._window for c in cues)
 
 
-
 def _decision(text: str, bounds: List[int], m: Mention) -> Decision:
+    """The Decision that mention ``m`` makes, in the words of the original ``text``."""
     at = min(max(bisect_right(bounds, m.start) - 1, 0), len(bounds) - 2)
     sentence = text[bounds[at]:bounds[at + 1]]
     cue, rule = ('', 'plain mention') if m.cue is None else (text[m.cue[0]:m.cue[1]], m.cue[2])
