@@ -62,6 +62,7 @@ CONVENTIONS = [
     ('Findings are suggestive of pneumonia.', {'Pneumonia': 'uncertain'}),
     ('Pneumothorax cannot be excluded.', {'Pneumothorax': 'uncertain'}),
     ('Pneumothorax has not been ruled out.', {'Pneumothorax': 'uncertain'}),
+    ('Nondisplaced rib fractures may be occult.', {'Fracture': 'uncertain'}),      # a modal after the finding
     ('Pneumonia versus atelectasis.', {'Pneumonia': 'uncertain', 'Atelectasis': 'uncertain'}),
     ('Atelectasis or pneumonia at the left base.', {'Pneumonia': 'uncertain', 'Atelectasis': 'uncertain'}),
     ('Opacity in the right lower lobe, atelectasis vs pneumonia.',
