@@ -56,6 +56,9 @@ _BULLET = re.compile(r'[ \t]*(?:[-*+•·▪◦>]|\d{1,2}[.)])?[ \t]*')
 _SEPARATOR = re.compile(r'"?\s*(?:[:|=]|\s[-–—]\s|[–—])\s*"?')
 _QUESTION_PREFIX = re.compile(r'\W*(?:a|answer|response)?\s*[:\-–—]?\s*')
 # A line that is only a key ("pleural effusion:"), or a markdown heading ("# pleural effusion").
+# A sub-line that gives its topic's value: "- **Presence:** Yes", "Status: absent".
+_PRESENCE_KEY = re.compile(r'\s*(?:presence|present|status|result|assessment|conclusion|finding|answer|seen|'
+                           r'detected|evidence)\s*[:=\-–—]\s*')
 _TOPIC = re.compile(r'[#\s\d.)]*[\w][\w\s/,&()\'-]{0,60}?\s*(:)?\s*$')
 _TABLE_RULE = re.compile(r'^\s*\|?\s*:?-{2,}')
 _OR = re.compile(r'^\W*or\W*(?:[\w-]+\W+){0,2}$')
@@ -317,18 +320,35 @@ class FindingsReader:
         return forced
 
     def _topic(self, low: str, lines: List[Tuple[int, int]], n: int, at: int) -> Optional[_Forced]:
-        """A heading ("## Pleural effusion") or a key alone on its line ("**2. Pleural Effusion:**") names a topic,
-        not a finding; when the next line starts with a value ("- None") the topic takes it."""
+        """A heading ("## Pleural effusion"), a key alone on its line ("**2. Pleural Effusion:**") or a bullet with
+        sub-bullets ("- Pneumothorax" over "  - Present: no") names a topic, not a finding. It takes the value that
+        starts the next line ("- None") or that a sub-line gives ("- **Presence:** Yes"); a heading or key without
+        one is dropped, a bullet without one stays a plain mention ("- Pleural effusion" over "  - small, left")."""
         a, b = lines[n]
         key = _TOPIC.match(low, at, b)
-        if not key or (low[a:b].lstrip()[:1] != '#' and not key.group(1)):
+        if not key:
             return None
-        following = next(((c, d) for c, d in lines[n + 1:] if low[c:d].strip()), None)
-        if following:
-            value = self._value_at(low, _BULLET.match(low, *following).end(), following[1])
-            if value:
-                return _Forced(at, b, value[0], (value[1][0], value[1][1], 'value on the line after its key'))
-        return _Forced(at, b, None, (a, b, 'heading: a topic, not a statement'))
+        heading = low[a:b].lstrip()[:1] == '#' or key.group(1)
+        indent = len(low[a:b]) - len(low[a:b].lstrip())
+        children = []
+        for c, d in lines[n + 1:]:
+            if not low[c:d].strip():
+                continue
+            if children and len(low[c:d]) - len(low[c:d].lstrip()) <= indent:
+                break
+            children.append((c, d))
+            if len(children) == 6:
+                break
+        first = low[children[0][0]:children[0][1]] if children else ''
+        if not heading and len(first) - len(first.lstrip()) <= indent:
+            return None         # a bullet without sub-bullets is a plain mention ("Findings:" / "- Effusion")
+        for i, (c, d) in enumerate(children):
+            start = _BULLET.match(low, c, d).end()
+            label = _PRESENCE_KEY.match(low, start, d)
+            value = self._value_at(low, label.end() if label else start, d)
+            if value and (label or i == 0):
+                return _Forced(at, b, value[0], (value[1][0], value[1][1], 'value under its topic'))
+        return _Forced(at, b, None, (a, b, 'heading: a topic, not a statement')) if heading else None
 
     def _table_row(self, low: str, header: List[Tuple[int, int]], cells: List[Tuple[int, int]]) -> List[_Forced]:
         """The row's first cell takes the call of a cell that holds only a mark under a header that is a value

@@ -134,6 +134,10 @@ CONVENTIONS = [
      {'Pleural Effusion': 'uncertain'}),              # a key alone on its line is a topic
     ('## Pneumothorax\nThe apex is partly hidden by the clavicle.', {}),
     ('Pneumothorax:\n- None', {'Pneumothorax': 'negative'}),
+    ('- **Pneumothorax**\n  - Present: no\n  - Comment: markings reach the apex', {'Pneumothorax': 'negative'}),
+    ('**Pleural Effusion:**\n   - **Presence:** Yes\n   - **Location:** left', {'Pleural Effusion': 'positive'}),
+    ('Findings:\n- Pleural effusion\n- Cardiomegaly\n  - mild',
+     {'Pleural Effusion': 'positive', 'Cardiomegaly': 'positive'}),
     ('Although the question mentions pneumonia, I do not see consolidation.', {'Consolidation': 'negative'}),
     ('Without seeing the image, I cannot confirm pneumonia.', {}),    # a refusal says nothing of the image
     ("I'm unable to view the image, but typically pneumonia shows consolidation, while atelectasis shows volume "
