@@ -1,13 +1,16 @@
-"""``python -m data_prep {sft,consensus,apo,pending,merge,report}``: the thin command line over the stages."""
+"""``python -m data_prep {sft,consensus,apo,pending,merge,report,findings}``: the thin command line over the
+stages, and the findings reader on one text."""
 import argparse
 import json
 import os
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 from importlib import resources
 from typing import List, Optional
 
 from tqdm import tqdm
+
+from clinical_text import FindingsReader, VocabularyError, load_vocabulary
 
 from .columns import PER_STUDY, PER_TRACE, ColumnMapping, load_mapping_file, merge, parse_pairs
 from .outputs import OutputSet, Tally, derived_path, output_set, rejects_row, write_rows
@@ -105,8 +108,22 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument('--requests', help='the requests file given to swift infer (from `consensus`)')
     report.add_argument('--workers', type=int, default=os.cpu_count() or 1,
                         help='processes reading the traces (default: one per core)')
+    report.add_argument('--vocabulary', help=VOCABULARY_HELP)
     report.set_defaults(run=run_report)
+
+    findings = commands.add_parser('findings', help='read one text (a trace, a report) into the 14 CheXpert '
+                                   'observations; --explain shows the cue and span behind each call')
+    findings.add_argument('text', help='the text itself, or a file holding it (read as UTF-8; "-": standard input)')
+    findings.add_argument('--explain', action='store_true', help='per observation: the call, the cue and rule that '
+                          'decided it, the words that named the observation and their sentence')
+    findings.add_argument('--json', action='store_true', help='print JSON instead of a table')
+    findings.add_argument('--vocabulary', help=VOCABULARY_HELP)
+    findings.set_defaults(run=run_findings)
     return parser
+
+
+VOCABULARY_HELP = ('YAML/JSON file extending or overriding the clinical vocabulary of the findings reader '
+                   '(clinical_text/vocabulary.yaml; see docs/readers.md)')
 
 
 def _given_mapping(args) -> ColumnMapping:
@@ -313,6 +330,7 @@ def run_report(args) -> None:
         raise DataError('report: --consensus and --requests go together')
     from .chexpert import load_labels_csv
     from .report import DriftReport, read_studies
+    load_vocabulary(args.vocabulary)      # a bad vocabulary file stops the report before any work
     labels = load_labels_csv(args.labels_csv) if args.labels_csv else None
     with output_set() as outputs:
         run = Run(args, outputs, args.out)
@@ -321,18 +339,45 @@ def run_report(args) -> None:
         if args.consensus:
             answers = read_consensus(args.requests, args.consensus, False, run.tally)
             studies = _with_consensus(run.reader, answers)
-        for study, reads in read_studies(studies, args.workers):
+        for study, reads in read_studies(studies, args.workers, vocabulary=args.vocabulary):
             report.add(study, reads)
         report.write(args.out, outputs, run.tally)
         run.finish()
 
 
+def _findings_text(spec: str) -> str:
+    if spec == '-':
+        return sys.stdin.read()
+    if os.path.isfile(spec):
+        with open(spec, 'rb') as f:
+            return f.read().decode('utf-8', errors='replace')
+    return spec
+
+
+def run_findings(args) -> None:
+    reader = FindingsReader(load_vocabulary(args.vocabulary))
+    decisions = reader.explain(_findings_text(args.text))
+    if args.json:
+        print(json.dumps({o: asdict(d) if args.explain else d.call for o, d in decisions.items()}, indent=1,
+                         ensure_ascii=False))
+        return
+    for observation, d in decisions.items():
+        call = d.call or 'not mentioned'
+        if not args.explain or d.call is None:
+            print(f'{observation:27} {call}')
+            continue
+        cue = f'cue "{d.cue}"' if d.cue else 'no cue'
+        print(f'{observation:27} {call:10} {cue} ({d.rule})' + (f'; span "{d.span}"' if d.span else '') +
+              (f' in: {d.sentence}' if d.sentence else ''))
+
+
 def run_command(parser: argparse.ArgumentParser, program: str, argv: Optional[List[str]]) -> int:
-    """Parse, run the chosen subcommand, and turn a DataError into a one-line message and exit code 2."""
+    """Parse, run the chosen subcommand, and turn a DataError (or a bad vocabulary file) into a one-line message
+    and exit code 2."""
     args = parser.parse_args(argv)
     try:
         args.run(args)
-    except DataError as e:
+    except (DataError, VocabularyError) as e:
         print(f'{program} {args.command}: error: {e}', file=sys.stderr)
         return 2
     return 0

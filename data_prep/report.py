@@ -6,13 +6,13 @@ Teacher-to-teacher agreement: mean Jaccard similarity of content words (text.py,
 over the studies where both teachers gave a non-empty, non-refusal trace.
 
 Against the study labels (the dataset's label columns, or ``--labels-csv`` joined by study id): each usable
-trace is read by the findings reader (findings.py) and its call taken as positive when the reader says positive
-or uncertain, negative when it says negative or nothing (a finding a trace does not name is one it does not
-see). Per teacher x observation, over the studies with a definite label (1.0 or 0.0): accuracy, sensitivity
-(on the 1.0 studies), specificity (on the 0.0 studies), each with a 95% Wilson interval; per observation the
-spread (best minus worst teacher accuracy); per observation and teacher pair Cohen's kappa of the reader's
-three-way calls (positive / uncertain / negative or not mentioned). Written as drift.md, drift.json and two
-heatmaps, agreement.png (word overlap) and accuracy.png (teacher x observation accuracy).
+trace is read by the findings reader (clinical_text/findings.py) and its call taken as positive when the
+reader says positive or uncertain, negative when it says negative or nothing (a finding a trace does not name is
+one it does not see). Per teacher x observation, over the studies with a definite label (1.0 or 0.0): accuracy,
+sensitivity (on the 1.0 studies), specificity (on the 0.0 studies), each with a 95% Wilson interval; per
+observation the spread (best minus worst teacher accuracy); per observation and teacher pair Cohen's kappa of
+the reader's three-way calls (positive / uncertain / negative or not mentioned). Written as drift.md, drift.json
+and two heatmaps, agreement.png (word overlap) and accuracy.png (teacher x observation accuracy).
 """
 import json
 import math
@@ -20,11 +20,12 @@ import multiprocessing
 import os
 from array import array
 from collections import Counter, defaultdict
+from functools import lru_cache, partial
 from itertools import combinations, islice
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from .chexpert import study_key
-from .findings import NEGATIVE, POSITIVE, UNCERTAIN, read_findings
+from clinical_text import NEGATIVE, POSITIVE, UNCERTAIN, FindingsReader, load_vocabulary
 from .outputs import OutputSet, Tally
 from .records import Study
 from .text import OBSERVATIONS, content_words, is_empty, is_refusal, jaccard, observations_in
@@ -36,25 +37,35 @@ _KAPPA_CLASS = {POSITIVE: 0, UNCERTAIN: 1, NEGATIVE: 2, None: 2}
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
-def read_study(study: Study) -> Dict[str, tuple]:
+@lru_cache(maxsize=None)
+def _reader(vocabulary: Optional[str]) -> FindingsReader:
+    """The findings reader of a vocabulary file (None: the built-in vocabulary), built once per process."""
+    return FindingsReader(load_vocabulary(vocabulary))
+
+
+def read_study(study: Study, vocabulary: Optional[str] = None) -> Dict[str, tuple]:
     """teacher -> (content words, findings calls) of each usable (non-empty, non-refusal) trace: the costly part
-    of the report, done in worker processes by ``read_studies``."""
-    return {t.teacher: (content_words(t.text), read_findings(t.text)) for t in study.traces
+    of the report, done in worker processes by ``read_studies``. ``vocabulary``: a vocabulary file's path (a path
+    rather than the vocabulary itself, so that each worker builds its reader once)."""
+    reader = _reader(vocabulary)
+    return {t.teacher: (content_words(t.text), reader.read(t.text)) for t in study.traces
             if not is_empty(t.text) and not is_refusal(t.text)}
 
 
-def read_studies(studies: Iterable[Study], workers: int, batch: int = 1024) -> Iterator[Tuple[Study, Dict]]:
+def read_studies(studies: Iterable[Study], workers: int, batch: int = 1024,
+                 vocabulary: Optional[str] = None) -> Iterator[Tuple[Study, Dict]]:
     """(study, read_study(study)) in order, read by ``workers`` processes a batch at a time (so memory stays
     bounded: one batch read while the one before is counted)."""
+    read = partial(read_study, vocabulary=vocabulary)
     if workers < 2:
-        yield from ((study, read_study(study)) for study in studies)
+        yield from ((study, read(study)) for study in studies)
         return
     studies = iter(studies)
     with multiprocessing.get_context('forkserver').Pool(workers) as pool:
         pending = None
         while True:
             chunk = list(islice(studies, batch))
-            job = pool.map_async(read_study, chunk, chunksize=max(1, batch // (4 * workers))) if chunk else None
+            job = pool.map_async(read, chunk, chunksize=max(1, batch // (4 * workers))) if chunk else None
             if pending is not None:
                 yield from zip(pending[0], pending[1].get())
             if job is None:
@@ -259,8 +270,8 @@ def _label_sections(summary: Dict, teachers: List[str]) -> List[str]:
     lines = ['', '## Findings against the study labels', '',
              f'Labels from {labels["source"]}: {labels["studies_labelled"]} studies labelled, '
              f'{labels["studies_unlabelled"]} without labels. Each trace is read by the findings reader '
-             '(data_prep/findings.py); a positive or uncertain call counts as positive, a negative call or none as '
-             'negative. Accuracy over the studies with a definite label (1.0 / 0.0); spread = best minus worst '
+             '(clinical_text/findings.py); a positive or uncertain call counts as positive, a negative call or none '
+             'as negative. Accuracy over the studies with a definite label (1.0 / 0.0); spread = best minus worst '
              'teacher. See accuracy.png.', '',
              '| observation | ' + ' | '.join(teachers) + ' | spread |', '|---|' + '---|' * (len(teachers) + 1)]
     for o in OBSERVATIONS:

@@ -9,29 +9,23 @@ All are documented here because their results are reported (and drop rows when a
   one space and stripping the ends.
 * Teacher agreement is the Jaccard similarity of the two traces' sets of content words (lower case
   letters/digits, stop words removed): |A & B| / |A | B|, 1 for identical vocabularies, 0 for
-  disjoint ones. A word after a negation ("no", "not", "without", "n't", "neither", "nor", "never", "none")
-  up to the end of its clause (punctuation, "but") is a different word, marked ``neg_``: "no large effusion"
-  gives {neg_large, neg_effusion}, which shares nothing with "large effusion". It is cheap enough for every
-  pair of every study and ignores order and length, which is what drift between teachers' wording and findings
-  looks like at dataset scale.
-* A question's *observations* are the CheXpert observation names (and common synonyms) it mentions.
+  disjoint ones. A word after a one-word negation cue of the vocabulary ("no", "not", "without", "n't"...)
+  up to the end of its clause (punctuation, a terminator such as "but") is a different word, marked ``neg_``:
+  "no large effusion" gives {neg_large, neg_effusion}, which shares nothing with "large effusion". It is cheap
+  enough for every pair of every study and ignores order and length, which is what drift between teachers'
+  wording and findings looks like at dataset scale.
+* A question's *observations* are the CheXpert observations it names: the observation's name or one of its
+  mention phrases in the clinical vocabulary (clinical_text/vocabulary.yaml).
 """
 import re
 from typing import FrozenSet, List, Tuple
 
-OBSERVATIONS = ('Atelectasis', 'Cardiomegaly', 'Consolidation', 'Edema', 'Enlarged Cardiomediastinum', 'Fracture',
-                'Lung Lesion', 'Lung Opacity', 'Pleural Effusion', 'Pleural Other', 'Pneumonia', 'Pneumothorax',
-                'Support Devices', 'No Finding')
-_SYNONYMS = {
-    'Pleural Effusion': ('pleural effusion', 'pleural effusions', 'effusion', 'effusions'),
-    'Edema': ('edema', 'oedema'),
-    'Enlarged Cardiomediastinum': ('enlarged cardiomediastinum', 'widened mediastinum'),
-    'Lung Lesion': ('lung lesion', 'nodule', 'mass'),
-    'Support Devices': ('support devices', 'support device', 'tube', 'catheter', 'pacemaker'),
-    'Cardiomegaly': ('cardiomegaly', 'enlarged heart', 'enlarged cardiac silhouette'),
-}
+from clinical_text.scope import alternation
+from clinical_text.vocabulary import OBSERVATIONS, default_vocabulary
+
+_VOCABULARY = default_vocabulary()
 _OBSERVATION_PATTERNS = [
-    (name, re.compile(r'\b(' + '|'.join(re.escape(s) for s in _SYNONYMS.get(name, (name.lower(),))) + r')\b', re.I))
+    (name, re.compile(rf"(?<![\w-])(?:{alternation({name.lower(), *_VOCABULARY.terms(name)})})(?![\w-])", re.I))
     for name in OBSERVATIONS]
 
 REFUSAL_WINDOW = 200
@@ -44,8 +38,10 @@ REFUSAL_PATTERNS = (
 _REFUSAL = re.compile('|'.join(REFUSAL_PATTERNS), re.I)
 _WORD = re.compile(r'[a-z0-9]+')
 _TOKEN = re.compile(r"[a-z0-9]*n't|[a-z0-9]+|[.,;:!?()]")
-_NEGATORS = frozenset(('no', 'not', 'without', 'neither', 'nor', 'never', 'none', 'cannot'))
-_CLAUSE_ENDS = frozenset(('.', ',', ';', ':', '!', '?', '(', ')', 'but', 'however', 'although', 'though'))
+# The vocabulary's one-word negation cues and terminators, as tokens.
+_NEGATORS = frozenset(c for c in _VOCABULARY['pre_negation'] if _TOKEN.fullmatch(c))
+_CLAUSE_ENDS = frozenset(('.', ',', ';', ':', '!', '?', '(', ')', *(t for t in _VOCABULARY['terminators']
+                                                                       if _TOKEN.fullmatch(t))))
 STOP_WORDS = frozenset(
     'a an and are as at be been but by can could do does for from has have if in into is it its may might no not of '
     'on or such that the their there these this to was were which with without would'.split())

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from clinical_text.vocabulary import load_vocabulary
 from data_prep.cli import run_command
 from data_prep.outputs import dump_row, output_set
 from data_prep.sources import DataError
@@ -63,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     classify = commands.add_parser('classify', help='score a model (or a file of answers) on classification items')
     _source_args(classify)
     classify.add_argument('--labels', help='label set: built-in name (ms-cxr-t, the default) or a YAML/JSON file')
+    classify.add_argument('--vocabulary', help='YAML/JSON file extending or overriding the clinical vocabulary the '
+                          'answers are read with (clinical_text/vocabulary.yaml; see docs/readers.md)')
     classify.add_argument('--prompt-template', default=DEFAULT_PROMPT,
                           help='prompt made from an item, with {question}, {choices}, {observation} '
                           f'(default: {DEFAULT_PROMPT!r}); "{{question}}" sends the question alone')
@@ -149,6 +152,7 @@ def run_classify(args) -> None:
     if loglik and args.batch_size < 1:
         raise DataError('--batch-size must be at least 1')
     label_set = load_label_set(args.labels)
+    vocabulary = load_vocabulary(args.vocabulary)
     items = read_items(args.dataset, label_set, args.image_root, check_images=args.check_images or bool(args.model),
                        allow_outside_root=args.allow_outside_image_root)
     name = _name(args)
@@ -166,7 +170,8 @@ def run_classify(args) -> None:
             result = score(items, {}, label_set, name, args.n_boot, args.seed, source, class_scores=scores)
         else:
             answers = _answers(args, outputs, _file_name(name), [item.id for item in items], requests)
-            result = score(items, answers, label_set, name, args.n_boot, args.seed, source)
+            source['vocabulary'] = args.vocabulary
+            result = score(items, answers, label_set, name, args.n_boot, args.seed, source, vocabulary=vocabulary)
         stem = os.path.join(args.out, _file_name(name) + ('.loglik' if loglik else ''))
         with outputs.open(stem + '.json') as handle:
             json.dump(result, handle, indent=1, ensure_ascii=False)

@@ -69,20 +69,6 @@ WEAK_TERMS = ('persistent', 'persists', 'persist', 'persisting', 'still present'
 MS_CXR_T_OBSERVATIONS = ('Consolidation', 'Pleural effusion', 'Pneumonia', 'Pneumothorax', 'Edema')
 TEMPORAL_CLASSES = ('improving', 'stable', 'worsening')
 
-OBSERVATION_SYNONYMS: Dict[str, List[str]] = {
-    'Consolidation': ['consolidations', 'consolidative opacity', 'consolidative opacities', 'airspace opacity',
-                      'airspace opacities', 'airspace consolidation'],
-    'Pleural effusion': ['pleural effusions', 'effusion', 'effusions', 'pleural fluid', 'pleural fluid collection',
-                         'costophrenic angle', 'costophrenic angles', 'meniscus'],
-    'Pneumonia': ['pneumonias', 'infection', 'infectious process'],
-    'Pneumothorax': ['pneumothoraces', 'ptx', 'pleural line', 'apical pleural line'],
-    'Edema': ['oedema', 'pulmonary edema', 'pulmonary oedema', 'vascular congestion', 'pulmonary congestion',
-              'interstitial edema', 'kerley lines', 'kerley b lines', 'septal thickening', 'peribronchial cuffing',
-              'perihilar haziness', 'cephalization', 'interstitial markings', 'vascular prominence',
-              'pulmonary vasculature', 'congestion', 'heart failure', 'congestive heart failure', 'chf',
-              'fluid overload'],
-}
-
 # Words that may name the observation of several entries: a change term on them speaks for each of these.
 SHARED_MENTIONS: Dict[str, Tuple[str, ...]] = {
     **{w: ('Consolidation', 'Pneumonia', 'Edema') for w in ('opacity', 'opacities', 'opacification', 'haziness',
@@ -137,8 +123,7 @@ MS_CXR_T = LabelSet(
     name='ms-cxr-t',
     observations={obs: TEMPORAL_CLASSES for obs in MS_CXR_T_OBSERVATIONS},
     synonyms={k: tuple(v) for k, v in TEMPORAL_SYNONYMS.items()},
-    observation_synonyms={k: tuple(v) for k, v in OBSERVATION_SYNONYMS.items()},
-)
+)   # its observations' words are the clinical vocabulary's (clinical_text/vocabulary.yaml: mention, signs)
 
 BUILTIN = {MS_CXR_T.name: MS_CXR_T}
 

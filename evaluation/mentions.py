@@ -1,12 +1,14 @@
 """Finding mentions and the modifiers attached to them: the machinery of the answer reader (``parser.py``).
 
-A text is cut into sentences (at ``. ; ! ?`` and new lines) and each sentence into segments: at ``, ( )``, at
-"but / however / although / though / whereas / while / with / yet", and at "and / or" only when the words after
-it carry a change term of their own ("no effusion | and enlarging pneumothorax", but "decrease in congestion and
-edema" stays one). In a segment:
+The words come from the clinical vocabulary (``clinical_text/vocabulary.yaml``; a label set's observations that
+name a CheXpert observation take its mention and sign phrases). A text is cut into sentences (at ``. ; ! ?`` and
+new lines) and each sentence into segments: at ``, ( )``, at the vocabulary's terminators ("but / however /
+although / ...") and "with", and at "and / or" only when the words after it carry a change term of their own
+("no effusion | and enlarging pneumothorax", but "decrease in congestion and edema" stays one). In a segment:
 
-- A negation cue ("no", "not", "without", "n't", "rather than"...) negates the change terms among the next four
-  words; a finding met first is what it negates ("no effusion"), and its scope ends there. A term followed by
+- A negation cue (the clinical vocabulary's ``pre_negation``: "no", "not", "without", "n't", "rather than"...)
+  negates the change terms within its negation window (``negation_window`` words); a finding met first is what
+  it negates ("no effusion"), and its scope ends there. A term followed by
   "is not seen / absent / ruled out" is negated; "cannot be excluded" is a hedge, not a negation. A negated
   "change / difference" means stable ("not significantly changed", "no appreciable difference").
 - A change term attaches forward to the finding it precedes (at most seven words on, no verb between:
@@ -26,14 +28,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, List, Optional, Tuple
 
-from .labels import CHANGE_WORDS, OTHER_FINDINGS, SHARED_MENTIONS, WEAK_TERMS, LabelSet
-from .scope import (CONTRAST, HEDGES, INDETERMINATE, NEGATION_CUES, POST_NEGATION, VERBS, listed, norm,
-                    sentence_bounds, words)
+from clinical_text.scope import INDETERMINATE, VERBS, alternation, listed, norm, post_negation, sentence_bounds, words
+from clinical_text.vocabulary import OBSERVATIONS, Vocabulary, default_vocabulary
 
-NEGATION_WINDOW = 4
+from .labels import CHANGE_WORDS, OTHER_FINDINGS, SHARED_MENTIONS, WEAK_TERMS, LabelSet
+
 ATTACH_WINDOW = 7
 FORWARD_ONLY = ('more', 'less')     # terms only as a quantity of the finding after them ("less edema")
-_BREAK = re.compile(r'[,()]|\b(?:but|however|although|though|whereas|while|with|yet)\b')
 _COORDINATOR = re.compile(r'\b(?:and|or|as well as)\b')
 _NEW_IMAGE = re.compile(r"\s+(?:[\w-]+\s+){0,2}?(?:film|films|image|images|radiograph|radiographs|study|exam|"
                         r"examination|x-ray|view|projection|one|chest radiograph|comparison)\b")
@@ -79,13 +80,27 @@ class Reading:
 class Lexicon:
     pattern: re.Pattern
     entries: Dict[str, Tuple[str, object, bool]]        # normalised phrase -> (kind, value, weak)
+    window: int                                         # the vocabulary's negation window
+    post_negation: re.Pattern                           # "... is not seen" after a mention
+    contrast: re.Pattern                                # a segment that starts with a terminator ("but")
+    breaks: re.Pattern                                  # where segments end
 
 
-_CACHE: Dict[Tuple, Lexicon] = {}
+_CACHE: Dict[Tuple, Tuple[LabelSet, Vocabulary, Lexicon]] = {}
 
 
-def lexicon(label_set: LabelSet, classes: Tuple[str, ...]) -> Lexicon:
-    key = (id(label_set), classes)
+def _vocabulary_terms(observation: str, vocabulary: Vocabulary) -> Tuple[str, ...]:
+    """The vocabulary's mention and sign phrases of the CheXpert observation that ``observation`` names."""
+    chexpert = next((o for o in OBSERVATIONS if norm(o) == norm(observation)), None)
+    if chexpert is None:
+        return ()
+    return (*vocabulary.terms(chexpert), *vocabulary.terms(chexpert, 'uncertain'),
+            *vocabulary.terms(chexpert, 'signs'))
+
+
+def lexicon(label_set: LabelSet, classes: Tuple[str, ...], vocabulary: Optional[Vocabulary] = None) -> Lexicon:
+    vocabulary = vocabulary or default_vocabulary()
+    key = (id(label_set), classes, id(vocabulary))
     if key not in _CACHE:
         entries: Dict[str, Tuple[str, object, bool]] = {}
         for word in OTHER_FINDINGS:
@@ -93,11 +108,12 @@ def lexicon(label_set: LabelSet, classes: Tuple[str, ...]) -> Lexicon:
         for word, observations in SHARED_MENTIONS.items():
             entries[norm(word)] = ('finding', frozenset(o for o in observations if o in label_set.observations), False)
         for observation in label_set.observations:
-            for word in (observation, *label_set.observation_synonyms.get(observation, ())):
+            for word in (observation, *_vocabulary_terms(observation, vocabulary),
+                         *label_set.observation_synonyms.get(observation, ())):
                 entries[norm(word)] = ('finding', frozenset([observation]), False)
-        for cue in NEGATION_CUES:
+        for cue in vocabulary['pre_negation']:
             entries[cue] = ('cue', None, False)
-        for hedge in HEDGES:
+        for hedge in vocabulary['post_uncertainty']:
             entries[hedge] = ('hedge', None, False)
         if {'improving', 'worsening'} <= set(classes):
             entries['more'], entries['less'] = ('term', 'worsening', False), ('term', 'improving', False)
@@ -110,9 +126,12 @@ def lexicon(label_set: LabelSet, classes: Tuple[str, ...]) -> Lexicon:
         for cls in classes:
             for word in (cls, *synonyms.get(norm(cls), ())):
                 entries[norm(word)] = ('term', cls, False)      # a class word wins over any other meaning
-        body = '|'.join(re.escape(t).replace(r'\ ', r'\s+') for t in sorted(entries, key=len, reverse=True))
-        _CACHE[key] = Lexicon(re.compile(rf"(?<![\w-])(?:{body}|\w+n't)(?![\w-])"), entries)
-    return _CACHE[key]
+        ends = alternation(vocabulary['terminators'])
+        _CACHE[key] = (label_set, vocabulary, Lexicon(
+            re.compile(rf"(?<![\w-])(?:{alternation(entries)}|\w+n't)(?![\w-])"), entries,
+            vocabulary.negation_window, post_negation(vocabulary), re.compile(rf'\W*(?:{ends})(?![\w-])'),
+            re.compile(rf'[,()]|(?<![\w-])(?:{ends}|with)(?![\w-])')))    # "with": "stable X with new Y"
+    return _CACHE[key][2]
 
 
 def _mentions(text: str, start: int, end: int, lex: Lexicon) -> List[Mention]:
@@ -134,9 +153,10 @@ def _mentions(text: str, start: int, end: int, lex: Lexicon) -> List[Mention]:
     return sorted(found, key=lambda m: m.start)
 
 
-def _segments(text: str, start: int, end: int, mentions: List[Mention]) -> List[Tuple[int, List[Mention]]]:
+def _segments(text: str, start: int, end: int, mentions: List[Mention],
+              lex: Lexicon) -> List[Tuple[int, int, List[Mention]]]:
     """(start, end, mentions) of each segment."""
-    cuts = [m.start() for m in _BREAK.finditer(text, start, end)]
+    cuts = [m.start() for m in lex.breaks.finditer(text, start, end)]
     coordinators = [m.start() for m in _COORDINATOR.finditer(text, start, end)]
     for i, at in enumerate(coordinators):
         following = min([c for c in cuts + coordinators[i + 1:] if c > at] + [end])
@@ -151,18 +171,18 @@ def _segments(text: str, start: int, end: int, mentions: List[Mention]) -> List[
     return [(lo, hi, [m for m in mentions if lo <= m.start < hi]) for lo, hi in bounds]
 
 
-def _negate(text: str, segment: List[Mention], end: int) -> None:
+def _negate(text: str, segment: List[Mention], end: int, lex: Lexicon) -> None:
     for i, cue in enumerate(segment):
         if cue.kind != 'cue':
             continue
         for m in segment[i + 1:]:
-            if len(words(text[cue.end:m.start])) >= NEGATION_WINDOW or m.kind in ('cue', 'hedge', 'indeterminate'):
+            if len(words(text[cue.end:m.start])) >= lex.window or m.kind in ('cue', 'hedge', 'indeterminate'):
                 break
             m.negated = True
             if m.kind == 'finding':
                 break
     for i, m in enumerate(segment):
-        if m.kind in ('term', 'finding', 'change') and POST_NEGATION.search(text[m.end:end]) \
+        if m.kind in ('term', 'finding', 'change') and lex.post_negation.match(text, m.end, end) \
                 and not any(h.kind == 'hedge' for h in segment[i + 1:]):
             m.negated = True
 
@@ -225,9 +245,10 @@ def _grade_statement(text: str, start: int, end: int, findings: List[Mention]) -
                    'worsening' if now > before else 'improving', attached=(subject,) if subject else ())
 
 
-def read(text: str, label_set: LabelSet, classes: Tuple[str, ...]) -> Reading:
+def read(text: str, label_set: LabelSet, classes: Tuple[str, ...],
+         vocabulary: Optional[Vocabulary] = None) -> Reading:
     """Every change term of ``text`` (lower-cased), with what it is about."""
-    lex = lexicon(label_set, classes)
+    lex = lexicon(label_set, classes, vocabulary)
     reading = Reading()
     bounds = sentence_bounds(text)
     temporal = {'improving', 'worsening', 'stable'} <= set(classes)
@@ -238,9 +259,9 @@ def read(text: str, label_set: LabelSet, classes: Tuple[str, ...]) -> Reading:
         subject = None
         sentence_findings = []
         undecided = False       # an indeterminate cue holds to the end of its sentence or to a "but"
-        for seg_start, seg_end, segment in _segments(text, start, end, mentions):
-            undecided = undecided and not CONTRAST.match(text, seg_start)
-            _negate(text, segment, seg_end)
+        for seg_start, seg_end, segment in _segments(text, start, end, mentions, lex):
+            undecided = undecided and not lex.contrast.match(text, seg_start)
+            _negate(text, segment, seg_end, lex)
             _neither_nor(segment)
             for m in segment:
                 if m.kind == 'change' and m.negated:      # "not significantly changed", "no difference"

@@ -31,6 +31,8 @@ import re
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from clinical_text.vocabulary import Vocabulary
+
 from .labels import MS_CXR_T, LabelSet
 from .mentions import Reading, read
 
@@ -69,15 +71,16 @@ def _decide(reading: Reading, observation: Optional[str], label_set: LabelSet) -
 
 
 def parse_answer(answer: Optional[str], classes: Sequence[str], observation: Optional[str] = None,
-                 label_set: LabelSet = MS_CXR_T) -> Parsed:
-    """The class of ``classes`` that ``answer`` gives for ``observation`` (see the module's rules)."""
+                 label_set: LabelSet = MS_CXR_T, vocabulary: Optional[Vocabulary] = None) -> Parsed:
+    """The class of ``classes`` that ``answer`` gives for ``observation`` (see the module's rules), with the
+    built-in clinical vocabulary or ``vocabulary``."""
     if answer is None or not str(answer).strip():
         return Parsed(None, 'empty answer')
     text = _clean(str(answer))
     classes = tuple(classes)
     markers = list(_MARKER.finditer(text))
     if markers:
-        parsed = _decide(read(text[markers[-1].end():], label_set, classes), observation, label_set)
+        parsed = _decide(read(text[markers[-1].end():], label_set, classes, vocabulary), observation, label_set)
         if parsed.label:
             return Parsed(parsed.label, 'answer marker')
-    return _decide(read(text, label_set, classes), observation, label_set)
+    return _decide(read(text, label_set, classes, vocabulary), observation, label_set)

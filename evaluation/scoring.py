@@ -6,6 +6,8 @@ from typing import Any, Dict, List, Optional
 from .labels import LabelSet
 from .items import Item
 from .metrics import DEFAULT_N_BOOT, DEFAULT_SEED, accuracy, bootstrap_ci, macro_accuracy, macro_bootstrap_ci
+from clinical_text.vocabulary import Vocabulary
+
 from .parser import parse_answer
 
 RESULT_FORMAT = 'swift-apo/classification/v1'
@@ -15,8 +17,10 @@ LOGLIK_RULE = 'highest summed log-probability'
 
 def score(items: List[Item], answers: Dict[str, Optional[str]], label_set: LabelSet, model: str,
           n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED, source: Optional[Dict] = None,
-          class_scores: Optional[Dict[str, Dict[str, Dict[str, float]]]] = None) -> Dict[str, Any]:
-    """``class_scores`` (likelihood scoring: item id -> class -> {"sum_logp", "mean_logp", "n_tokens"}):
+          class_scores: Optional[Dict[str, Dict[str, Dict[str, float]]]] = None,
+          vocabulary: Optional[Vocabulary] = None) -> Dict[str, Any]:
+    """``vocabulary``: the clinical vocabulary the answers are read with (default: the built-in one).
+    ``class_scores`` (likelihood scoring: item id -> class -> {"sum_logp", "mean_logp", "n_tokens"}):
     the class with the highest ``sum_logp`` is the prediction, no answer is parsed, and the scores are
     kept with each item."""
     rows = []
@@ -30,7 +34,7 @@ def score(items: List[Item], answers: Dict[str, Optional[str]], label_set: Label
         elif answer is None:
             predicted, rule = None, 'no answer'
         else:
-            parsed = parse_answer(answer, item.classes, item.observation, label_set)
+            parsed = parse_answer(answer, item.classes, item.observation, label_set, vocabulary)
             predicted, rule = parsed.label, parsed.rule
         rows.append({'id': item.id, 'observation': item.observation, 'gold': item.label, 'predicted': predicted,
                      'correct': predicted == item.label, 'rule': rule, 'answer': answer, **extra})

@@ -1,4 +1,4 @@
-"""The findings reader (data_prep/findings.py) on the labelled trace suite (tests/data/trace_findings_suite.jsonl).
+"""The findings reader (clinical_text/findings.py) on the labelled trace suite (tests/data/trace_findings_suite.jsonl).
 
 The suite was written and labelled (and committed) before the reader existed: 185 trace sentences, each with the
 call expected for every observation it mentions; the others must read as not mentioned (No Finding, which the
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from data_prep.findings import CALLS, read_findings
+from clinical_text.findings import CALLS, read_findings
 from data_prep.text import OBSERVATIONS
 
 SUITE = Path(__file__).parent / 'data' / 'trace_findings_suite.jsonl'

@@ -23,7 +23,7 @@ from medspacy.target_matcher import TargetRule
 
 from evaluation.labels import MS_CXR_T, TEMPORAL_CLASSES
 from evaluation.mentions import Reading, Statement, lexicon
-from evaluation.scope import INDETERMINATE
+from clinical_text.scope import INDETERMINATE
 from evaluation.parser import _MARKER, Parsed, _clean, _decide
 
 SUITE = Path(__file__).resolve().parent.parent / 'tests' / 'data' / 'answer_suite.jsonl'

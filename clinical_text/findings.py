@@ -1,0 +1,650 @@
+"""The findings reader: what a free-text report or model answer says about each of the 14 CheXpert observations.
+
+``read_findings(text)`` gives, per observation, ``positive``, ``negative``, ``uncertain`` or None (not mentioned),
+after the CheXpert labeler's conventions; ``explain(text)`` gives the same calls with the cue and the span that
+decided each. docs/readers.md states the conventions and where this reader departs from the labeler; the words
+come from the vocabulary (``vocabulary.yaml``, extended with ``FindingsReader(load_vocabulary(path))``).
+
+Order of work:
+
+1. Text. ``None``, bytes that are not UTF-8 (decoded with replacement characters) and empty text read as nothing
+   mentioned. Markdown emphasis, backticks and underscores become spaces (JSON keys "pleural_effusion").
+2. Reasoning. When a ``</think>`` or ``◁/think▷`` closes a reasoning block and the text after it names a finding,
+   only that conclusion is read: a tentative mention the model then ruled out must not stay positive.
+3. Structure, line by line: a table row's cell under a header that is itself a value ("| | Present | Absent |"
+   with a ✓), or a cell that is only a value, gives the finding in the row's first cell that value; a line that
+   starts with a mark ("✅ effusion", "- [ ] Pneumothorax") gives the line's findings its value; the list items
+   after a differential header ("Differential diagnosis:") are uncertain; a heading or a key alone on its line
+   is a topic, not a finding (it takes the value that starts the next line, if any). Report sections that are
+   not about the image (indication, history, comparison) are not read.
+4. Sentences (at ``. ; ! ?`` and new lines), each with its mentions: statements ("the heart is enlarged",
+   "mediastinum: not widened"), finding phrases (an unmention phrase such as "pericardial effusion" hides the
+   finding inside it), other findings (emphysema...), cues.
+5. Key and value: a finding followed by a separator (``: | = – —``, or nothing before a mark) and a value word
+   ("none", "absent", "✗", "yes", "possible", JSON ``false``) takes the value's call; so does a finding in an
+   echoed question ("Is there a pneumothorax? No.") followed by such a value. A question without one is no
+   mention.
+6. Clauses (cut at the terminators: "but", "however"...), for the remaining mentions: a generic cue (textbook
+   talk, refusals: "typically", "refers to", "cannot view") drops its sentence's findings between contrasts, a
+   hypothetical cue ("whether", "if", "the question", "consult your doctor") those of its comma-part; negation,
+   resolution and uncertainty cues act before ("no ...", "possible ...") or after ("... is not seen",
+   "... cannot be excluded") on the nearest finding within the negation window and the findings listed with it
+   ("clear of consolidation, effusion or pneumothorax"); a pre-uncertainty cue reaches to the end of the clause;
+   "versus" makes both sides uncertain; two findings joined by a bare "or" are uncertain ("atelectasis or
+   pneumonia"); pseudo-negations ("no significant change in") are not cues; "vascular congestion" is uncertain
+   Edema by itself.
+7. Aggregation over the text: positive beats uncertain beats negative. No Finding is negative when another
+   observation (Support Devices aside) is positive or uncertain, or an other finding is named; else positive.
+"""
+import re
+from bisect import bisect_right
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from .scope import INDETERMINATE, alternation, listed, sentence_bounds, terminators, words
+from .vocabulary import (CALLS, NEGATIVE, OBSERVATIONS, POSITIVE, UNCERTAIN, Vocabulary, default_vocabulary,
+                         norm)
+
+NO_FINDING = 'No Finding'
+DEVICES = 'Support Devices'
+RANK = {POSITIVE: 3, UNCERTAIN: 2, NEGATIVE: 1}
+_THINK_END = re.compile(r'</think>|◁/think▷', re.I)
+_THINK_START = re.compile(r'<think>|◁think▷', re.I)
+# (not '#': it marks a markdown heading, see _TOPIC)
+_EMPHASIS = str.maketrans({c: ' ' for c in '*_`'} | {'\u2019': "'", '\u2018': "'", '\u201c': '"', '\u201d': '"'})
+_BULLET = re.compile(r'[ \t]*(?:[-*+•·▪◦>]|\d{1,2}[.)])?[ \t]*')
+_SEPARATOR = re.compile(r'"?\s*(?:[:|=]|\s[-–—]\s|[–—])\s*"?')
+_QUESTION_PREFIX = re.compile(r'\W*(?:a|answer|response)?\s*[:\-–—]?\s*')
+# A line that is only a key ("pleural effusion:"), or a markdown heading ("# pleural effusion").
+# A sub-line that gives its topic's value: "- **Presence:** Yes", "Status: absent".
+_PRESENCE_KEY = re.compile(r'\s*(?:presence|present|status|result|assessment|conclusion|finding|answer|seen|'
+                           r'detected|evidence)\s*[:=\-–—]\s*')
+_TOPIC = re.compile(r'[#\s\d.)]*[\w][\w\s/,&()\'-]{0,60}?\s*(:)?\s*$')
+_TABLE_RULE = re.compile(r'^\s*\|?\s*:?-{2,}')
+_OR = re.compile(r'^\W*or\W*(?:[\w-]+\W+){0,2}$')
+_WORD_CHAR = re.compile(r'[\w-]')
+_PARALLEL = ('while', 'whereas')
+_INNER_NOT = re.compile(r"\b(?:not|no)\b|n't\b")
+_NT = ('cue', ('negation', 'pre', "pre_negation (a word ending in n't)"), None)
+# A list item with a predicate of its own is not under the negation before the list: "no pneumothorax, small
+# left effusion is present".
+_AFFIRMED = re.compile(r'\s*(?:[\w-]+\s+){0,2}?(?:is|are)\s+(?:now\s+|again\s+)?(?:present|seen|noted|identified|'
+                       r'demonstrated|evident|visible|appreciated)\b')
+# A key that is a value ("negative findings: ...") reaches its list up to one of these.
+_VALUE_END = re.compile(r'[\]}\n;]')
+_KEY_NOISE = re.compile(r'[\W_]+')
+_KEY_NOUNS = re.compile(r'(?:(?:radiographic|imaging|chest|x-ray|cxr)\s+)?(?:findings?|observations?|diagnos[ie]s|'
+                        r'conditions?|items?|abnormalities|pathology|pathologies)?')
+_COMMA_ONLY = re.compile(r'^[^\w]*,[^\w]*(?:[\w-]+\W+){0,3}$')
+# "a small one cannot be excluded": a cue in a clause without a finding speaks of the last finding before it.
+_ANAPHOR = re.compile(r'\b(?:one|ones|it|this|these|that)\b')
+
+
+@dataclass(slots=True)
+class Mention:
+    start: int
+    end: int
+    kind: str                   # finding, statement, other, unmention, cue
+    value: tuple = ()           # finding/statement/other: observations; cue: (kind, direction, vocabulary section)
+    call: Optional[str] = None  # decided call; None: dropped (hypothetical, echoed question)
+    cue: Optional[Tuple[int, int, str]] = None      # (start, end, why) of what decided the call
+    forced: bool = False        # the call came from a structure (value, table cell, question answer)
+
+
+@dataclass(frozen=True)
+class Decision:
+    call: Optional[str]
+    span: str = ''              # the words that named the observation
+    cue: str = ''               # the cue or value that decided the call ('' for a plain mention)
+    rule: str = ''              # which rule the cue belongs to
+    sentence: str = ''
+
+
+@dataclass
+class _Forced:
+    start: int
+    end: int
+    call: str
+    cue: Tuple[int, int, str]
+
+
+class FindingsReader:
+    """The reader for one vocabulary (its regular expressions are built once)."""
+
+    def __init__(self, vocabulary: Optional[Vocabulary] = None):
+        self.vocabulary = vocabulary = vocabulary or default_vocabulary()
+        entries: Dict[str, tuple] = {}
+        directions: Dict[Tuple[str, str], Dict[str, str]] = {}     # (phrase, kind) -> direction -> section
+        for section, kind, direction in (
+                ('pre_negation', 'negation', 'pre'), ('post_negation', 'negation', 'post'),
+                ('pre_resolution', 'negation', 'pre'), ('post_resolution', 'negation', 'post'),
+                ('pre_uncertainty', 'uncertain', 'pre'), ('post_uncertainty', 'uncertain', 'post'),
+                ('around_uncertainty', 'uncertain', 'around'), ('pseudo_negation', 'none', 'pre'),
+                ('hypothetical', 'hypothetical', 'clause'), ('generic', 'generic', 'sentence')):
+            for phrase in vocabulary[section]:
+                directions.setdefault((phrase, kind), {})[direction] = section
+        for (phrase, kind), found in directions.items():
+            # a cue listed both before and after acts on what follows it, else on what precedes it ("resolved")
+            direction = 'both' if {'pre', 'post'} <= set(found) else next(iter(found))
+            entries[phrase] = ('cue', (kind, direction, ' + '.join(found.values())), None)
+        for phrase in vocabulary['other_findings']:
+            entries[phrase] = ('other', (), POSITIVE)
+        for observation in OBSERVATIONS:
+            for kind, call in (('mention', POSITIVE), ('uncertain', UNCERTAIN)):
+                for phrase in vocabulary.terms(observation, kind):
+                    named = entries[phrase][1] if entries.get(phrase, ('',))[0] == 'finding' else ()
+                    entries[phrase] = ('finding', named + (observation,), call)    # "pleural abnormality": two
+        for observation in OBSERVATIONS:
+            for phrase in vocabulary.terms(observation, 'unmention'):
+                entries[phrase] = ('unmention', (), None)
+        self._entries = entries
+        self._lexicon = re.compile(rf"(?<![\w-])(?:{alternation(entries)}|\w+n't)(?![\w-])")
+        self._statements = vocabulary.statements
+        self._values: Dict[str, str] = {}
+        for cls in (POSITIVE, NEGATIVE, UNCERTAIN):     # a word listed under two classes keeps the later one
+            for phrase in vocabulary.values[cls]:
+                self._values[phrase] = cls
+        self._value = re.compile(rf'(?:{alternation(self._values)})(?![\w])')
+        # values that are marks (✓, ❌, [x]) also count with no separator before them ("Consolidation ✗")
+        self._marks = {p: c for p, c in self._values.items() if re.search(r'[^\w\s\-–—?+]', p) and p[0] != '{'}
+        self._mark = re.compile(rf'[ \t]*(?:{alternation(self._marks)})')
+        self._pseudo = re.compile(rf"(?:{alternation(vocabulary['pseudo_negation'])})(?![\w-])")
+        self._differential = re.compile(rf"^\W*(?:{alternation(vocabulary['differential_headers'])})\W*"
+                                        rf"(?:[\w-]+\W*){{0,2}}:\W*$")
+        self._terminators = terminators(vocabulary)
+        self._negated_key = re.compile(rf"(?<![\w-])(?:{alternation(vocabulary['pre_negation'])}|\w+n't)(?![\w-])")
+        self._window = vocabulary.negation_window
+        headers = alternation(vocabulary['skipped_sections'] + vocabulary['sections'])
+        self._section = re.compile(rf'(?<![\w-])({headers})[ \t]*:')
+        self._skipped = set(vocabulary['skipped_sections'])
+
+    # ---- public
+    def read(self, text) -> Dict[str, Optional[str]]:
+        """observation -> positive / negative / uncertain / None, for each of the 14 observations."""
+        text = _as_text(text)
+        deciding, mentions = self._decide(text)
+        calls = {o: (m.call if m else None) for o, m in deciding.items()}
+        if text.strip():
+            calls[NO_FINDING] = NEGATIVE if _ruling_out(deciding, mentions) else POSITIVE
+        return calls
+
+    def explain(self, text) -> Dict[str, Decision]:
+        """observation -> Decision (the call and the cue and span that decided it)."""
+        text = _as_text(text)
+        deciding, mentions = self._decide(text)
+        bounds = sentence_bounds(text)
+        decisions = {o: _decision(text, bounds, m) if m else Decision(None) for o, m in deciding.items()}
+        ends = list(_THINK_END.finditer(text))
+        if ends:        # say when only the conclusion after a reasoning block was read
+            for o, m in deciding.items():
+                if m is not None and m.start >= ends[-1].end():
+                    d = decisions[o]
+                    decisions[o] = Decision(d.call, d.span, d.cue, d.rule + '; read in the conclusion after the '
+                                            'reasoning block', d.sentence)
+        if text.strip():
+            decisions[NO_FINDING] = _no_finding(text, bounds, deciding, mentions)
+        return decisions
+
+    def _decide(self, text: str) -> Tuple[Dict[str, Optional[Mention]], List[Mention]]:
+        """observation -> the mention that decides its call (positive beats uncertain beats negative; the first
+        of equals), and every mention read."""
+        deciding: Dict[str, Optional[Mention]] = dict.fromkeys(OBSERVATIONS)
+        if not text.strip():
+            return deciding, []
+        low = self._skip_sections(_prepare(text))
+        mentions = self._read_region(low, *self._region(low))
+        for m in mentions:
+            if m.kind != 'finding' and m.kind != 'statement' or m.call is None:
+                continue
+            for observation in m.value:
+                current = deciding[observation]
+                if current is None or RANK[m.call] > RANK[current.call]:
+                    deciding[observation] = m
+        deciding[NO_FINDING] = None
+        return deciding, mentions
+
+    # ---- text regions
+    def _skip_sections(self, low: str) -> str:
+        """``low`` with the text of skipped sections (indication, history, comparison...) blanked out, so that
+        positions still point into the original."""
+        headers = list(self._section.finditer(low))
+        parts, kept = [], 0
+        for header, following in zip(headers, headers[1:] + [None]):
+            if norm(header.group(1)) in self._skipped:
+                stop = following.start() if following else len(low)
+                parts += [low[kept:header.start()], ' ' * (stop - header.start())]
+                kept = stop
+        return ''.join(parts) + low[kept:] if parts else low
+
+    def _region(self, low: str) -> Tuple[int, int]:
+        """The part of the text to read: the conclusion after a reasoning block when it names a finding."""
+        ends = list(_THINK_END.finditer(low))
+        if ends:
+            after = ends[-1].end()
+            if any(m.kind in ('finding', 'statement') for sentence in self._mentions(low, [after, len(low)])
+                   for m in sentence):
+                return after, len(low)
+        start = _THINK_START.search(low)
+        return (start.end() if start else 0), len(low)
+
+    def _read_region(self, low: str, start: int, end: int) -> List[Mention]:
+        forced = sorted(self._structure(low, start, end), key=lambda f: f.start)
+        forced_starts = [f.start for f in forced]
+        bounds = sentence_bounds(low, start, end)
+        out: List[Mention] = []
+        for i, mentions in enumerate(self._mentions(low, bounds)):
+            if not mentions:
+                continue
+            a, b = bounds[i], bounds[i + 1]
+            for m in mentions:      # the structure span that holds the mention, if any (one per line or row)
+                at = bisect_right(forced_starts, m.start) - 1
+                if at >= 0 and m.kind in ('finding', 'statement', 'other') and m.end <= forced[at].end:
+                    m.call, m.cue, m.forced = forced[at].call, forced[at].cue, True
+            generics = [m for m in mentions if m.kind == 'cue' and m.value[0] == 'generic']
+            if generics and not any(m.kind == 'cue' and m.value[1] == 'clause' and m.value[0] == 'uncertain'
+                                    for m in mentions):
+                # Textbook talk and refusals say nothing of this image, between the contrasts around them ("I
+                # cannot view images, but the findings suggest edema"); a parallel contrast ("while",
+                # "whereas") goes on with the same talk.
+                contrasts = [t.start() for t in self._terminators.finditer(low, a, b) if t.group() not in _PARALLEL]
+                for generic in generics:
+                    lo = max([c for c in contrasts if c <= generic.start] + [a])
+                    hi = min([c for c in contrasts if c > generic.start] + [b])
+                    for m in mentions:
+                        if m.kind in ('finding', 'statement', 'other') and not m.forced and lo <= m.start < hi:
+                            m.call, m.forced = None, True
+                            m.cue = (generic.start, generic.end, 'generic: not a mention')
+            self._key_values(low, a, b, mentions)
+            if low[a:b].rstrip().endswith('?'):
+                following = next((bounds[j] for j in range(i + 1, len(bounds) - 1)
+                                  if low[bounds[j]:bounds[j + 1]].strip()), b)
+                answer = self._answer(low, following)
+                for m in mentions:
+                    if m.kind in ('finding', 'statement', 'other') and not m.forced:
+                        m.forced = True
+                        m.call, m.cue = (answer[0], answer[1]) if answer else (None, (a, b, 'echoed question'))
+            cuts = [a] + [t.start() for t in self._terminators.finditer(low, a, b)] + [b]
+            previous = None
+            for lo, hi in zip(cuts, cuts[1:]):
+                clause = [m for m in mentions if lo <= m.start < hi]
+                anaphor = self._clause(low, clause, lo, hi, previous)
+                if anaphor:
+                    out.append(anaphor)
+                previous = next((m for m in reversed(clause) if m.kind == 'finding' and m.call), previous)
+            out += mentions
+        return out
+
+    def _structure(self, low: str, start: int, end: int) -> List[_Forced]:
+        """Calls that a line's layout decides: table columns, leading marks, differential lists, headings."""
+        forced: List[_Forced] = []
+        header: Optional[List[Tuple[int, int]]] = None
+        differential = False
+        lines, pos = [], start
+        for line in low[start:end].split('\n'):
+            lines.append((pos, pos + len(line)))
+            pos += len(line) + 1
+        for n, (a, b) in enumerate(lines):
+            stripped = low[a:b].strip()
+            if not stripped:
+                differential = False
+                continue
+            if stripped.startswith('|'):
+                cells = _cells(low, a, b)
+                if _TABLE_RULE.match(stripped):
+                    continue
+                if header is None:
+                    header = cells
+                    continue
+                forced += self._table_row(low, header, cells)
+                continue
+            header = None
+            if self._differential.match(stripped):
+                differential = True
+                continue
+            bullet = _BULLET.match(low, a, b)
+            if differential and bullet.end() > a and bullet.group().strip():
+                forced.append(_Forced(bullet.end(), b, UNCERTAIN, (a, bullet.end(), 'item of a differential list')))
+                continue
+            differential = False
+            topic = self._topic(low, lines, n, bullet.end())
+            if topic:
+                forced.append(topic)
+                continue
+            mark = self._mark.match(low, bullet.end(), b)
+            if mark and mark.group().strip():
+                key_end = _key_end(low, mark.end(), b)
+                if self._negated_key.search(low, mark.end(), key_end):
+                    continue        # "✓ No pneumothorax": the check mark ticks the statement, which says no
+                phrase = norm(mark.group())
+                forced.append(_Forced(mark.end(), key_end, self._marks[phrase], (mark.start(), mark.end(), 'mark')))
+        return forced
+
+    def _topic(self, low: str, lines: List[Tuple[int, int]], n: int, at: int) -> Optional[_Forced]:
+        """A heading ("## Pleural effusion"), a key alone on its line ("**2. Pleural Effusion:**") or a bullet with
+        sub-bullets ("- Pneumothorax" over "  - Present: no") names a topic, not a finding. It takes the value that
+        starts the next line ("- None") or that a sub-line gives ("- **Presence:** Yes"); a heading or key without
+        one is dropped, a bullet without one stays a plain mention ("- Pleural effusion" over "  - small, left")."""
+        a, b = lines[n]
+        key = _TOPIC.match(low, at, b)
+        if not key:
+            return None
+        heading = low[a:b].lstrip()[:1] == '#' or key.group(1)
+        indent = len(low[a:b]) - len(low[a:b].lstrip())
+        children = []
+        for c, d in lines[n + 1:]:
+            if not low[c:d].strip():
+                continue
+            if children and len(low[c:d]) - len(low[c:d].lstrip()) <= indent:
+                break
+            children.append((c, d))
+            if len(children) == 6:
+                break
+        first = low[children[0][0]:children[0][1]] if children else ''
+        if not heading and len(first) - len(first.lstrip()) <= indent:
+            return None         # a bullet without sub-bullets is a plain mention ("Findings:" / "- Effusion")
+        for i, (c, d) in enumerate(children):
+            start = _BULLET.match(low, c, d).end()
+            label = _PRESENCE_KEY.match(low, start, d)
+            value = self._value_at(low, label.end() if label else start, d)
+            if value and (label or i == 0):
+                return _Forced(at, b, value[0], (value[1][0], value[1][1], 'value under its topic'))
+        return _Forced(at, b, None, (a, b, 'heading: a topic, not a statement')) if heading else None
+
+    def _table_row(self, low: str, header: List[Tuple[int, int]], cells: List[Tuple[int, int]]) -> List[_Forced]:
+        """The row's first cell takes the call of a cell that holds only a mark under a header that is a value
+        ("| | Present | Absent |" with a ✓), or of a cell that holds only a value ("| Effusion | angles sharp |
+        Absent |": the value column need not follow the key)."""
+        if len(cells) < 2:
+            return []
+        key = cells[0]
+        out = []
+        for (a, b), (ha, hb) in zip(cells[1:], header[1:] + [(0, 0)] * len(cells)):     # rows may outrun it
+            cell, head = norm(low[a:b]).strip(' ?'), norm(low[ha:hb]).strip(' ?')
+            if cell and head in self._values and (cell in self._marks or self._values.get(cell) == POSITIVE):
+                call = self._values[head]
+                if self._values.get(cell) == NEGATIVE:     # a ✗ under "Present"
+                    call = NEGATIVE
+                out.append(_Forced(key[0], key[1], call, (ha, hb, f'table column "{low[ha:hb].strip()}"')))
+            elif cell in self._values and not self._pseudo.match(cell):
+                out.append(_Forced(key[0], key[1], self._values[cell], (a, b, 'table cell')))
+        return out
+
+    # ---- mentions
+    def _mentions(self, low: str, bounds: List[int]) -> List[List[Mention]]:
+        """The mentions of each sentence (``bounds`` as from sentence_bounds), in order. Each pattern runs once
+        over the whole region (far fewer calls than once per sentence); a statement match that runs across two
+        sentences is none, and the sentences it touched are searched again one by one."""
+        start, end = bounds[0], bounds[-1]
+        found: List[List[Mention]] = [[] for _ in bounds[:-1]]
+
+        def sentence(at: int) -> int:
+            return min(bisect_right(bounds, at) - 1, len(found) - 1)
+        for statement in self._statements:
+            again = set()
+            matches = []
+            for m in statement.pattern.finditer(low, start, end):
+                if m.start() and _WORD_CHAR.match(low, m.start() - 1):
+                    continue        # inside a word: "abnormal heart" is no "normal heart"
+                i = sentence(m.start())
+                if m.end() <= bounds[i + 1]:
+                    matches.append((i, m))
+                else:
+                    again.update(range(i, sentence(m.end() - 1) + 1))
+            for i in sorted(again):
+                matches += [(i, m) for m in statement.pattern.finditer(low, bounds[i], bounds[i + 1])
+                            if not (m.start() and _WORD_CHAR.match(low, m.start() - 1))]
+            for i, m in matches:
+                call = statement.call
+                if call == POSITIVE and _INNER_NOT.search(m.group(0)):
+                    call = NEGATIVE
+                found[i].append(Mention(m.start(), m.end(), 'statement', statement.observations, call,
+                                        (m.start(), m.end(), 'statement')))
+        for m in INDETERMINATE.finditer(low, start, end):
+            i = sentence(m.start())
+            if m.end() <= bounds[i + 1]:
+                found[i].append(Mention(m.start(), m.end(), 'cue', ('uncertain', 'clause', 'indeterminate')))
+        claimed = [list(f) for f in found]      # statements and indeterminate cues win over the words inside them
+        for m in self._lexicon.finditer(low, start, end):
+            i = sentence(m.start())
+            if claimed[i] and any(f.start < m.end() and m.start() < f.end for f in claimed[i]):
+                continue
+            phrase = m.group(0)
+            kind, value, call = self._entries.get(phrase) or self._entries.get(norm(phrase), _NT)
+            found[i].append(Mention(m.start(), m.end(), kind, value, call))
+        for f in found:
+            f.sort(key=lambda m: m.start)
+        return found
+
+    def _value_at(self, low: str, at: int, end: int) -> Optional[Tuple[str, Tuple[int, int, str]]]:
+        """(call, cue) of a value word that starts at ``at`` ("none", "✗", "yes", "possible"), else None."""
+        if self._pseudo.match(low, at, end):
+            return None
+        m = self._value.match(low, at, end)
+        if not m:
+            return None
+        return self._values[norm(m.group())], (m.start(), m.end(), 'value')
+
+    def _key_values(self, low: str, start: int, end: int, mentions: List[Mention]) -> None:
+        """"Pleural effusion: none", "| Cardiomegaly | No |", '"edema": false', "Consolidation ✗"."""
+        findings = [m for m in mentions if m.kind in ('finding', 'other') and not m.forced]
+        if not findings:
+            return
+        key_start = start
+        separators = list(_SEPARATOR.finditer(low, start, end))
+        for n, sep in enumerate(separators):
+            if low[sep.start()] == '"':     # a JSON key is the quoted string before its colon
+                key_start = max(key_start, low.rfind('"', key_start, sep.start()) + 1)
+            value = self._value_at(low, sep.end(), end)
+            keys = [m for m in findings if key_start <= m.start and m.end <= sep.start() + 1]
+            if value and keys and len(words(low[key_start:sep.start()])) <= 8:
+                for m in keys:
+                    m.call, m.cue, m.forced = value[0], value[1], True
+            label = self._key_label(low, key_start, sep.start())
+            if label and not keys:      # "Negative findings: pneumothorax, effusion", '"absent": ["edema"]'
+                stop = _VALUE_END.search(low, sep.end(), separators[n + 1].start() if n + 1 < len(separators) else end)
+                for m in findings:
+                    if sep.end() <= m.start and (stop is None or m.end <= stop.start()) and not m.forced:
+                        m.call, m.cue, m.forced = label[0], label[1], True
+            key_start = sep.end()
+        for m in findings:
+            if m.forced:
+                continue
+            mark = self._mark.match(low, m.end, end)
+            if mark:
+                for f in listed(low, findings, findings.index(m), -1):
+                    f.call, f.cue, f.forced = self._marks[norm(mark.group())], (mark.start(), mark.end(), 'mark'), True
+
+    def _key_label(self, low: str, start: int, end: int) -> Optional[Tuple[str, Tuple[int, int, str]]]:
+        """(call, cue) when the key ``low[start:end]`` is itself a value ("Absent", "negative_findings",
+        "Possible diagnoses"), else None."""
+        key = _KEY_NOISE.sub(' ', low[start:end]).strip()
+        if not key or len(key) > 40:
+            return None
+        m = self._value.match(key)
+        if not m or _KEY_NOUNS.fullmatch(key[m.end():].strip()) is None:
+            return None
+        at = low.index(m.group(), start, end) if m.group() in low[start:end] else start
+        return self._values[norm(m.group())], (at, at + len(m.group()), 'key naming the value')
+
+    def _answer(self, low: str, at: int) -> Optional[Tuple[str, Tuple[int, int, str]]]:
+        """The value that answers an echoed question ("Is there a pneumothorax? No."), if any."""
+        prefix = _QUESTION_PREFIX.match(low, at)
+        value = self._value_at(low, prefix.end(), min(len(low), prefix.end() + 80))
+        return (value[0], (value[1][0], value[1][1], 'answer to the question')) if value else None
+
+    # ---- scope within a clause
+    def _clause(self, low: str, mentions: List[Mention], start: int, end: int,
+                previous: Optional[Mention]) -> Optional[Mention]:
+        """Decide the call of each finding mention of one clause that no structure decided; a clause with a cue
+        and an anaphor but no finding gives a mention of ``previous`` (the last finding before it)."""
+        free = [m for m in mentions if m.kind in ('finding', 'other') and not m.forced]
+        cues = [m for m in mentions if m.kind == 'cue']
+        if not free:
+            cue = next((c for c in cues if c.value[0] in ('negation', 'uncertain')), None)
+            anaphor = _ANAPHOR.search(low, start, end)
+            if cue is None or anaphor is None or previous is None or any(m.kind == 'statement' for m in mentions):
+                return None
+            return Mention(anaphor.start(), anaphor.end(), 'finding', previous.value,
+                           NEGATIVE if cue.value[0] == 'negation' else UNCERTAIN,
+                           (cue.start, cue.end, f'{cue.value[2]}, on "{low[anaphor.start():anaphor.end()]}"'))
+        hypotheticals = [c for c in cues if c.value[0] == 'hypothetical']
+        if hypotheticals and not any(c.value[1] == 'clause' and c.value[0] == 'uncertain' for c in cues):
+            # ("cannot tell whether" is indeterminate, not hypothetical.) A hypothetical reaches the findings of
+            # its part of the clause, between commas: "although the question mentions pneumonia, I don't see
+            # consolidation" still denies the consolidation; a key before a colon is in the part ("Pneumothorax:
+            # look for a pleural line").
+            for cue in hypotheticals:
+                lo = max(low.rfind(',', start, cue.start), start)
+                hi = low.find(',', cue.end, end)
+                hi = end if hi < 0 else hi
+                for f in free:
+                    if lo <= f.start < hi:
+                        f.call, f.cue = None, (cue.start, cue.end, 'hypothetical: not a mention')
+            free = [f for f in free if f.cue is None or f.cue[2] != 'hypothetical: not a mention']
+            if not free:
+                return None
+        decided: Dict[int, Tuple[str, Tuple[int, int, str]]] = {}      # finding -> (call, cue)
+
+        def mark(indices, call, why):
+            for i in indices:
+                if i not in decided or call == NEGATIVE:        # a denial wins over a hedge in its window
+                    decided[i] = (call, (cue.start, cue.end, why))
+        for cue in cues:
+            kind, direction, why = cue.value
+            if kind not in ('negation', 'uncertain'):      # pseudo-negations; hypotheticals and generics done
+                continue
+            after = [i for i, f in enumerate(free) if f.start >= cue.end]
+            before = [i for i, f in enumerate(free) if f.end <= cue.start]
+            if direction == 'both' or (direction == 'post' and not before):
+                direction = 'pre' if after else 'post'      # "there is not any pneumothorax", "is likely a"
+            call = NEGATIVE if kind == 'negation' else UNCERTAIN
+            if kind == 'uncertain' and self._denied(low, cue, cues):
+                call, why = NEGATIVE, why + ' inside a negation'     # "no findings to suggest pneumonia"
+            if direction == 'clause':
+                mark(range(len(free)), call, why)
+            elif direction == 'around':     # the finding on each side of "versus" and the ones listed with it
+                sides = (listed(low, free, before[-1], -1) if before else []) + \
+                    (listed(low, free, after[0], 1) if after else [])
+                mark([free.index(f) for f in sides], call, why)
+            elif direction == 'pre' and after:
+                if kind == 'negation':
+                    if len(words(low[cue.end:free[after[0]].start])) < self._window:
+                        mark([free.index(f) for f in _own_predicates(low, listed(low, free, after[0], 1))], call,
+                             why)
+                else:
+                    stop = next((c.start for c in cues if c.start >= cue.end and c.value[0] == 'negation'), end)
+                    mark([i for i in after if free[i].start < stop], call, why)
+            elif direction == 'post' and before:
+                last = free[before[-1]]
+                if len(words(low[last.end:cue.start])) < self._window:
+                    if kind == 'negation' and any(c.value[0] == 'negation' and last.end <= c.start < cue.start
+                                                  for c in cues):
+                        call, why = UNCERTAIN, why + ' after a negation: a hedge'   # "cannot be ... ruled out"
+                    mark([free.index(f) for f in listed(low, free, before[-1], -1)], call, why)
+        for i, (a, b) in enumerate(zip(free, free[1:])):
+            if _OR.match(low[a.end:b.start]) and i not in decided and i + 1 not in decided:
+                decided[i] = decided[i + 1] = (UNCERTAIN, (a.end, b.start, '"or" between two findings'))
+        for i, f in enumerate(free):
+            if i in decided:
+                f.call, f.cue = decided[i]
+            elif f.call == UNCERTAIN:
+                f.cue = (f.start, f.end, 'uncertain by itself (vocabulary "uncertain" list)')
+
+    def _denied(self, low: str, cue: Mention, cues: Sequence[Mention]) -> bool:
+        """An uncertainty cue inside a negation's window is denied with it ("does not appear to be ...")."""
+        return any(c.value[:2] == ('negation', 'pre') and c.end <= cue.start
+                   and len(words(low[c.end:cue.start])) < self._window for c in cues)
+
+
+def _decision(text: str, bounds: List[int], m: Mention) -> Decision:
+    """The Decision that mention ``m`` makes, in the words of the original ``text``."""
+    at = min(max(bisect_right(bounds, m.start) - 1, 0), len(bounds) - 2)
+    sentence = text[bounds[at]:bounds[at + 1]]
+    cue, rule = ('', 'plain mention') if m.cue is None else (text[m.cue[0]:m.cue[1]], m.cue[2])
+    return Decision(m.call, text[m.start:m.end], cue, rule, ' '.join(sentence.split()))
+
+
+def _ruling_out(deciding: Dict[str, Optional[Mention]], mentions: List[Mention]) -> Optional[Tuple[str, Mention]]:
+    """(observation, mention) that makes No Finding negative: another observation than Support Devices positive
+    or uncertain, else an other finding named (observation ''); None when there is none."""
+    for observation, m in deciding.items():
+        if observation not in (NO_FINDING, DEVICES) and m is not None and m.call in (POSITIVE, UNCERTAIN):
+            return observation, m
+    other = next((m for m in mentions if m.kind == 'other' and m.call in (POSITIVE, UNCERTAIN)), None)
+    return ('', other) if other else None
+
+
+def _no_finding(text: str, bounds: List[int], deciding: Dict[str, Optional[Mention]],
+                mentions: List[Mention]) -> Decision:
+    found = _ruling_out(deciding, mentions)
+    if found is None:
+        return Decision(POSITIVE, '', '', 'no observation but Support Devices is positive or uncertain')
+    observation, m = found
+    d = _decision(text, bounds, m)
+    if observation:
+        return Decision(NEGATIVE, d.span, observation, 'another observation is positive or uncertain', d.sentence)
+    return Decision(NEGATIVE, d.span, d.span, 'an other finding is named', d.sentence)
+
+
+def _own_predicates(low: str, group: List[Mention]) -> List[Mention]:
+    """The list ``group`` up to an item joined by a bare comma that has its own affirmed predicate."""
+    for i in range(1, len(group)):
+        if _COMMA_ONLY.match(low[group[i - 1].end:group[i].start]) and _AFFIRMED.match(low, group[i].end):
+            return group[:i]
+    return group
+
+
+def _as_text(text) -> str:
+    if text is None:
+        return ''
+    if isinstance(text, (bytes, bytearray)):
+        return bytes(text).decode('utf-8', errors='replace')
+    return str(text)
+
+
+def _prepare(text: str) -> str:
+    """Lower case, emphasis and underscores as spaces, straight quotes; the same length as ``text`` so that
+    spans found here point into the original."""
+    low = text.lower()
+    if len(low) != len(text):       # a few characters lower-case to two ("İ"): keep those as they are
+        low = ''.join(c if len(c.lower()) != 1 else c.lower() for c in text)
+    return low.translate(_EMPHASIS)
+
+
+def _cells(low: str, start: int, end: int) -> List[Tuple[int, int]]:
+    """(start, end) of each cell of a markdown table row; the outer pipes open and close the row."""
+    bars = [i for i in range(start, end) if low[i] == '|']
+    edges = ([start - 1] if low[start:bars[0]].strip() else []) + bars
+    if low[bars[-1] + 1:end].strip():
+        edges.append(end)
+    return [(a + 1, b) for a, b in zip(edges, edges[1:])]
+
+
+def _key_end(low: str, start: int, end: int) -> int:
+    """Where the key after a leading mark ends: at a parenthesis, a separator or the end of the line."""
+    m = re.compile(r'[(:\[]|\s[-–—]\s').search(low, start, end)
+    return m.start() if m else end
+
+
+def read_findings(text, vocabulary: Optional[Vocabulary] = None) -> Dict[str, Optional[str]]:
+    """observation -> positive / negative / uncertain / None with the built-in vocabulary or ``vocabulary``."""
+    return reader(vocabulary).read(text)
+
+
+def explain(text, vocabulary: Optional[Vocabulary] = None) -> Dict[str, Decision]:
+    return reader(vocabulary).explain(text)
+
+
+_READERS: Dict[int, Tuple[Vocabulary, FindingsReader]] = {}
+
+
+def reader(vocabulary: Optional[Vocabulary] = None) -> FindingsReader:
+    """The reader of ``vocabulary`` (default: the built-in one), built once per vocabulary (kept alive with it,
+    so that its id is not reused)."""
+    vocabulary = vocabulary or default_vocabulary()
+    if id(vocabulary) not in _READERS:
+        _READERS[id(vocabulary)] = (vocabulary, FindingsReader(vocabulary))
+    return _READERS[id(vocabulary)][1]
+
+
+__all__ = ['CALLS', 'Decision', 'FindingsReader', 'NO_FINDING', 'explain', 'read_findings', 'reader']
