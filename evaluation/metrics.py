@@ -89,3 +89,27 @@ def paired_bootstrap(a_groups: Mapping[str, Sequence[bool]], b_groups: Mapping[s
     p = min(1.0, 2 * min(float(np.mean(replicates <= 0)), float(np.mean(replicates >= 0))))
     return {'difference': float(np.mean([v.mean() for v in diff.values()])), 'ci_low': low, 'ci_high': high,
             'p_value': p, 'n_boot': n_boot, 'seed': seed}
+
+
+def bootstrap_weights(n_items: int, n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED) -> np.ndarray:
+    """``(n_boot, n_items)`` counts: how often each item is drawn in each replicate of a plain bootstrap (items
+    resampled with replacement, ``numpy.random.default_rng(seed)``). A statistic built from per-item counts
+    (true positives, false positives...) is then ``weights @ counts`` per replicate; using the same weights for
+    two models on the same items gives a paired bootstrap."""
+    if n_items <= 0:
+        raise ValueError('bootstrap of no items')
+    draws = np.random.default_rng(seed).integers(0, n_items, size=(n_boot, n_items))
+    weights = np.zeros((n_boot, n_items), dtype=np.int64)
+    np.add.at(weights, (np.repeat(np.arange(n_boot), n_items), draws.ravel()), 1)
+    return weights
+
+
+def interval(replicates: np.ndarray, level: float = 0.95) -> Tuple[float, float]:
+    """Percentile interval of bootstrap replicates."""
+    return _percentiles(np.asarray(replicates, dtype=float), level)
+
+
+def bootstrap_p_value(differences: np.ndarray) -> float:
+    """Two-sided bootstrap p-value of a difference: ``min(1, 2 * min(P(d <= 0), P(d >= 0)))``."""
+    differences = np.asarray(differences, dtype=float)
+    return min(1.0, 2 * min(float(np.mean(differences <= 0)), float(np.mean(differences >= 0))))
