@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument('--consensus', help='swift infer --result_path file with the consensus answers: scored '
                         'as one more source, "consensus", next to the teachers (needs --requests)')
     report.add_argument('--requests', help='the requests file given to swift infer (from `consensus`)')
+    report.add_argument('--source', action='append', default=[], metavar='NAME=FILE',
+                        help='a model\'s answers (e.g. a student\'s), scored beside the teachers and tested against '
+                        'the best teacher (McNemar): JSONL of swift infer result rows or {"id", "response"} rows, '
+                        'joined to the studies by "id" (or "study_id"); repeat for several models')
     report.add_argument('--workers', type=int, default=os.cpu_count() or 1,
                         help='processes reading the traces (default: one per core)')
     report.add_argument('--vocabulary', help=VOCABULARY_HELP)
@@ -325,22 +329,95 @@ def _with_consensus(studies, answers):
         yield replace(study, traces=study.traces + (Trace(CONSENSUS, answer),)) if answer else study
 
 
+def _source_spec(spec: str):
+    name, sep, path = spec.partition('=')
+    name = name.strip()
+    if not sep or not name or not path:
+        raise DataError(f'--source {spec!r}: expected NAME=FILE (e.g. apo=results/apo.jsonl)')
+    if name == CONSENSUS:
+        raise DataError(f'--source {spec!r}: {CONSENSUS!r} is the name of the consensus answers (--consensus)')
+    if not os.path.isfile(path):
+        raise DataError(f'--source {spec!r}: {path}: no such file')
+    return name, path
+
+
+def read_source(name: str, path: str, tally: Tally) -> dict:
+    """study key -> answer text of one ``--source`` file. A row that cannot be read, lacks an id or an answer
+    text, or repeats an id is an error naming the file, line and field."""
+    from .chexpert import study_key
+    answers, lines = {}, {}
+    for source in tqdm(iter_rows(path), desc=f'reading {path}', unit=' rows', disable=None):
+        if source.problem is not None:
+            raise DataError(f'{source.where}: {source.problem}')
+        row = source.row
+        field = 'id' if 'id' in row else 'study_id' if 'study_id' in row else None
+        if field is None:
+            raise DataError(f'{source.where}: field \'id\': missing (each --source row needs "id" or "study_id", '
+                            'the study it answers)')
+        if not isinstance(row[field], (str, int)) or isinstance(row[field], bool) or not str(row[field]).strip():
+            raise DataError(f'{source.where}: field {field!r}: expected a study id, found {row[field]!r}')
+        text_field = 'response' if 'response' in row else 'answer' if 'answer' in row else None
+        if text_field is None:
+            raise DataError(f'{source.where}: field \'response\': missing (the answer text; "answer" is also read)')
+        if row[text_field] is not None and not isinstance(row[text_field], str):
+            raise DataError(f'{source.where}: field {text_field!r}: expected text, found '
+                            f'{type(row[text_field]).__name__}')
+        key = study_key(row[field])
+        if key in answers:
+            raise DataError(f'{source.where}: field {field!r}: study {row[field]!r} already answered at {lines[key]} '
+                            f'(one answer per study and --source)')
+        answers[key], lines[key] = row[text_field] or '', source.where
+    tally.read[path] = f'{len(answers)} answers of {name}'
+    return answers
+
+
+def _with_sources(studies, sources: dict, joined: dict):
+    """Each study with each --source's answer as one more trace; ``joined[name]`` collects the matched keys."""
+    from .chexpert import study_key
+    for study in studies:
+        key = study_key(study.head.study_id)
+        extra = []
+        for name, answers in sources.items():
+            if any(t.teacher == name for t in study.traces):
+                raise DataError(f'{study.where}: a teacher is named {name!r}, the name of a --source')
+            if key in answers:
+                joined[name].add(key)
+                extra.append(Trace(name, answers[key]))
+        yield replace(study, traces=study.traces + tuple(extra)) if extra else study
+
+
 def run_report(args) -> None:
     if bool(args.consensus) != bool(args.requests):
         raise DataError('report: --consensus and --requests go together')
+    specs = [_source_spec(spec) for spec in args.source]
+    names = [name for name, _ in specs]
+    if len(set(names)) != len(names):
+        raise DataError(f'--source: a name is given twice: {names}')
     from .chexpert import load_labels_csv
     from .report import DriftReport, read_studies
     load_vocabulary(args.vocabulary)      # a bad vocabulary file stops the report before any work
     labels = load_labels_csv(args.labels_csv) if args.labels_csv else None
     with output_set() as outputs:
         run = Run(args, outputs, args.out)
-        report = DriftReport(labels, f'--labels-csv {args.labels_csv}' if labels is not None else 'the dataset')
+        report = DriftReport(labels, f'--labels-csv {args.labels_csv}' if labels is not None else 'the dataset',
+                             students=names)
         studies = run.reader
         if args.consensus:
             answers = read_consensus(args.requests, args.consensus, False, run.tally)
             studies = _with_consensus(run.reader, answers)
+        sources = {name: read_source(name, path, run.tally) for name, path in specs}
+        joined = {name: set() for name in sources}
+        if sources:
+            studies = _with_sources(studies, sources, joined)
         for study, reads in read_studies(studies, args.workers, vocabulary=args.vocabulary):
             report.add(study, reads)
+        for (name, path), answers in zip(specs, sources.values()):
+            unknown = sorted(set(answers) - joined[name])
+            report.source_files[name] = {'file': path, 'rows': len(answers), 'joined': len(joined[name]),
+                                         'unknown_ids': len(unknown), 'unknown_examples': unknown[:5]}
+            if unknown:
+                run.tally.notes.append(f'--source {name}: {len(unknown)} of {len(answers)} answers belong to no '
+                                       f'study of the dataset (ids e.g. {unknown[:3]}); they are not scored')
         report.write(args.out, outputs, run.tally)
         run.finish()
 

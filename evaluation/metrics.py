@@ -3,16 +3,17 @@
 - ``bootstrap_ci``: percentile bootstrap of a mean of 0/1 outcomes (resampling items with replacement).
 - ``macro_bootstrap_ci``: the same for the mean over observations of per-observation accuracy (Table 1's
   "Avg"), resampling within each observation (a stratified bootstrap), so every replicate has every cell.
-- ``mcnemar_exact``: McNemar's exact test for two models scored on the same items: under H0 the discordant
-  items split 50/50, so the two-sided p-value is ``min(1, 2 * P(X <= min(b, c)))`` with X ~ Binomial(b + c, 1/2).
+- ``mcnemar_exact`` (defined in ``clinical_text.stats``, shared with data_prep): McNemar's exact test for two
+  models scored on the same items: under H0 the discordant items split 50/50, so the two-sided p-value is ``min(1, 2 * P(X <= min(b, c)))`` with X ~ Binomial(b + c, 1/2).
 - ``paired_bootstrap``: the difference of two models' (macro) accuracies on the same items, resampling the
   items together, with a 95% interval and a two-sided bootstrap p-value ``min(1, 2 * min(P(d <= 0), P(d >= 0)))``.
 All random draws come from ``numpy.random.default_rng(seed)``: the same seed gives the same figures.
 """
-import math
 from typing import Dict, Mapping, Sequence, Tuple
 
 import numpy as np
+
+from clinical_text.stats import mcnemar_exact  # noqa: F401  (one implementation, shared with data_prep)
 
 DEFAULT_N_BOOT = 2000
 DEFAULT_SEED = 0
@@ -59,21 +60,6 @@ def macro_bootstrap_ci(groups: Mapping[str, Sequence[bool]], n_boot: int = DEFAU
     if not groups or any(len(v) == 0 for v in groups.values()):
         raise ValueError('confidence interval with an empty group')
     return _percentiles(_macro_replicates(groups, n_boot, np.random.default_rng(seed)), level)
-
-
-def mcnemar_exact(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> Dict[str, float]:
-    """McNemar's exact (binomial) test. ``a_only``: items only A got right; ``b_only``: only B."""
-    if len(a_correct) != len(b_correct):
-        raise ValueError(f'paired test needs the same items: {len(a_correct)} vs {len(b_correct)}')
-    a_only = sum(1 for a, b in zip(a_correct, b_correct) if a and not b)
-    b_only = sum(1 for a, b in zip(a_correct, b_correct) if b and not a)
-    n = a_only + b_only
-    if n == 0:
-        p = 1.0
-    else:
-        tail = sum(math.comb(n, i) for i in range(min(a_only, b_only) + 1)) / 2 ** n
-        p = min(1.0, 2 * tail)
-    return {'a_only': a_only, 'b_only': b_only, 'discordant': n, 'p_value': p}
 
 
 def paired_bootstrap(a_groups: Mapping[str, Sequence[bool]], b_groups: Mapping[str, Sequence[bool]],
