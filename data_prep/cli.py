@@ -19,7 +19,7 @@ from .report import CONSENSUS
 from .results import merge_parts, write_pending
 from .sources import DataError, SourceRow, is_local_file, iter_rows
 from .stages import (EVAL, TRAIN, ConsensusTemplate, apo_row, consensus_problem, consensus_request, kept_traces,
-                     request_fingerprint, sft_rows, split_of)
+                     request_fingerprint, sft_rows, split_of, user_turn)
 from .studies import StudyReader
 
 
@@ -341,9 +341,21 @@ def _source_spec(spec: str):
     return name, path
 
 
+FINGERPRINT = 'request:'     # key prefix of a --source answer joined by its request, not by an id
+
+
+def _study_fingerprint(study) -> str:
+    """The fingerprint of the study's own question as data_prep writes it (``sft`` rows, ``sft.eval.jsonl``)."""
+    return FINGERPRINT + request_fingerprint({'messages': [user_turn(study, study.head.question)],
+                                              'images': list(study.head.images)})
+
+
 def read_source(name: str, path: str, tally: Tally) -> dict:
-    """study key -> answer text of one ``--source`` file. A row that cannot be read, lacks an id or an answer
-    text, or repeats an id is an error naming the file, line and field."""
+    """study key -> answer text of one ``--source`` file. Rows with an ``id`` (or ``study_id``) are joined by it;
+    swift infer result rows without one by their request (user turn and images, as ``apo`` joins the consensus),
+    which matches the studies' own questions as data_prep writes them (``sft.eval.jsonl``). A row that cannot be
+    read, lacks an id (and a request) or an answer text, or repeats an id is an error naming the file, line and
+    field; a repeated request (one per teacher in ``sft.eval.jsonl``) keeps its first answer and is counted."""
     from .chexpert import study_key
     answers, lines = {}, {}
     for source in tqdm(iter_rows(path), desc=f'reading {path}', unit=' rows', disable=None):
@@ -351,10 +363,11 @@ def read_source(name: str, path: str, tally: Tally) -> dict:
             raise DataError(f'{source.where}: {source.problem}')
         row = source.row
         field = 'id' if 'id' in row else 'study_id' if 'study_id' in row else None
-        if field is None:
+        if field is None and not isinstance(row.get('messages'), list):
             raise DataError(f'{source.where}: field \'id\': missing (each --source row needs "id" or "study_id", '
-                            'the study it answers)')
-        if not isinstance(row[field], (str, int)) or isinstance(row[field], bool) or not str(row[field]).strip():
+                            'the study it answers, or the "messages" and "images" of swift infer\'s result rows)')
+        if field is not None and (not isinstance(row[field], (str, int)) or isinstance(row[field], bool)
+                                  or not str(row[field]).strip()):
             raise DataError(f'{source.where}: field {field!r}: expected a study id, found {row[field]!r}')
         text_field = 'response' if 'response' in row else 'answer' if 'answer' in row else None
         if text_field is None:
@@ -362,27 +375,33 @@ def read_source(name: str, path: str, tally: Tally) -> dict:
         if row[text_field] is not None and not isinstance(row[text_field], str):
             raise DataError(f'{source.where}: field {text_field!r}: expected text, found '
                             f'{type(row[text_field]).__name__}')
-        key = study_key(row[field])
+        key = study_key(row[field]) if field else FINGERPRINT + request_fingerprint(row)
         if key in answers:
+            if field is None:
+                tally.drop(f'--source {name}: a second answer to the same request (first kept)')
+                continue
             raise DataError(f'{source.where}: field {field!r}: study {row[field]!r} already answered at {lines[key]} '
                             f'(one answer per study and --source)')
         answers[key], lines[key] = row[text_field] or '', source.where
     tally.read[path] = f'{len(answers)} answers of {name}'
-    return answers
+    return answers, lines
 
 
 def _with_sources(studies, sources: dict, joined: dict):
     """Each study with each --source's answer as one more trace; ``joined[name]`` collects the matched keys."""
     from .chexpert import study_key
     for study in studies:
-        key = study_key(study.head.study_id)
+        key, fingerprint = study_key(study.head.study_id), None
         extra = []
         for name, answers in sources.items():
             if any(t.teacher == name for t in study.traces):
                 raise DataError(f'{study.where}: a teacher is named {name!r}, the name of a --source')
-            if key in answers:
-                joined[name].add(key)
-                extra.append(Trace(name, answers[key]))
+            if key not in answers:
+                fingerprint = fingerprint or _study_fingerprint(study)
+            found = key if key in answers else fingerprint if fingerprint in answers else None
+            if found is not None:
+                joined[name].add(found)
+                extra.append(Trace(name, answers[found]))
         yield replace(study, traces=study.traces + tuple(extra)) if extra else study
 
 
@@ -405,19 +424,22 @@ def run_report(args) -> None:
         if args.consensus:
             answers = read_consensus(args.requests, args.consensus, False, run.tally)
             studies = _with_consensus(run.reader, answers)
-        sources = {name: read_source(name, path, run.tally) for name, path in specs}
+        read = {name: read_source(name, path, run.tally) for name, path in specs}
+        sources = {name: answers for name, (answers, _) in read.items()}
         joined = {name: set() for name in sources}
         if sources:
             studies = _with_sources(studies, sources, joined)
         for study, reads in read_studies(studies, args.workers, vocabulary=args.vocabulary):
             report.add(study, reads)
-        for (name, path), answers in zip(specs, sources.values()):
-            unknown = sorted(set(answers) - joined[name])
+        for name, path in specs:
+            answers, lines = read[name]
+            unknown = sorted(set(answers) - joined[name], key=lambda k: (k.startswith(FINGERPRINT), k))
+            examples = [f'request at {lines[k]}' if k.startswith(FINGERPRINT) else k for k in unknown[:5]]
             report.source_files[name] = {'file': path, 'rows': len(answers), 'joined': len(joined[name]),
-                                         'unknown_ids': len(unknown), 'unknown_examples': unknown[:5]}
+                                         'unknown_ids': len(unknown), 'unknown_examples': examples}
             if unknown:
                 run.tally.notes.append(f'--source {name}: {len(unknown)} of {len(answers)} answers belong to no '
-                                       f'study of the dataset (ids e.g. {unknown[:3]}); they are not scored')
+                                       f'study of the dataset (e.g. {examples[:3]}); they are not scored')
         report.write(args.out, outputs, run.tally)
         run.finish()
 

@@ -139,3 +139,23 @@ def test_report_source_bad_spec(tmp_path, capsys):
     assert main(['report', '--dataset', str(SAMPLE_FILE), '--out', str(tmp_path / 'd'), '--source', f'x={good}',
                  '--source', f'x={good}']) == 2
     assert not (tmp_path / 'd').exists()
+
+
+def test_report_source_swift_infer_rows_joined_by_request(tmp_path, capsys):
+    from cxr_data import infer_result_rows
+    # the students answer data_prep's own SFT rows (one per study and teacher): swift infer keeps no study_id
+    assert main(['sft', '--dataset', str(SAMPLE_FILE), '--out', str(tmp_path / 'sft.jsonl')]) == 0
+    requests = [json.loads(line) for name in ('sft.jsonl', 'sft.eval.jsonl') if (tmp_path / name).exists()
+                for line in (tmp_path / name).read_text().splitlines()]
+    requests = [{'messages': r['messages'][:-1], 'images': r['images']} for r in requests]
+    write_jsonl(tmp_path / 'apo.jsonl', infer_result_rows(requests, lambda r: 'No pleural effusion.'))
+    capsys.readouterr()
+    assert main(['report', '--dataset', str(SAMPLE_FILE), '--out', str(tmp_path / 'drift'), '--workers', '1',
+                 '--source', f'apo={tmp_path / "apo.jsonl"}']) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / 'drift' / 'drift.json').read_text())
+    ids = _sample_ids()
+    assert summary['teachers']['apo']['answers'] == len(ids)
+    assert summary['students']['apo']['file']['unknown_ids'] == 0
+    # one request per teacher and study: the repeats are counted, not silently dropped
+    assert len(requests) > len(ids) and 'a second answer to the same request' in out
