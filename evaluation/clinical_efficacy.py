@@ -139,7 +139,7 @@ def _fmt_ci(entry: Mapping) -> str:
 
 def markdown_lines(result: Mapping) -> List[str]:
     """The efficacy block of a report-generation result as Markdown lines."""
-    lines = [f'## Clinical efficacy ({result["labeller"]})', '',
+    lines = [f'## Clinical efficacy, {result["labeller"]}', '',
              f'{result["n"]} reports; positive = present; uncertain counted both ways (as positive, and as '
              f'negative); 95% bootstrap intervals over reports ({result["n_boot"]} resamples, seed {result["seed"]}).',
              '', '| uncertain as | set | micro P | micro R | micro F1 | macro P | macro R | macro F1 |',
@@ -159,7 +159,7 @@ def markdown_lines(result: Mapping) -> List[str]:
 
 
 def compare_markdown_lines(a: str, b: str, result: Mapping) -> List[str]:
-    lines = [f'# Clinical efficacy: {b} vs {a} ({result["labeller"]})', '',
+    lines = [f'# Clinical efficacy: {b} vs {a}, {result["labeller"]}', '',
              f'{result["n"]} reports; difference = B - A; paired bootstrap over reports ({result["n_boot"]} '
              f'resamples, seed {result["seed"]}); uncertain counted both ways.', '',
              '| uncertain as | set | statistic | A | B | B - A [95% CI] | p |', '|---|---|---|---|---|---|---|']
