@@ -1,6 +1,7 @@
 """Reading clinical free text: the vocabulary, the scope machinery and the CheXpert findings reader.
 
 data_prep (the drift report) and evaluation (the answer reader) both import this package; it imports neither.
+``stats`` holds the statistics both use (McNemar's exact test), so that there is one implementation.
 """
 from .findings import Decision, FindingsReader, explain, read_findings, reader
 from .vocabulary import (CALLS, NEGATIVE, OBSERVATIONS, POSITIVE, UNCERTAIN, Vocabulary, VocabularyError,

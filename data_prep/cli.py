@@ -19,7 +19,7 @@ from .report import CONSENSUS
 from .results import merge_parts, write_pending
 from .sources import DataError, SourceRow, is_local_file, iter_rows
 from .stages import (EVAL, TRAIN, ConsensusTemplate, apo_row, consensus_problem, consensus_request, kept_traces,
-                     request_fingerprint, sft_rows, split_of)
+                     request_fingerprint, sft_rows, split_of, user_turn)
 from .studies import StudyReader
 
 
@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument('--consensus', help='swift infer --result_path file with the consensus answers: scored '
                         'as one more source, "consensus", next to the teachers (needs --requests)')
     report.add_argument('--requests', help='the requests file given to swift infer (from `consensus`)')
+    report.add_argument('--source', action='append', default=[], metavar='NAME=FILE',
+                        help='a model\'s answers (e.g. a student\'s), scored beside the teachers and tested against '
+                        'the best teacher (McNemar): JSONL of swift infer result rows or {"id", "response"} rows, '
+                        'joined to the studies by "id" (or "study_id"); repeat for several models')
     report.add_argument('--workers', type=int, default=os.cpu_count() or 1,
                         help='processes reading the traces (default: one per core)')
     report.add_argument('--vocabulary', help=VOCABULARY_HELP)
@@ -325,22 +329,117 @@ def _with_consensus(studies, answers):
         yield replace(study, traces=study.traces + (Trace(CONSENSUS, answer),)) if answer else study
 
 
+def _source_spec(spec: str):
+    name, sep, path = spec.partition('=')
+    name = name.strip()
+    if not sep or not name or not path:
+        raise DataError(f'--source {spec!r}: expected NAME=FILE (e.g. apo=results/apo.jsonl)')
+    if name == CONSENSUS:
+        raise DataError(f'--source {spec!r}: {CONSENSUS!r} is the name of the consensus answers (--consensus)')
+    if not os.path.isfile(path):
+        raise DataError(f'--source {spec!r}: {path}: no such file')
+    return name, path
+
+
+FINGERPRINT = 'request:'     # key prefix of a --source answer joined by its request, not by an id
+
+
+def _study_fingerprint(study) -> str:
+    """The fingerprint of the study's own question as data_prep writes it (``sft`` rows, ``sft.eval.jsonl``)."""
+    return FINGERPRINT + request_fingerprint({'messages': [user_turn(study, study.head.question)],
+                                              'images': list(study.head.images)})
+
+
+def read_source(name: str, path: str, tally: Tally) -> dict:
+    """study key -> answer text of one ``--source`` file. Rows with an ``id`` (or ``study_id``) are joined by it;
+    swift infer result rows without one by their request (user turn and images, as ``apo`` joins the consensus),
+    which matches the studies' own questions as data_prep writes them (``sft.eval.jsonl``). A row that cannot be
+    read, lacks an id (and a request) or an answer text, or repeats an id is an error naming the file, line and
+    field; a repeated request (one per teacher in ``sft.eval.jsonl``) keeps its first answer and is counted."""
+    from .chexpert import study_key
+    answers, lines = {}, {}
+    for source in tqdm(iter_rows(path), desc=f'reading {path}', unit=' rows', disable=None):
+        if source.problem is not None:
+            raise DataError(f'{source.where}: {source.problem}')
+        row = source.row
+        field = 'id' if 'id' in row else 'study_id' if 'study_id' in row else None
+        if field is None and not isinstance(row.get('messages'), list):
+            raise DataError(f'{source.where}: field \'id\': missing (each --source row needs "id" or "study_id", '
+                            'the study it answers, or the "messages" and "images" of swift infer\'s result rows)')
+        if field is not None and (not isinstance(row[field], (str, int)) or isinstance(row[field], bool)
+                                  or not str(row[field]).strip()):
+            raise DataError(f'{source.where}: field {field!r}: expected a study id, found {row[field]!r}')
+        text_field = 'response' if 'response' in row else 'answer' if 'answer' in row else None
+        if text_field is None:
+            raise DataError(f'{source.where}: field \'response\': missing (the answer text; "answer" is also read)')
+        if row[text_field] is not None and not isinstance(row[text_field], str):
+            raise DataError(f'{source.where}: field {text_field!r}: expected text, found '
+                            f'{type(row[text_field]).__name__}')
+        key = study_key(row[field]) if field else FINGERPRINT + request_fingerprint(row)
+        if key in answers:
+            if field is None:
+                tally.drop(f'--source {name}: a second answer to the same request (first kept)')
+                continue
+            raise DataError(f'{source.where}: field {field!r}: study {row[field]!r} already answered at {lines[key]} '
+                            f'(one answer per study and --source)')
+        answers[key], lines[key] = row[text_field] or '', source.where
+    tally.read[path] = f'{len(answers)} answers of {name}'
+    return answers, lines
+
+
+def _with_sources(studies, sources: dict, joined: dict):
+    """Each study with each --source's answer as one more trace; ``joined[name]`` collects the matched keys."""
+    from .chexpert import study_key
+    for study in studies:
+        key, fingerprint = study_key(study.head.study_id), None
+        extra = []
+        for name, answers in sources.items():
+            if any(t.teacher == name for t in study.traces):
+                raise DataError(f'{study.where}: a teacher is named {name!r}, the name of a --source')
+            if key not in answers:
+                fingerprint = fingerprint or _study_fingerprint(study)
+            found = key if key in answers else fingerprint if fingerprint in answers else None
+            if found is not None:
+                joined[name].add(found)
+                extra.append(Trace(name, answers[found]))
+        yield replace(study, traces=study.traces + tuple(extra)) if extra else study
+
+
 def run_report(args) -> None:
     if bool(args.consensus) != bool(args.requests):
         raise DataError('report: --consensus and --requests go together')
+    specs = [_source_spec(spec) for spec in args.source]
+    names = [name for name, _ in specs]
+    if len(set(names)) != len(names):
+        raise DataError(f'--source: a name is given twice: {names}')
     from .chexpert import load_labels_csv
     from .report import DriftReport, read_studies
     load_vocabulary(args.vocabulary)      # a bad vocabulary file stops the report before any work
     labels = load_labels_csv(args.labels_csv) if args.labels_csv else None
     with output_set() as outputs:
         run = Run(args, outputs, args.out)
-        report = DriftReport(labels, f'--labels-csv {args.labels_csv}' if labels is not None else 'the dataset')
+        report = DriftReport(labels, f'--labels-csv {args.labels_csv}' if labels is not None else 'the dataset',
+                             students=names)
         studies = run.reader
         if args.consensus:
             answers = read_consensus(args.requests, args.consensus, False, run.tally)
             studies = _with_consensus(run.reader, answers)
+        read = {name: read_source(name, path, run.tally) for name, path in specs}
+        sources = {name: answers for name, (answers, _) in read.items()}
+        joined = {name: set() for name in sources}
+        if sources:
+            studies = _with_sources(studies, sources, joined)
         for study, reads in read_studies(studies, args.workers, vocabulary=args.vocabulary):
             report.add(study, reads)
+        for name, path in specs:
+            answers, lines = read[name]
+            unknown = sorted(set(answers) - joined[name], key=lambda k: (k.startswith(FINGERPRINT), k))
+            examples = [f'request at {lines[k]}' if k.startswith(FINGERPRINT) else k for k in unknown[:5]]
+            report.source_files[name] = {'file': path, 'rows': len(answers), 'joined': len(joined[name]),
+                                         'unknown_ids': len(unknown), 'unknown_examples': examples}
+            if unknown:
+                run.tally.notes.append(f'--source {name}: {len(unknown)} of {len(answers)} answers belong to no '
+                                       f'study of the dataset (e.g. {examples[:3]}); they are not scored')
         report.write(args.out, outputs, run.tally)
         run.finish()
 

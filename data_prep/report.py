@@ -26,6 +26,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from .chexpert import study_key
 from clinical_text import NEGATIVE, POSITIVE, UNCERTAIN, FindingsReader, load_vocabulary
+from clinical_text.stats import mcnemar_from_counts
 from .outputs import OutputSet, Tally
 from .records import Study
 from .text import OBSERVATIONS, content_words, is_empty, is_refusal, jaccard, observations_in
@@ -75,9 +76,16 @@ def read_studies(studies: Iterable[Study], workers: int, batch: int = 1024,
 
 class DriftReport:
 
-    def __init__(self, labels: Optional[Dict[str, Dict[str, float]]] = None, labels_source: str = 'dataset'):
+    def __init__(self, labels: Optional[Dict[str, Dict[str, float]]] = None, labels_source: str = 'dataset',
+                 students: Sequence[str] = ()):
         self.labels = labels                # from --labels-csv: study key -> observation -> value
         self.labels_source = labels_source
+        self.students = list(students)      # --source names: scored beside the teachers, tested against them
+        self.source_files: Dict[str, Dict] = {}     # --source name -> rows read, joined, unknown ids
+        # (student, teacher, observation) -> [both wrong, teacher only right, student only right, both right]
+        self.paired: Dict[tuple, List[int]] = defaultdict(lambda: [0, 0, 0, 0])
+        self.student_studies = Counter()    # studies with a usable answer of the student
+        self.consensus_agree: Dict[tuple, List[int]] = defaultdict(lambda: [0, 0])     # (student, obs) -> agree, n
         self.labelled = 0
         self.confusion: Dict[tuple, List[int]] = defaultdict(lambda: [0, 0, 0, 0])     # tp, fn, fp, tn
         self.calls: Dict[tuple, Counter] = defaultdict(Counter)
@@ -118,6 +126,7 @@ class DriftReport:
             else:
                 self.lengths[trace.teacher].append(len(trace.text))
                 words[trace.teacher], calls[trace.teacher] = reads[trace.teacher]
+        correct: Dict[str, Dict[str, bool]] = defaultdict(dict)
         for teacher, read in calls.items():
             for observation, call in read.items():
                 self.calls[teacher, observation][call or 'not mentioned'] += 1
@@ -125,12 +134,95 @@ class DriftReport:
                 if label in (1.0, 0.0):
                     said = call in (POSITIVE, UNCERTAIN)
                     self.confusion[teacher, observation][(0 if said else 1) if label else (2 if said else 3)] += 1
+                    correct[teacher][observation] = said == bool(label)
+        if self.students:
+            self._add_students(calls, correct)
         for a, b in combinations(sorted(words), 2):
             self.pair_sum[a, b] += jaccard(words[a], words[b])
             self.pair_count[a, b] += 1
             for observation in OBSERVATIONS:
                 i, j = _KAPPA_CLASS[calls[a][observation]], _KAPPA_CLASS[calls[b][observation]]
                 self.pair_calls[a, b, observation][3 * i + j] += 1
+
+    def _add_students(self, calls: Dict[str, Dict], correct: Dict[str, Dict[str, bool]]) -> None:
+        """Paired outcomes of each student against each teacher on this study (both answered, definite label),
+        and the student's agreement with the consensus's present / absent call."""
+        teachers = [t for t in calls if t not in self.students and t != CONSENSUS]
+        for student in self.students:
+            if student not in calls:
+                continue
+            self.student_studies[student] += 1
+            for teacher in teachers:
+                for observation, s_ok in correct[student].items():
+                    t_ok = correct[teacher].get(observation)
+                    if t_ok is not None:
+                        self.paired[student, teacher, observation][2 * s_ok + t_ok] += 1
+            if CONSENSUS in calls:
+                for observation in OBSERVATIONS:
+                    said = calls[student][observation] in (POSITIVE, UNCERTAIN)
+                    agreed = said == (calls[CONSENSUS][observation] in (POSITIVE, UNCERTAIN))
+                    entry = self.consensus_agree[student, observation]
+                    entry[0] += agreed
+                    entry[1] += 1
+
+    def _students_summary(self, accuracy: Dict, teachers: List[str], agreement: Dict, kappa: Dict) -> Dict:
+        """Per student: macro accuracy, agreement with the consensus, and per observation McNemar's exact test
+        against the best teacher (the teacher with the highest accuracy on the observation)."""
+        out = {}
+        for student in self.students:
+            if student not in accuracy:     # no answer joined any study
+                out[student] = {'studies_answered': 0, 'macro_accuracy': None, 'consensus': None,
+                                'versus_best_teacher': {o: None for o in OBSERVATIONS},
+                                'beats_best_teacher': {'observations': 0, 'better': 0, 'better_p_below_0.05': 0},
+                                'versus_each_teacher_pooled': {},
+                                **({'file': self.source_files[student]} if student in self.source_files else {})}
+                continue
+            per_obs, beats, significant, observed = {}, 0, 0, 0
+            for o in OBSERVATIONS:
+                ranked = sorted((t for t in teachers if accuracy[t][o]['n']),
+                                key=lambda t: (-accuracy[t][o]['accuracy'], t))
+                if not ranked or not accuracy[student][o]['n']:
+                    per_obs[o] = None
+                    continue
+                best = ranked[0]
+                both_wrong, t_only, s_only, both_right = self.paired.get((student, best, o), (0, 0, 0, 0))
+                n = both_wrong + t_only + s_only + both_right
+                test = mcnemar_from_counts(s_only, t_only)
+                entry = {'best_teacher': best, 'teacher_accuracy': accuracy[best][o]['accuracy'],
+                         'student_accuracy': accuracy[student][o]['accuracy'], 'paired_studies': n,
+                         'student_accuracy_paired': _ratio(s_only + both_right, n),
+                         'teacher_accuracy_paired': _ratio(t_only + both_right, n),
+                         'student_only_right': s_only, 'teacher_only_right': t_only,
+                         'p_value': test['p_value']}
+                entry['student_better'] = bool(n) and s_only > t_only
+                per_obs[o] = entry
+                observed += 1
+                beats += entry['student_better']
+                significant += entry['student_better'] and test['p_value'] < 0.05
+            pooled = {}
+            for t in teachers:
+                counts = [sum(self.paired.get((student, t, o), (0, 0, 0, 0))[k] for o in OBSERVATIONS)
+                          for k in range(4)]
+                test = mcnemar_from_counts(counts[2], counts[1])
+                n = sum(counts)
+                pooled[t] = {'paired': n, 'student_accuracy': _ratio(counts[2] + counts[3], n),
+                             'teacher_accuracy': _ratio(counts[1] + counts[3], n), 'student_only_right': counts[2],
+                             'teacher_only_right': counts[1], 'p_value': test['p_value']}
+            scored = [accuracy[student][o]['accuracy'] for o in OBSERVATIONS if accuracy[student][o]['n']]
+            agree = {o: _ratio(*self.consensus_agree[student, o]) for o in OBSERVATIONS
+                     if self.consensus_agree[student, o][1]}
+            out[student] = {
+                'studies_answered': self.student_studies[student],
+                'macro_accuracy': round(sum(scored) / len(scored), 4) if scored else None,
+                'consensus': None if CONSENSUS not in agreement else {
+                    'word_overlap': agreement[student].get(CONSENSUS),
+                    'call_agreement': agree,
+                    'kappa': {o: kappa[o][student].get(CONSENSUS) for o in OBSERVATIONS}},
+                'versus_best_teacher': per_obs,
+                'beats_best_teacher': {'observations': observed, 'better': beats, 'better_p_below_0.05': significant},
+                'versus_each_teacher_pooled': pooled,
+                **({'file': self.source_files[student]} if student in self.source_files else {})}
+        return out
 
     def summary(self) -> Dict:
         teachers = sorted(self.traces)
@@ -150,17 +242,18 @@ class DriftReport:
             agreement[a][b] = agreement[b][a] = round(self.pair_sum[a, b] / count, 4)
             studies_compared[a][b] = studies_compared[b][a] = count
         accuracy = {t: {o: self._accuracy(t, o) for o in OBSERVATIONS} for t in teachers}
-        spread = {}
+        spread, spread_all = {}, {}
         for o in OBSERVATIONS:
-            scores = [accuracy[t][o]['accuracy'] for t in teachers if accuracy[t][o]['n']]
-            spread[o] = round(max(scores) - min(scores), 4) if len(scores) > 1 else None
+            for target, sources in ((spread, [t for t in teachers if t not in self.students]), (spread_all, teachers)):
+                scores = [accuracy[t][o]['accuracy'] for t in sources if accuracy[t][o]['n']]
+                target[o] = round(max(scores) - min(scores), 4) if len(scores) > 1 else None
         kappa = {o: {a: {b: None for b in teachers} for a in teachers} for o in OBSERVATIONS}
         for (a, b, o), table in self.pair_calls.items():
             value = cohen_kappa([table[0:3], table[3:6], table[6:9]])
             kappa[o][a][b] = kappa[o][b][a] = None if value is None else round(value, 4)
         known = [o for o in OBSERVATIONS if o in self.observations]
         others = sorted(o for o in self.observations if o not in OBSERVATIONS)
-        return {
+        result = {
             'studies': self.studies,
             'traces_per_study': {str(k): v for k, v in sorted(self.traces_per_study.items())},
             'teachers': per_teacher,
@@ -176,6 +269,11 @@ class DriftReport:
                                              'negative or not mentioned), same studies as the word overlap',
                                   'kappa': kappa},
         }
+        if self.students:
+            pure = [t for t in teachers if t not in self.students and t != CONSENSUS]
+            result['spread_with_students'] = spread_all
+            result['students'] = self._students_summary(accuracy, pure, agreement, kappa)
+        return result
 
     def _accuracy(self, teacher: str, observation: str) -> Dict:
         tp, fn, fp, tn = self.confusion.get((teacher, observation), (0, 0, 0, 0))
@@ -258,7 +356,53 @@ def markdown(summary: Dict) -> str:
     for a in teachers:
         lines.append(f'| {a} | ' + ' | '.join('–' if a == b else _fmt(agreement['mean'][a][b]) for b in teachers) + ' |')
     lines += _label_sections(summary, teachers)
+    if summary.get('students'):
+        lines += _student_sections(summary)
     return '\n'.join(lines) + '\n'
+
+
+def _p(value) -> str:
+    return '–' if value is None else f'{value:.3g}'
+
+
+def _student_sections(summary: Dict) -> List[str]:
+    lines = ['', '## Students beside their teachers', '',
+             'Each --source (a model\'s answers) is read like a teacher\'s trace and appears in the tables above. '
+             'Per observation, the student is paired with the best teacher (highest accuracy on that observation) '
+             'on the studies both answered with a definite label; McNemar\'s exact test on the discordant studies '
+             '(two-sided, binomial). "spread with students": best minus worst over teachers and students.', '']
+    for name, s in summary['students'].items():
+        f = s.get('file')
+        joined = f' ({f["file"]}: {f["rows"]} rows, {f["joined"]} joined, {f["unknown_ids"]} ids of no study' + \
+            (f', e.g. {f["unknown_examples"]}' if f['unknown_ids'] else '') + ')' if f else ''
+        b = s['beats_best_teacher']
+        lines += [f'### {name}', '', f'{s["studies_answered"]} studies answered{joined}; macro accuracy '
+                  f'{_fmt(s["macro_accuracy"])}; better than the best teacher on {b["better"]} of {b["observations"]} '
+                  f'observations, with p < 0.05 on {b["better_p_below_0.05"]}.', '',
+                  '| observation | best teacher | teacher acc. | student acc. | paired studies | student only right '
+                  '| teacher only right | McNemar p | spread (teachers) | spread with students |',
+                  '|---|---|---|---|---|---|---|---|---|---|']
+        for o, e in s['versus_best_teacher'].items():
+            if e is None:
+                continue
+            lines.append(f'| {o} | {e["best_teacher"]} | {_fmt(e["teacher_accuracy"])} | {_fmt(e["student_accuracy"])} '
+                         f'| {e["paired_studies"]} | {e["student_only_right"]} | {e["teacher_only_right"]} | '
+                         f'{_p(e["p_value"])} | {_fmt(summary["spread"][o])} | '
+                         f'{_fmt(summary["spread_with_students"][o])} |')
+        if s['versus_each_teacher_pooled']:
+            lines += ['', 'Against each teacher, pooled over observations (study x observation pairs; not independent '
+                      'within a study):', '', '| teacher | pairs | student acc. | teacher acc. | McNemar p |',
+                      '|---|---|---|---|---|']
+            lines += [f'| {t} | {e["paired"]} | {_fmt(e["student_accuracy"])} | {_fmt(e["teacher_accuracy"])} | '
+                      f'{_p(e["p_value"])} |' for t, e in s['versus_each_teacher_pooled'].items()]
+        if s['consensus']:
+            c = s['consensus']
+            lines += ['', f'Agreement with the consensus: word overlap {_fmt(c["word_overlap"])}; present/absent call '
+                      'agreement and Cohen\'s kappa per observation:', '', '| observation | agreement | kappa |',
+                      '|---|---|---|']
+            lines += [f'| {o} | {_fmt(a)} | {_fmt(c["kappa"][o])} |' for o, a in c['call_agreement'].items()]
+        lines.append('')
+    return lines
 
 
 def _ci(stat) -> str:

@@ -23,7 +23,8 @@ from data_prep.cli import run_command
 from data_prep.outputs import dump_row, output_set
 from data_prep.sources import DataError
 
-from .compare import compare
+from .clinical_efficacy import compare_markdown_lines, markdown_lines
+from .compare import GEN_FORMAT, compare, compare_gen, gen_efficacy, load_gen_result
 from .items import DEFAULT_PROMPT, join_answers, read_items, read_report_items, request_row
 from .labels import load_label_set
 from .metrics import DEFAULT_N_BOOT, DEFAULT_SEED
@@ -90,9 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument('--out', help='Markdown file to write; the PNG goes beside it (default: print only)')
     table.set_defaults(run=run_table)
 
-    comp = commands.add_parser('compare', help='paired test of two models on the same items (McNemar, bootstrap)')
-    comp.add_argument('a', help='result JSON of model A (e.g. SFT)')
-    comp.add_argument('b', help='result JSON of model B (e.g. APO)')
+    comp = commands.add_parser('compare', help='paired test of two models on the same items (McNemar, bootstrap); '
+                               'given two report-gen results (*.gen.json), a paired bootstrap of clinical efficacy')
+    comp.add_argument('a', help='result JSON of model A (e.g. SFT): from classify, or a *.gen.json from report-gen')
+    comp.add_argument('b', help='result JSON of model B (e.g. APO), of the same kind as A')
     comp.add_argument('--n-boot', type=int, default=10000, help='paired bootstrap resamples (default 10000)')
     comp.add_argument('--seed', type=int, default=DEFAULT_SEED)
     comp.add_argument('--out', help='Markdown file to write; the JSON goes beside it (default: print only)')
@@ -100,7 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = commands.add_parser('report-gen', help='BLEU-1..4, ROUGE-L, METEOR (+ CheXbert / RadGraph F1 when installed)')
     _source_args(gen)
-    gen.add_argument('--no-clinical', action='store_true', help='skip the CheXbert / RadGraph checks')
+    gen.add_argument('--no-clinical', action='store_true', help='skip the CheXbert / RadGraph checks (clinical '
+                     'efficacy labelled by the project\'s findings reader is always computed)')
+    gen.add_argument('--n-boot', type=int, default=DEFAULT_N_BOOT,
+                     help=f'bootstrap resamples for the clinical efficacy intervals (default {DEFAULT_N_BOOT})')
+    gen.add_argument('--seed', type=int, default=DEFAULT_SEED)
     gen.set_defaults(run=run_report_gen)
     return parser
 
@@ -205,10 +211,24 @@ def run_table(args) -> None:
     print(table)
 
 
+def _is_gen_result(path: str) -> bool:
+    try:
+        with open(path, encoding='utf-8') as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return False      # load_result says what is wrong
+    return isinstance(data, dict) and data.get('format') == GEN_FORMAT
+
+
 def run_compare(args) -> None:
-    a, b = load_result(args.a), load_result(args.b)
-    comparison = compare(a, b, args.n_boot, args.seed)
-    text = compare_markdown(a, b, comparison)
+    if _is_gen_result(args.a) or _is_gen_result(args.b):
+        a, b = load_gen_result(args.a), load_gen_result(args.b)
+        comparison = compare_gen(a, b, args.n_boot, args.seed)
+        text = '\n'.join(compare_markdown_lines(a['model'], b['model'], comparison)) + '\n'
+    else:
+        a, b = load_result(args.a), load_result(args.b)
+        comparison = compare(a, b, args.n_boot, args.seed)
+        text = compare_markdown(a, b, comparison)
     if args.out:
         with output_set() as outputs:
             with outputs.open(args.out) as handle:
@@ -226,10 +246,12 @@ def run_report_gen(args) -> None:
     with output_set() as outputs:
         answers = _answers(args, outputs, _file_name(name), [item.id for item in items], requests)
         missing = [item.id for item in items if answers[item.id] is None]
-        result = {'model': name, 'dataset': os.path.abspath(args.dataset),
-                  **text_metrics([answers[item.id] or '' for item in items], [item.reference for item in items],
-                                 clinical=not args.no_clinical),
+        hypotheses = [answers[item.id] or '' for item in items]
+        references = [item.reference for item in items]
+        result = {'format': GEN_FORMAT, 'model': name, 'dataset': os.path.abspath(args.dataset),
+                  **text_metrics(hypotheses, references, clinical=not args.no_clinical),
                   'missing_answers': missing}
+        result.update(gen_efficacy([item.id for item in items], hypotheses, references, args.n_boot, args.seed))
         stem = os.path.join(args.out, _file_name(name))
         with outputs.open(stem + '.gen.json') as handle:
             json.dump(result, handle, indent=1, ensure_ascii=False)
@@ -238,6 +260,7 @@ def run_report_gen(args) -> None:
                  '', '| metric | value |', '|---|---|']
         lines += [f'| {k} | {v:.4f} |' for k, v in result['metrics'].items()]
         lines += [f'| {k} | unavailable: {v} |' for k, v in result['unavailable'].items()]
+        lines += [''] + markdown_lines(result['clinical_efficacy'])
         with outputs.open(stem + '.gen.md') as handle:
             handle.write('\n'.join(lines) + '\n')
     print('\n'.join(lines))

@@ -1,9 +1,12 @@
 """Two result JSONs on the same items -> a paired comparison: McNemar's exact test per observation and over
-all items, and a paired bootstrap of the difference in Avg (mean over observations)."""
-from typing import Any, Dict
+all items, and a paired bootstrap of the difference in Avg (mean over observations). Two report-generation
+results on the same reports -> a paired bootstrap of each clinical efficacy statistic (``compare_gen``)."""
+import json
+from typing import Any, Dict, Sequence
 
 from data_prep.sources import DataError
 
+from .clinical_efficacy import compare_efficacy, efficacy, label_reports
 from .metrics import DEFAULT_N_BOOT, DEFAULT_SEED, accuracy, mcnemar_exact, paired_bootstrap
 
 
@@ -30,3 +33,55 @@ def compare(a: Dict, b: Dict, n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_
     return {'a': a['model'], 'b': b['model'], 'n_items': len(ids), 'observations': per_obs,
             'pooled': {'a': accuracy(a_all), 'b': accuracy(b_all), 'mcnemar': mcnemar_exact(a_all, b_all)},
             'paired_bootstrap': paired_bootstrap(a_groups, b_groups, n_boot, seed)}
+
+
+GEN_FORMAT = 'swift-apo/report-gen/v1'
+
+
+def gen_efficacy(ids: Sequence[str], hypotheses: Sequence[str], references: Sequence[str],
+                 n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED) -> Dict[str, Any]:
+    """The report-gen result's clinical efficacy block and its per-report labels (kept so that ``compare`` can
+    pair two models' reports without reading them again)."""
+    hyp, ref = label_reports(hypotheses), label_reports(references)
+    return {'clinical_efficacy': efficacy(hyp, ref, n_boot, seed),
+            'labels': [{'id': i, 'generated': h, 'reference': r} for i, h, r in zip(ids, hyp, ref)]}
+
+
+def load_gen_result(path: str) -> Dict[str, Any]:
+    try:
+        with open(path, encoding='utf-8') as f:
+            result = json.load(f)
+    except FileNotFoundError:
+        raise DataError(f'{path}: no such file') from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f'{path}: not a JSON result file ({e})') from None
+    if not isinstance(result, dict) or result.get('format') != GEN_FORMAT:
+        raise DataError(f'{path}: not a report-generation result (expected "format": "{GEN_FORMAT}", as written '
+                        f'by `python -m evaluation report-gen`); both files of a compare must be of the same kind')
+    for field in ('model', 'labels'):
+        if field not in result:
+            raise DataError(f'{path}: field {field!r} missing (written by an older report-gen? run it again)')
+    for k, row in enumerate(result['labels']):
+        for field in ('id', 'generated', 'reference'):
+            if not isinstance(row, dict) or field not in row:
+                raise DataError(f'{path}: labels[{k}]: field {field!r} missing')
+    result['_path'] = path
+    return result
+
+
+def compare_gen(a: Dict, b: Dict, n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED) -> Dict[str, Any]:
+    """Two report-gen results on the same reports -> paired bootstrap of each clinical efficacy statistic."""
+    a_rows = {row['id']: row for row in a['labels']}
+    b_rows = {row['id']: row for row in b['labels']}
+    if set(a_rows) != set(b_rows):
+        only_a, only_b = sorted(set(a_rows) - set(b_rows)), sorted(set(b_rows) - set(a_rows))
+        raise DataError(f'{a.get("_path", "A")} and {b.get("_path", "B")} were not scored on the same reports: '
+                        f'{len(only_a)} only in A (e.g. {only_a[:3]}), {len(only_b)} only in B (e.g. {only_b[:3]})')
+    ids = [row['id'] for row in a['labels']]
+    for i in ids:
+        if a_rows[i]['reference'] != b_rows[i]['reference']:
+            raise DataError(f'report {i!r}: the reference labels differ between {a.get("_path", "A")} and '
+                            f'{b.get("_path", "B")}: not the same dataset (or another reader version)')
+    result = compare_efficacy([a_rows[i]['generated'] for i in ids], [b_rows[i]['generated'] for i in ids],
+                              [a_rows[i]['reference'] for i in ids], n_boot, seed)
+    return {'a': a['model'], 'b': b['model'], **result}

@@ -3,16 +3,17 @@
 - ``bootstrap_ci``: percentile bootstrap of a mean of 0/1 outcomes (resampling items with replacement).
 - ``macro_bootstrap_ci``: the same for the mean over observations of per-observation accuracy (Table 1's
   "Avg"), resampling within each observation (a stratified bootstrap), so every replicate has every cell.
-- ``mcnemar_exact``: McNemar's exact test for two models scored on the same items: under H0 the discordant
-  items split 50/50, so the two-sided p-value is ``min(1, 2 * P(X <= min(b, c)))`` with X ~ Binomial(b + c, 1/2).
+- ``mcnemar_exact`` (defined in ``clinical_text.stats``, shared with data_prep): McNemar's exact test for two
+  models scored on the same items: under H0 the discordant items split 50/50, so the two-sided p-value is ``min(1, 2 * P(X <= min(b, c)))`` with X ~ Binomial(b + c, 1/2).
 - ``paired_bootstrap``: the difference of two models' (macro) accuracies on the same items, resampling the
   items together, with a 95% interval and a two-sided bootstrap p-value ``min(1, 2 * min(P(d <= 0), P(d >= 0)))``.
 All random draws come from ``numpy.random.default_rng(seed)``: the same seed gives the same figures.
 """
-import math
 from typing import Dict, Mapping, Sequence, Tuple
 
 import numpy as np
+
+from clinical_text.stats import mcnemar_exact  # noqa: F401  (one implementation, shared with data_prep)
 
 DEFAULT_N_BOOT = 2000
 DEFAULT_SEED = 0
@@ -61,21 +62,6 @@ def macro_bootstrap_ci(groups: Mapping[str, Sequence[bool]], n_boot: int = DEFAU
     return _percentiles(_macro_replicates(groups, n_boot, np.random.default_rng(seed)), level)
 
 
-def mcnemar_exact(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> Dict[str, float]:
-    """McNemar's exact (binomial) test. ``a_only``: items only A got right; ``b_only``: only B."""
-    if len(a_correct) != len(b_correct):
-        raise ValueError(f'paired test needs the same items: {len(a_correct)} vs {len(b_correct)}')
-    a_only = sum(1 for a, b in zip(a_correct, b_correct) if a and not b)
-    b_only = sum(1 for a, b in zip(a_correct, b_correct) if b and not a)
-    n = a_only + b_only
-    if n == 0:
-        p = 1.0
-    else:
-        tail = sum(math.comb(n, i) for i in range(min(a_only, b_only) + 1)) / 2 ** n
-        p = min(1.0, 2 * tail)
-    return {'a_only': a_only, 'b_only': b_only, 'discordant': n, 'p_value': p}
-
-
 def paired_bootstrap(a_groups: Mapping[str, Sequence[bool]], b_groups: Mapping[str, Sequence[bool]],
                      n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED,
                      level: float = 0.95) -> Dict[str, float]:
@@ -89,3 +75,27 @@ def paired_bootstrap(a_groups: Mapping[str, Sequence[bool]], b_groups: Mapping[s
     p = min(1.0, 2 * min(float(np.mean(replicates <= 0)), float(np.mean(replicates >= 0))))
     return {'difference': float(np.mean([v.mean() for v in diff.values()])), 'ci_low': low, 'ci_high': high,
             'p_value': p, 'n_boot': n_boot, 'seed': seed}
+
+
+def bootstrap_weights(n_items: int, n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED) -> np.ndarray:
+    """``(n_boot, n_items)`` counts: how often each item is drawn in each replicate of a plain bootstrap (items
+    resampled with replacement, ``numpy.random.default_rng(seed)``). A statistic built from per-item counts
+    (true positives, false positives...) is then ``weights @ counts`` per replicate; using the same weights for
+    two models on the same items gives a paired bootstrap."""
+    if n_items <= 0:
+        raise ValueError('bootstrap of no items')
+    draws = np.random.default_rng(seed).integers(0, n_items, size=(n_boot, n_items))
+    weights = np.zeros((n_boot, n_items), dtype=np.int64)
+    np.add.at(weights, (np.repeat(np.arange(n_boot), n_items), draws.ravel()), 1)
+    return weights
+
+
+def interval(replicates: np.ndarray, level: float = 0.95) -> Tuple[float, float]:
+    """Percentile interval of bootstrap replicates."""
+    return _percentiles(np.asarray(replicates, dtype=float), level)
+
+
+def bootstrap_p_value(differences: np.ndarray) -> float:
+    """Two-sided bootstrap p-value of a difference: ``min(1, 2 * min(P(d <= 0), P(d >= 0)))``."""
+    differences = np.asarray(differences, dtype=float)
+    return min(1.0, 2 * min(float(np.mean(differences <= 0)), float(np.mean(differences >= 0))))

@@ -1,0 +1,173 @@
+"""Clinical efficacy of generated reports (labelled by the project's findings reader), checked against hand
+computations; report-gen and compare on tiny synthetic reports; the shared statistics helpers."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from clinical_text import OBSERVATIONS
+from evaluation.cli import main
+from evaluation.clinical_efficacy import COMMON_5, binary, compare_efficacy, efficacy, label_reports
+from evaluation.metrics import bootstrap_weights
+
+
+def _labels(**calls):
+    row = {obs: None for obs in OBSERVATIONS}
+    row.update({k.replace('_', ' '): v for k, v in calls.items()})
+    return row
+
+
+# Four reports, hand-made labels. Reference / generated:
+#  1: Edema +        / Edema +, Cardiomegaly +
+#  2: Cardiomegaly + / Cardiomegaly -
+#  3: Effusion +     / Effusion ? (uncertain)
+#  4: Pneumothorax + / Pneumothorax +
+REF = [_labels(Edema='positive'), _labels(Cardiomegaly='positive'), _labels(Pleural_Effusion='positive'),
+       _labels(Pneumothorax='positive')]
+HYP = [_labels(Edema='positive', Cardiomegaly='positive'), _labels(Cardiomegaly='negative'),
+       _labels(Pleural_Effusion='uncertain'), _labels(Pneumothorax='positive')]
+
+
+def test_efficacy_matches_hand_computation():
+    r = efficacy(HYP, REF, n_boot=0)
+    pos, neg = r['uncertain_as_positive'], r['uncertain_as_negative']
+    # uncertain as positive: TP Edema, Effusion, Pneumothorax = 3; FP Cardiomegaly (report 1) = 1; FN Cardiomegaly
+    # (report 2) = 1. Micro P = 3/4, R = 3/4, F1 = 3/4.
+    assert pos['14']['micro_precision']['value'] == pytest.approx(3 / 4)
+    assert pos['14']['micro_recall']['value'] == pytest.approx(3 / 4)
+    assert pos['14']['micro_f1']['value'] == pytest.approx(3 / 4)
+    # per observation F1: Edema 1, Effusion 1, Pneumothorax 1, Cardiomegaly (TP 0) 0, others 0 (0/0 -> 0)
+    assert pos['14']['macro_f1']['value'] == pytest.approx(3 / 14)
+    # the common 5 drop Pneumothorax: TP 2, FP 1, FN 1 -> 2/3; macro F1 over 5: (1 + 1 + 0) / 5
+    assert pos['5']['micro_f1']['value'] == pytest.approx(2 / 3)
+    assert pos['5']['macro_f1']['value'] == pytest.approx(2 / 5)
+    assert pos['5']['macro_precision']['value'] == pytest.approx(2 / 5)
+    # uncertain as negative: the effusion becomes a FN: TP 2, FP 1, FN 2 -> P 2/3, R 1/2, F1 = 2PR/(P+R) = 4/7
+    assert neg['14']['micro_precision']['value'] == pytest.approx(2 / 3)
+    assert neg['14']['micro_recall']['value'] == pytest.approx(1 / 2)
+    assert neg['14']['micro_f1']['value'] == pytest.approx(4 / 7)
+    row = pos['observations']['Cardiomegaly']
+    assert (row['tp'], row['fp'], row['fn'], row['tn'], row['f1']) == (0, 1, 1, 2, 0)
+    assert neg['observations']['Pleural Effusion']['fn'] == 1 and pos['observations']['Pleural Effusion']['tp'] == 1
+    assert "project's findings reader" in r['labeller'] and 'not CheXbert' in r['labeller']
+    assert r['sets']['5'] == list(COMMON_5)
+
+
+def test_efficacy_against_a_direct_loop():
+    rng = np.random.default_rng(3)
+    calls = [None, 'positive', 'negative', 'uncertain']
+    hyp = [{o: calls[rng.integers(4)] for o in OBSERVATIONS} for _ in range(30)]
+    ref = [{o: calls[rng.integers(4)] for o in OBSERVATIONS} for _ in range(30)]
+    r = efficacy(hyp, ref, n_boot=0)
+    for policy, hits in (('uncertain_as_positive', {'positive', 'uncertain'}), ('uncertain_as_negative', {'positive'})):
+        f1s, tp_all, fp_all, fn_all = [], 0, 0, 0
+        for obs in COMMON_5:
+            tp = sum(1 for h, g in zip(hyp, ref) if h[obs] in hits and g[obs] in hits)
+            fp = sum(1 for h, g in zip(hyp, ref) if h[obs] in hits and g[obs] not in hits)
+            fn = sum(1 for h, g in zip(hyp, ref) if h[obs] not in hits and g[obs] in hits)
+            p = tp / (tp + fp) if tp + fp else 0.0
+            rc = tp / (tp + fn) if tp + fn else 0.0
+            f1s.append(2 * p * rc / (p + rc) if p + rc else 0.0)
+            tp_all, fp_all, fn_all = tp_all + tp, fp_all + fp, fn_all + fn
+        assert r[policy]['5']['macro_f1']['value'] == pytest.approx(sum(f1s) / 5)
+        assert r[policy]['5']['micro_f1']['value'] == pytest.approx(2 * tp_all / (2 * tp_all + fp_all + fn_all))
+
+
+def test_bootstrap_intervals_and_weights():
+    w = bootstrap_weights(5, n_boot=7, seed=1)
+    assert w.shape == (7, 5) and (w.sum(axis=1) == 5).all()
+    assert (bootstrap_weights(5, 7, 1) == w).all()
+    r = efficacy(HYP, REF, n_boot=300, seed=0)
+    for policy in ('uncertain_as_positive', 'uncertain_as_negative'):
+        for name in ('14', '5'):
+            for stat, entry in r[policy][name].items():
+                low, high = entry['ci']
+                assert 0 <= low <= high <= 1, (policy, name, stat)
+    perfect = efficacy(REF, REF, n_boot=100)
+    assert perfect['uncertain_as_positive']['14']['micro_f1'] == {'value': 1.0, 'ci': [1.0, 1.0]}
+
+
+def test_reader_labels_reports():
+    labels = label_reports(['Large right pleural effusion. No pneumothorax.', 'Possible mild pulmonary edema.', None])
+    assert labels[0]['Pleural Effusion'] == 'positive' and labels[0]['Pneumothorax'] == 'negative'
+    assert labels[1]['Edema'] == 'uncertain'
+    assert labels[2]['Edema'] is None
+    assert binary(labels, 'uncertain_as_positive')[1, OBSERVATIONS.index('Edema')] == 1
+    assert binary(labels, 'uncertain_as_negative')[1, OBSERVATIONS.index('Edema')] == 0
+
+
+def test_compare_efficacy_paired():
+    same = compare_efficacy(HYP, HYP, REF, n_boot=200)
+    entry = same['uncertain_as_positive']['14']['micro_f1']
+    assert entry['difference'] == 0 and entry['ci_low'] == entry['ci_high'] == 0 and entry['p_value'] == 1
+    better = compare_efficacy(HYP, REF, REF, n_boot=200)
+    entry = better['uncertain_as_positive']['14']['micro_f1']
+    assert entry['a'] == pytest.approx(3 / 4) and entry['b'] == 1 and entry['difference'] == pytest.approx(1 / 4)
+    assert entry['ci_low'] >= 0
+
+
+def _write(path, rows):
+    path.write_text(''.join(json.dumps(r) + '\n' for r in rows))
+    return path
+
+
+REPORTS = [('r1', 'Moderate cardiomegaly. Small left pleural effusion.'),
+           ('r2', 'Pulmonary edema. No pneumothorax.'),
+           ('r3', 'No acute cardiopulmonary process.'),
+           ('r4', 'Right lower lobe atelectasis.')]
+
+
+def test_report_gen_and_compare_cli(tmp_path, capsys):
+    dataset = _write(tmp_path / 'eval.jsonl', [{'id': i, 'images': ['x.jpg'], 'question': 'Findings?', 'reference': t}
+                                               for i, t in REPORTS])
+    good = _write(tmp_path / 'good.jsonl', [{'id': i, 'answer': t} for i, t in REPORTS])
+    bad = _write(tmp_path / 'bad.jsonl', [{'id': i, 'answer': 'No acute cardiopulmonary process.'} for i, _ in REPORTS])
+    for name, answers in (('good', good), ('bad', bad)):
+        assert main(['report-gen', '--answers', str(answers), '--dataset', str(dataset), '--out', str(tmp_path / 'gen'),
+                     '--name', name, '--no-clinical', '--n-boot', '100']) == 0
+    result = json.loads((tmp_path / 'gen' / 'good.gen.json').read_text())
+    ce = result['clinical_efficacy']
+    assert ce['uncertain_as_positive']['5']['micro_f1']['value'] == 1.0
+    assert ce['uncertain_as_negative']['14']['micro_f1']['value'] == 1.0
+    assert [row['id'] for row in result['labels']] == ['r1', 'r2', 'r3', 'r4']
+    bad_result = json.loads((tmp_path / 'gen' / 'bad.gen.json').read_text())
+    # the bad model says "no finding" everywhere: only r3's No Finding is a true positive
+    assert bad_result['clinical_efficacy']['uncertain_as_positive']['5']['micro_f1']['value'] == 0
+    md = (tmp_path / 'gen' / 'good.gen.md').read_text()
+    assert "labelled by the project's findings reader" in md and 'uncertain counted both ways' in md
+    assert '| Cardiomegaly |' in md
+    capsys.readouterr()
+    out = tmp_path / 'cmp.md'
+    assert main(['compare', str(tmp_path / 'gen' / 'bad.gen.json'), str(tmp_path / 'gen' / 'good.gen.json'),
+                 '--n-boot', '200', '--out', str(out)]) == 0
+    comparison = json.loads((tmp_path / 'cmp.json').read_text())
+    entry = comparison['uncertain_as_positive']['5']['micro_f1']
+    assert (comparison['a'], comparison['b'], entry['a'], entry['b']) == ('bad', 'good', 0, 1)
+    assert 'paired bootstrap' in out.read_text()
+
+
+def test_compare_rejects_mixed_or_mismatched(tmp_path):
+    dataset = _write(tmp_path / 'eval.jsonl', [{'id': i, 'images': ['x.jpg'], 'question': 'Findings?', 'reference': t}
+                                               for i, t in REPORTS])
+    answers = _write(tmp_path / 'a.jsonl', [{'id': i, 'answer': t} for i, t in REPORTS])
+    assert main(['report-gen', '--answers', str(answers), '--dataset', str(dataset), '--out', str(tmp_path / 'g1'),
+                 '--name', 'm', '--no-clinical', '--n-boot', '10']) == 0
+    dataset2 = _write(tmp_path / 'eval2.jsonl', [{'id': i, 'images': ['x.jpg'], 'question': 'Findings?', 'reference': t}
+                                                 for i, t in REPORTS[:3]])
+    answers2 = _write(tmp_path / 'a2.jsonl', [{'id': i, 'answer': t} for i, t in REPORTS[:3]])
+    assert main(['report-gen', '--answers', str(answers2), '--dataset', str(dataset2), '--out', str(tmp_path / 'g2'),
+                 '--name', 'm', '--no-clinical', '--n-boot', '10']) == 0
+    other = _write(tmp_path / 'other.json', [{'format': 'x'}])
+    assert main(['compare', str(tmp_path / 'g1' / 'm.gen.json'), str(tmp_path / 'g2' / 'm.gen.json')]) != 0
+    assert main(['compare', str(tmp_path / 'g1' / 'm.gen.json'), str(other)]) != 0
+
+
+def test_mcnemar_against_binomial_formula():
+    from evaluation.metrics import mcnemar_exact
+    a = [1] * 9 + [0] * 2 + [1] * 5
+    b = [0] * 9 + [1] * 2 + [1] * 5
+    r = mcnemar_exact(a, b)
+    n, k = 11, 2
+    direct = 2 * sum(math.comb(n, i) * 0.5 ** n for i in range(k + 1))
+    assert (r['a_only'], r['b_only']) == (9, 2) and r['p_value'] == pytest.approx(direct)
