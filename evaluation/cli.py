@@ -5,6 +5,8 @@
     python -m evaluation classify --answers gpt5_answers.jsonl --name GPT-5 --dataset ms_cxr_t.jsonl --out reports/eval/
     python -m evaluation table reports/eval/*.json --published --out reports/eval/table1.md
     python -m evaluation compare reports/eval/sft.json reports/eval/apo.json --out reports/eval/sft_vs_apo.md
+    python -m evaluation items --ms-cxr-t MS_CXR_T_temporal_image_classification_v1.0.0.csv --image-root mimic-cxr-jpg/ --out items.jsonl
+    python -m evaluation items --labels-csv CheXpert-v1.0-small/valid.csv --image-root . --out chexpert.items.jsonl
     python -m evaluation report-gen --model output/sft-merged --dataset data/sft.eval.jsonl --out reports/gen/
 """
 import argparse
@@ -26,7 +28,8 @@ from data_prep.sources import DataError
 from .clinical_efficacy import compare_markdown_lines, markdown_lines
 from .compare import GEN_FORMAT, compare, compare_gen, gen_efficacy, load_gen_result
 from .items import DEFAULT_PROMPT, join_answers, read_items, read_report_items, request_row
-from .labels import load_label_set
+from .datasets import UNCERTAIN_POLICIES, build_items, csv_kind
+from .labels import PRESENCE, load_label_set
 from .metrics import DEFAULT_N_BOOT, DEFAULT_SEED
 from .report_gen import text_metrics
 from .loglik import DEFAULT_ANSWER_TEMPLATE, answer_texts, load_model_template, loglik_scores
@@ -40,7 +43,8 @@ def _source_args(parser: argparse.ArgumentParser) -> None:
     source.add_argument('--model', help='model or checkpoint folder: answers are generated with `swift infer`')
     source.add_argument('--answers', help='JSONL of answers already generated: swift infer result rows, or '
                         '{"id": ..., "answer": ...} rows (e.g. a teacher\'s answers); no model is run')
-    parser.add_argument('--dataset', required=True, help='items JSONL (see docs/evaluation.md)')
+    parser.add_argument('--dataset', required=True, help='items JSONL (see docs/evaluation.md); for classify also an '
+                        'MS-CXR-T CSV or a CheXpert-style labels CSV (*.csv), made into items on the fly')
     parser.add_argument('--out', required=True, help='output folder')
     parser.add_argument('--name', help='model name in tables and output file names (default: from --model / --answers)')
     parser.add_argument('--image-root', help='folder the image paths are relative to (default: the dataset\'s folder)')
@@ -80,7 +84,20 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument('--check-images', action='store_true', help='fail on a missing image (always on with --model)')
     classify.add_argument('--n-boot', type=int, default=DEFAULT_N_BOOT, help='bootstrap resamples (default 2000)')
     classify.add_argument('--seed', type=int, default=DEFAULT_SEED, help='bootstrap seed (default 0)')
+    _csv_args(classify)
     classify.set_defaults(run=run_classify)
+
+    items = commands.add_parser('items', help='items JSONL from the MS-CXR-T CSV or a CheXpert / NIH-style labels CSV')
+    source = items.add_mutually_exclusive_group(required=True)
+    source.add_argument('--ms-cxr-t', help='MS-CXR-T temporal image classification CSV (images under a MIMIC-CXR-JPG '
+                        'root: files/pXX/pXXXXXXXX/sSSSSSSSS/<dicom_id>.jpg)')
+    source.add_argument('--labels-csv', help='labelled image CSV: a Path column and observation columns holding '
+                        '1 / 0 / -1 / blank (label set "presence")')
+    items.add_argument('--image-root', required=True, help='MIMIC-CXR-JPG root, or the folder the Path column is '
+                       'relative to')
+    items.add_argument('--out', required=True, help='items JSONL to write (image paths relative to --image-root)')
+    _csv_args(items)
+    items.set_defaults(run=run_items)
 
     table = commands.add_parser('table', help='result JSONs -> Table 1 as Markdown (+ PNG bar chart)')
     table.add_argument('results', nargs='*', help='result JSONs written by classify')
@@ -109,6 +126,38 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument('--seed', type=int, default=DEFAULT_SEED)
     gen.set_defaults(run=run_report_gen)
     return parser
+
+
+def _csv_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--skip-missing', action='store_true', help='CSV input: leave out items whose image is '
+                        'missing (counted and listed) instead of failing')
+    parser.add_argument('--uncertain', choices=UNCERTAIN_POLICIES, default='skip',
+                        help='labels CSV: what -1 (uncertain) means: skip (default: no item), present (U-Ones), '
+                        'absent (U-Zeros)')
+
+
+def _csv_items(path: str, kind: str, args) -> List[Dict]:
+    image_root = os.path.abspath(args.image_root or os.path.dirname(os.path.abspath(path)))
+    items, report = build_items(path, image_root, kind, args.skip_missing, args.uncertain)
+    if report['missing']:
+        print(f'evaluation: {len(report["missing"])} image(s) missing, {report["skipped_items"]} item(s) '
+              f'skipped: ' + '; '.join(report['missing'][:10]) + (' ...' if len(report['missing']) > 10 else ''),
+              file=sys.stderr)
+    if kind == 'labels-csv':
+        print(f'evaluation: {report["uncertain"]} uncertain (-1) label(s), policy --uncertain {args.uncertain}',
+              file=sys.stderr)
+    return items
+
+
+def run_items(args) -> None:
+    path, kind = (args.ms_cxr_t, 'ms-cxr-t') if args.ms_cxr_t else (args.labels_csv, 'labels-csv')
+    items = _csv_items(path, kind, args)
+    with output_set() as outputs:
+        with outputs.open(args.out) as handle:
+            handle.writelines(dump_row(row) for row in items)
+    labels = '' if kind == 'ms-cxr-t' else ' --labels presence'
+    print(f'evaluation items: wrote {len(items)} items to {args.out} (score with: python -m evaluation classify'
+          f'{labels} --dataset {args.out} --image-root {args.image_root} ...)')
 
 
 def _name(args) -> str:
@@ -157,10 +206,24 @@ def run_classify(args) -> None:
         raise DataError('--scoring loglik needs --model (it scores answer texts with the model)')
     if loglik and args.batch_size < 1:
         raise DataError('--batch-size must be at least 1')
-    label_set = load_label_set(args.labels)
+    kind = csv_kind(args.dataset)
+    label_set = PRESENCE if kind == 'labels-csv' and not args.labels else load_label_set(args.labels)
     vocabulary = load_vocabulary(args.vocabulary)
-    items = read_items(args.dataset, label_set, args.image_root, check_images=args.check_images or bool(args.model),
-                       allow_outside_root=args.allow_outside_image_root)
+    if kind:
+        scratch = tempfile.mkdtemp(prefix='.items-')
+        try:
+            items_path = os.path.join(scratch, 'items.jsonl')
+            with open(items_path, 'w', encoding='utf-8') as handle:
+                handle.writelines(dump_row(row) for row in _csv_items(args.dataset, kind, args))
+            image_root = os.path.abspath(args.image_root or os.path.dirname(os.path.abspath(args.dataset)))
+            items = read_items(items_path, label_set, image_root, check_images=True,
+                               allow_outside_root=args.allow_outside_image_root)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    else:
+        items = read_items(args.dataset, label_set, args.image_root,
+                           check_images=args.check_images or bool(args.model),
+                           allow_outside_root=args.allow_outside_image_root)
     name = _name(args)
     requests = [request_row(item, args.prompt_template) for item in items]
     with output_set() as outputs:

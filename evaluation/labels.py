@@ -125,7 +125,19 @@ MS_CXR_T = LabelSet(
     synonyms={k: tuple(v) for k, v in TEMPORAL_SYNONYMS.items()},
 )   # its observations' words are the clinical vocabulary's (clinical_text/vocabulary.yaml: mention, signs)
 
-BUILTIN = {MS_CXR_T.name: MS_CXR_T}
+# Presence (zero-shot generalization): the 14 CheXpert observations, each present / absent.
+PRESENCE_OBSERVATIONS = ('Atelectasis', 'Cardiomegaly', 'Consolidation', 'Edema', 'Enlarged Cardiomediastinum',
+                         'Fracture', 'Lung Lesion', 'Lung Opacity', 'Pleural Effusion', 'Pleural Other', 'Pneumonia',
+                         'Pneumothorax', 'Support Devices', 'No Finding')
+PRESENCE_CLASSES = ('present', 'absent')
+PRESENCE = LabelSet(
+    name='presence',
+    observations={obs: PRESENCE_CLASSES for obs in PRESENCE_OBSERVATIONS},
+    synonyms={'present': ('yes', 'seen', 'visible', 'positive'), 'absent': ('not seen', 'negative')},
+    negated_observation='absent', affirmed_observation='present',
+)
+
+BUILTIN = {MS_CXR_T.name: MS_CXR_T, PRESENCE.name: PRESENCE}
 
 
 def label_set_from_dict(data: Any, where: str) -> LabelSet:
