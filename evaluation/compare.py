@@ -1,13 +1,13 @@
 """Two result JSONs on the same items -> a paired comparison: McNemar's exact test per observation and over
 all items, and a paired bootstrap of the difference in Avg (mean over observations). Two report-generation
 results on the same reports -> a paired bootstrap of each clinical efficacy statistic (``compare_gen``)."""
-import json
 from typing import Any, Dict, Sequence
 
 from data_prep.sources import DataError
 
 from .clinical_efficacy import compare_efficacy, efficacy, label_reports
 from .metrics import DEFAULT_N_BOOT, DEFAULT_SEED, accuracy, mcnemar_exact, paired_bootstrap
+from .table import read_result_file
 
 
 def compare(a: Dict, b: Dict, n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED) -> Dict[str, Any]:
@@ -48,16 +48,8 @@ def gen_efficacy(ids: Sequence[str], hypotheses: Sequence[str], references: Sequ
 
 
 def load_gen_result(path: str) -> Dict[str, Any]:
-    try:
-        with open(path, encoding='utf-8') as f:
-            result = json.load(f)
-    except FileNotFoundError:
-        raise DataError(f'{path}: no such file') from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f'{path}: not a JSON result file ({e})') from None
-    if not isinstance(result, dict) or result.get('format') != GEN_FORMAT:
-        raise DataError(f'{path}: not a report-generation result (expected "format": "{GEN_FORMAT}", as written '
-                        f'by `python -m evaluation report-gen`); both files of a compare must be of the same kind')
+    result = read_result_file(path, GEN_FORMAT, 'report-generation', 'report-gen',
+                              '; both files of a compare must be of the same kind')
     for field in ('model', 'labels'):
         if field not in result:
             raise DataError(f'{path}: field {field!r} missing (written by an older report-gen? run it again)')
@@ -65,7 +57,6 @@ def load_gen_result(path: str) -> Dict[str, Any]:
         for field in ('id', 'generated', 'reference'):
             if not isinstance(row, dict) or field not in row:
                 raise DataError(f'{path}: labels[{k}]: field {field!r} missing')
-    result['_path'] = path
     return result
 
 

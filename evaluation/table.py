@@ -19,7 +19,9 @@ from .scoring import LOGLIK, RESULT_FORMAT
 AVG = 'Avg'
 
 
-def load_result(path: str) -> Dict[str, Any]:
+def read_result_file(path: str, result_format: str, kind: str, command: str, note: str = '') -> Dict[str, Any]:
+    """A result JSON written by ``python -m evaluation COMMAND``, its path kept as ``_path``; a clear error for a
+    missing, unreadable or other kind of file."""
     try:
         with open(path, encoding='utf-8') as f:
             result = json.load(f)
@@ -27,11 +29,15 @@ def load_result(path: str) -> Dict[str, Any]:
         raise DataError(f'{path}: no such file') from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f'{path}: not a JSON result file ({e})') from None
-    if not isinstance(result, dict) or result.get('format') != RESULT_FORMAT:
-        raise DataError(f'{path}: not a classification result (expected "format": "{RESULT_FORMAT}", as written '
-                        f'by `python -m evaluation classify`)')
+    if not isinstance(result, dict) or result.get('format') != result_format:
+        raise DataError(f'{path}: not a {kind} result (expected "format": "{result_format}", as written by '
+                        f'`python -m evaluation {command}`){note}')
     result['_path'] = path
     return result
+
+
+def load_result(path: str) -> Dict[str, Any]:
+    return read_result_file(path, RESULT_FORMAT, 'classification', 'classify')
 
 
 def _columns(results: Sequence[Dict]) -> List[str]:

@@ -2,6 +2,7 @@
 computations; report-gen and compare on tiny synthetic reports; the shared statistics helpers."""
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -171,3 +172,21 @@ def test_mcnemar_against_binomial_formula():
     n, k = 11, 2
     direct = 2 * sum(math.comb(n, i) * 0.5 ** n for i in range(k + 1))
     assert (r['a_only'], r['b_only']) == (9, 2) and r['p_value'] == pytest.approx(direct)
+
+
+def test_result_files_of_the_wrong_kind_are_refused_naming_the_file(tmp_path):
+    from data_prep.sources import DataError
+    from evaluation.compare import load_gen_result
+    from evaluation.scoring import RESULT_FORMAT
+    from evaluation.table import load_result
+    classification = tmp_path / 'SFT.json'
+    classification.write_text(json.dumps({'format': RESULT_FORMAT, 'items': []}))
+    assert load_result(str(classification))['_path'] == str(classification)
+    for loader, path, message in [
+            (load_gen_result, classification, 'not a report-generation result (expected "format"'),
+            (load_result, tmp_path / 'missing.json', 'missing.json: no such file'),
+            (load_result, tmp_path / 'SFT.jsonl', 'not a JSON result file')]:
+        if path.suffix == '.jsonl':
+            path.write_text('{"id": 1}\n{"id": 2}\n')
+        with pytest.raises(DataError, match=re.escape(f'{path}: ') + '.*' + re.escape(message.split(': ')[-1])):
+            loader(str(path))
