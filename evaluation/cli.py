@@ -8,6 +8,7 @@
     python -m evaluation items --ms-cxr-t MS_CXR_T_temporal_image_classification_v1.0.0.csv --image-root mimic-cxr-jpg/ --out items.jsonl
     python -m evaluation items --labels-csv CheXpert-v1.0-small/valid.csv --image-root . --out chexpert.items.jsonl
     python -m evaluation report-gen --model output/sft-merged --dataset data/sft.eval.jsonl --out reports/gen/
+    python -m evaluation consistency --model output/sft-merged --samples 5 --temperature 0.7 --seed 0 --dataset items.jsonl --out reports/cot/
 """
 import argparse
 import json
@@ -23,7 +24,7 @@ from typing import Dict, List, Optional
 from clinical_text.vocabulary import load_vocabulary
 from data_prep.cli import run_command
 from data_prep.outputs import dump_row, output_set
-from data_prep.sources import DataError
+from data_prep.sources import DataError, iter_rows
 
 from .clinical_efficacy import compare_markdown_lines, markdown_lines
 from .compare import GEN_FORMAT, compare, compare_gen, gen_efficacy, load_gen_result
@@ -125,6 +126,28 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f'bootstrap resamples for the clinical efficacy intervals (default {DEFAULT_N_BOOT})')
     gen.add_argument('--seed', type=int, default=DEFAULT_SEED)
     gen.set_defaults(run=run_report_gen)
+
+    cons = commands.add_parser('consistency', help='chain-of-thought consistency: agreement of N sampled answers '
+                               '(majority agreement, Fleiss kappa) and of each trace\'s reasoning with its answer')
+    src = cons.add_mutually_exclusive_group(required=True)
+    src.add_argument('--model', help='model or checkpoint folder: N samples are generated with `swift infer`')
+    src.add_argument('--answers', nargs='+', metavar='FILE', help='JSONL answer files: {"id", "response"|"answer"} '
+                     'rows (several rows per id = several samples), or swift infer result rows (one sample per file)')
+    cons.add_argument('--dataset', required=True, help='items JSONL (see docs/evaluation.md)')
+    cons.add_argument('--out', required=True, help='output folder')
+    cons.add_argument('--name', help='name in the outputs (default: from --model / the first --answers file)')
+    cons.add_argument('--labels', help='label set: built-in name (ms-cxr-t, the default) or a YAML/JSON file')
+    cons.add_argument('--image-root', help='folder the image paths are relative to (default: the dataset\'s folder)')
+    cons.add_argument('--allow-outside-image-root', action='store_true')
+    cons.add_argument('--prompt-template', default=DEFAULT_PROMPT, help='prompt made from an item (as for classify)')
+    cons.add_argument('--samples', type=int, default=5, help='--model: samples per item (default 5)')
+    cons.add_argument('--temperature', type=float, default=0.7, help='--model: sampling temperature (default 0.7)')
+    cons.add_argument('--seed', type=int, default=0, help='--model: seed of the first sample; sample k uses seed+k')
+    cons.add_argument('--infer-backend', choices=['auto', 'transformers', 'vllm'], default='auto')
+    cons.add_argument('--adapters', nargs='+', default=[], metavar='CHECKPOINT')
+    cons.add_argument('--max-new-tokens', type=int, default=512)
+    cons.add_argument('--swift-args', default='', help='more `swift infer` arguments, one string')
+    cons.set_defaults(run=run_consistency)
     return parser
 
 
@@ -327,6 +350,76 @@ def run_report_gen(args) -> None:
         with outputs.open(stem + '.gen.md') as handle:
             handle.write('\n'.join(lines) + '\n')
     print('\n'.join(lines))
+
+
+def _answer_samples(ids: List[str], requests: List[Dict], paths: List[str]) -> Dict[str, List[Optional[str]]]:
+    from .consistency import read_samples
+    samples: Dict[str, List[Optional[str]]] = {i: [] for i in ids}
+    for path in paths:
+        first = next((s.row for s in iter_rows(path) if isinstance(s.row, dict)), {}) if os.path.isfile(path) else {}
+        if 'id' in first or not os.path.isfile(path):
+            got = read_samples(ids, [path])
+            for i in ids:
+                samples[i] += got[i]
+        else:
+            for i, answer in join_answers(ids, requests, path).items():
+                if answer is not None:
+                    samples[i].append(answer)
+    return samples
+
+
+def consistency_infer_commands(args, requests_path: str, scratch: str):
+    """(seed, result path, swift infer extra args) of each sample run."""
+    from .consistency import sample_command_args
+    return [(args.seed + k, os.path.join(scratch, f'answers.{k}.jsonl'),
+             sample_command_args(args.temperature, args.seed + k, args.swift_args)) for k in range(args.samples)]
+
+
+def run_consistency(args) -> None:
+    from .consistency import consistency, markdown as cons_markdown
+    if args.samples < 1:
+        raise DataError('--samples must be at least 1')
+    label_set = load_label_set(args.labels)
+    items = read_items(args.dataset, label_set, args.image_root, check_images=bool(args.model),
+                       allow_outside_root=args.allow_outside_image_root)
+    ids = [item.id for item in items]
+    requests = [request_row(item, args.prompt_template) for item in items]
+    name = args.name or (_name(argparse.Namespace(name=None, model=args.model, answers=None)) if args.model
+                         else Path(args.answers[0]).stem)
+    stem = os.path.join(args.out, _file_name(name) + '.consistency')
+    with output_set() as outputs:
+        if args.model:
+            os.makedirs(args.out, exist_ok=True)
+            scratch = tempfile.mkdtemp(prefix='.swift-infer-', dir=args.out)
+            try:
+                requests_path = os.path.join(scratch, 'requests.jsonl')
+                with open(requests_path, 'w', encoding='utf-8') as handle:
+                    handle.writelines(dump_row(row) for row in requests)
+                paths = []
+                for seed, path, extra in consistency_infer_commands(args, requests_path, scratch):
+                    run_swift_infer(args.model, requests_path, path, backend=args.infer_backend,
+                                    max_new_tokens=args.max_new_tokens, adapters=args.adapters, extra_args=extra)
+                    if not os.path.exists(path):
+                        raise DataError(f'swift infer (seed {seed}) wrote no result file')
+                    paths.append(path)
+                samples = _answer_samples(ids, requests, paths)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+        else:
+            samples = _answer_samples(ids, requests, args.answers)
+        result = consistency(items, samples, label_set, name)
+        result['source'] = {'dataset': os.path.abspath(args.dataset), 'model': args.model, 'answers': args.answers,
+                            'samples': args.samples if args.model else None,
+                            'temperature': args.temperature if args.model else None,
+                            'seed': args.seed if args.model else None}
+        with outputs.open(stem + '.json') as handle:
+            json.dump(result, handle, indent=1, ensure_ascii=False)
+            handle.write('\n')
+        text = cons_markdown(result)
+        with outputs.open(stem + '.md') as handle:
+            handle.write(text)
+    print(text)
+    print(f'evaluation consistency: wrote {stem}.json, {stem}.md')
 
 
 def main(argv: Optional[List[str]] = None) -> int:
