@@ -131,9 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
                                '(majority agreement, Fleiss kappa) and of each trace\'s reasoning with its answer')
     src = cons.add_mutually_exclusive_group(required=True)
     src.add_argument('--model', help='model or checkpoint folder: N samples are generated with `swift infer`')
+    src.add_argument('--teachers', metavar='DATASET', help='CXR-MAX traces (a file data_prep reads, layout detected): '
+                     'reasoning-answer consistency per teacher and agreement between teachers; no --dataset needed')
     src.add_argument('--answers', nargs='+', metavar='FILE', help='JSONL answer files: {"id", "response"|"answer"} '
                      'rows (several rows per id = several samples), or swift infer result rows (one sample per file)')
-    cons.add_argument('--dataset', required=True, help='items JSONL (see docs/evaluation.md)')
+    cons.add_argument('--dataset', help='items JSONL (see docs/evaluation.md); required with --model / --answers')
     cons.add_argument('--out', required=True, help='output folder')
     cons.add_argument('--name', help='name in the outputs (default: from --model / the first --answers file)')
     cons.add_argument('--labels', help='label set: built-in name (ms-cxr-t, the default) or a YAML/JSON file')
@@ -375,10 +377,37 @@ def consistency_infer_commands(args, requests_path: str, scratch: str):
              sample_command_args(args.temperature, args.seed + k, args.swift_args)) for k in range(args.samples)]
 
 
+def _run_teachers(args) -> None:
+    from data_prep.columns import ColumnMapping
+    from data_prep.outputs import Tally
+    from data_prep.records import ImagePolicy
+    from data_prep.studies import StudyReader
+    from .consistency import teacher_consistency, teacher_markdown
+    root = os.path.abspath(args.image_root or os.path.dirname(os.path.abspath(args.teachers)))
+    reader = StudyReader(args.teachers, 'train', ColumnMapping(), ImagePolicy(root, args.allow_outside_image_root),
+                         Tally('consistency'))
+    result = teacher_consistency(reader)
+    result['source'] = {'teachers': os.path.abspath(args.teachers)}
+    stem = os.path.join(args.out, _file_name(args.name or Path(args.teachers).stem) + '.teachers.consistency')
+    text = teacher_markdown(result)
+    with output_set() as outputs:
+        with outputs.open(stem + '.json') as handle:
+            json.dump(result, handle, indent=1, ensure_ascii=False)
+            handle.write('\n')
+        with outputs.open(stem + '.md') as handle:
+            handle.write(text)
+    print(text)
+    print(f'evaluation consistency: wrote {stem}.json, {stem}.md')
+
+
 def run_consistency(args) -> None:
     from .consistency import consistency, markdown as cons_markdown
     if args.samples < 1:
         raise DataError('--samples must be at least 1')
+    if args.teachers:
+        return _run_teachers(args)
+    if not args.dataset:
+        raise DataError('--dataset is required with --model / --answers')
     label_set = load_label_set(args.labels)
     items = read_items(args.dataset, label_set, args.image_root, check_images=bool(args.model),
                        allow_outside_root=args.allow_outside_image_root)

@@ -148,3 +148,71 @@ def markdown(result: Dict) -> str:
 def sample_command_args(temperature: float, seed: int, extra: str = '') -> str:
     """swift infer arguments for one sample (later --temperature overrides run_swift_infer's greedy default)."""
     return f'{extra} --temperature {temperature} --seed {seed}'.strip()
+
+
+def split_trace(text: str):
+    """(reasoning, final answer) of a free-text trace: split at the last answer marker; no marker -> (text, None)."""
+    low = _clean(text)
+    markers = list(_MARKER.finditer(low))
+    if not markers:
+        return low, None
+    return low[:markers[-1].start()], low[markers[-1].end():]
+
+
+def trace_verdict(text: str) -> Dict:
+    """A CXR-MAX trace: findings the reasoning states vs the findings its final answer (impression) states.
+    Inconsistent observations: positive in one part and negative in the other."""
+    reasoning, answer = split_trace(text)
+    if answer is None or not answer.strip():
+        return {'verdict': None, 'conflicts': []}
+    r, a = read_findings(reasoning), read_findings(answer)
+    conflicts = sorted(o for o in r if o != 'No Finding' and {r[o], a.get(o)} == {'positive', 'negative'})
+    compared = [o for o in r if o != 'No Finding' and r[o] in ('positive', 'negative')
+                and a.get(o) in ('positive', 'negative')]
+    if not compared:
+        return {'verdict': None, 'conflicts': []}
+    return {'verdict': 'inconsistent' if conflicts else 'consistent', 'conflicts': conflicts}
+
+
+def teacher_consistency(studies) -> Dict:
+    """Per teacher: reasoning-answer consistency of its traces; across teachers: per observation, the agreement
+    of the teachers' calls on a study (each teacher one rater, calls positive / negative / uncertain / none):
+    majority agreement and Fleiss' kappa."""
+    teachers = defaultdict(lambda: {'traces': 0, 'checked': 0, 'inconsistent': 0, 'inconsistent_items': []})
+    calls = defaultdict(list)    # observation -> per-study Counter of the teachers' calls
+    for study in studies:
+        per_obs = defaultdict(Counter)
+        for trace in study.traces:
+            t = teachers[trace.teacher]
+            t['traces'] += 1
+            v = trace_verdict(trace.text)
+            if v['verdict'] is not None:
+                t['checked'] += 1
+            if v['verdict'] == 'inconsistent':
+                t['inconsistent'] += 1
+                t['inconsistent_items'].append({'study': study.head.study_id, 'where': study.where,
+                                                'conflicts': v['conflicts']})
+            for obs, call in read_findings(trace.text).items():
+                per_obs[obs][call or 'none'] += 1
+        if len(study.traces) >= 2:
+            for obs, counter in per_obs.items():
+                calls[obs].append(counter)
+    for t in teachers.values():
+        t['consistency_rate'] = (t['checked'] - t['inconsistent']) / t['checked'] if t['checked'] else None
+    agreement = {obs: {'studies': len(c),
+                       'majority_agreement': sum(max(x.values()) / sum(x.values()) for x in c) / len(c),
+                       'fleiss_kappa': fleiss_kappa(c)} for obs, c in sorted(calls.items()) if c}
+    return {'teachers': dict(sorted(teachers.items())), 'between_teachers': agreement}
+
+
+def teacher_markdown(result: Dict) -> str:
+    f = lambda v: '-' if v is None else f'{v:.3f}'
+    lines = ['# Chain-of-thought consistency: CXR-MAX teachers', '',
+             '| teacher | traces | checked | inconsistent | reasoning-answer consistency |', '|---|---|---|---|---|']
+    lines += [f'| {n} | {t["traces"]} | {t["checked"]} | {t["inconsistent"]} | {f(t["consistency_rate"])} |'
+              for n, t in result['teachers'].items()]
+    lines += ['', '## Agreement between teachers (per observation)', '',
+              '| observation | studies | majority agreement | Fleiss kappa |', '|---|---|---|---|']
+    lines += [f'| {o} | {v["studies"]} | {f(v["majority_agreement"])} | {f(v["fleiss_kappa"])} |'
+              for o, v in result['between_teachers'].items()]
+    return '\n'.join(lines) + '\n'

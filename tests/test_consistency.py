@@ -120,3 +120,24 @@ def test_model_path_builds_swift_commands(tmp_path, monkeypatch):
         assert cmd[-4:] == ['--temperature', '0.8', '--seed', str(3 + k)]   # after (overriding) the greedy default
     result = json.loads((out / 'sft.consistency.json').read_text())
     assert result['samples'] == 4 and result['majority_agreement'] == 1.0
+
+
+def test_teachers_per_teacher_and_between(tmp_path):
+    rows = [{'study_id': 1, 'subject_id': 9, 'image_path': 'a.jpg', 'question': 'basis for pleural effusion?',
+             'model': 'T1', 'response': 'Findings: blunting, there is a pleural effusion. Impression: pleural effusion.',
+             'labels': ['Pleural Effusion']},
+            {'study_id': 1, 'subject_id': 9, 'image_path': 'a.jpg', 'question': 'basis for pleural effusion?',
+             'model': 'T2', 'response': 'Findings: no pleural effusion. Impression: pleural effusion.',
+             'labels': ['Pleural Effusion']}]
+    path = tmp_path / 'cxr.jsonl'
+    path.write_text(''.join(json.dumps(r) + '\n' for r in rows))
+    out = tmp_path / 'out'
+    assert main(['consistency', '--teachers', str(path), '--out', str(out)]) == 0
+    result = json.loads((out / 'cxr.teachers.consistency.json').read_text())
+    t1, t2 = result['teachers']['T1'], result['teachers']['T2']
+    assert (t1['checked'], t1['inconsistent'], t1['consistency_rate']) == (1, 0, 1.0)
+    assert (t2['checked'], t2['inconsistent']) == (1, 1)
+    assert t2['inconsistent_items'][0]['conflicts'] == ['Pleural Effusion']
+    # the two teachers' whole-trace calls on Pleural Effusion: T1 positive; T2 names it both ways -> by hand:
+    eff = result['between_teachers']['Pleural Effusion']
+    assert eff['studies'] == 1 and eff['majority_agreement'] in (0.5, 1.0)
