@@ -138,6 +138,33 @@ def test_teachers_per_teacher_and_between(tmp_path):
     assert (t1['checked'], t1['inconsistent'], t1['consistency_rate']) == (1, 0, 1.0)
     assert (t2['checked'], t2['inconsistent']) == (1, 1)
     assert t2['inconsistent_items'][0]['conflicts'] == ['Pleural Effusion']
-    # the two teachers' whole-trace calls on Pleural Effusion: T1 positive; T2 names it both ways -> by hand:
+    # whole-trace calls on Pleural Effusion: both positive (T2's impression decides) -> 2/2 agree; kappa undefined
     eff = result['between_teachers']['Pleural Effusion']
-    assert eff['studies'] == 1 and eff['majority_agreement'] in (0.5, 1.0)
+    assert (eff['studies'], eff['majority_agreement'], eff['fleiss_kappa']) == (1, 1.0, None)
+
+
+def test_answers_swift_rows_one_sample_per_file(tmp_path):
+    items = _items(tmp_path)
+    from evaluation.items import request_row, read_items
+    from evaluation.labels import load_label_set
+    reqs = [request_row(i) for i in read_items(str(items), load_label_set(None))]
+    files = []
+    for k, text in enumerate(['Answer: stable', 'Answer: worsening']):
+        f = tmp_path / f's{k}.jsonl'
+        f.write_text(''.join(json.dumps({**r, 'response': text}) + '\n' for r in reqs))
+        files.append(str(f))
+    out = tmp_path / 'out'
+    assert main(['consistency', '--answers', *files, '--name', 'x', '--dataset', str(items), '--out', str(out)]) == 0
+    result = json.loads((out / 'x.consistency.json').read_text())
+    assert result['samples'] == 4 and result['majority_agreement'] == 0.5
+    # per observation: one item each with [stable, worsening] -> kappa = (0 - 0.5) / 0.5 = -1
+    assert result['observations']['Edema']['fleiss_kappa'] == pytest.approx(-1.0)
+
+
+def test_unknown_id_is_named(tmp_path, capsys):
+    items = _items(tmp_path)
+    answers = tmp_path / 'ans.jsonl'
+    answers.write_text(json.dumps({'id': 'zz', 'response': 'Answer: stable'}) + '\n')
+    assert main(['consistency', '--answers', str(answers), '--dataset', str(items), '--out', str(tmp_path / 'o')]) != 0
+    err = capsys.readouterr().err
+    assert 'ans.jsonl' in err and "'id'" in err and 'zz' in err
