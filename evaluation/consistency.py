@@ -140,7 +140,7 @@ def markdown(result: Dict) -> str:
               for o, v in sorted(result['observations'].items())]
     if result['inconsistent_items']:
         lines += ['', '## Inconsistent traces', '']
-        lines += [f'- {r["id"]} (sample {r["sample"]}): reasoning rules out {r["observation"]}, answer '
+        lines += [f'- {r["id"]} (sample {r["sample"]}): reasoning contradicts answer on {r["observation"]}: '
                   f'{r["answer_label"]}' for r in result['inconsistent_items']]
     return '\n'.join(lines) + '\n'
 
