@@ -1,4 +1,4 @@
-"""``python -m evaluation {classify,table,compare,report-gen}``: the thin command line over the modules.
+"""``python -m evaluation {classify,items,table,compare,report-gen,consistency,paper}``: the thin command line over the modules.
 
     python -m evaluation classify --model output/sft-merged --dataset ms_cxr_t.jsonl --out reports/eval/
     python -m evaluation classify --model output/sft-merged --scoring loglik --dataset ms_cxr_t.jsonl --out reports/
@@ -9,6 +9,7 @@
     python -m evaluation items --labels-csv CheXpert-v1.0-small/valid.csv --image-root . --out chexpert.items.jsonl
     python -m evaluation report-gen --model output/sft-merged --dataset data/sft.eval.jsonl --out reports/gen/
     python -m evaluation consistency --model output/sft-merged --samples 5 --temperature 0.7 --seed 0 --dataset items.jsonl --out reports/cot/
+    python -m evaluation paper --config paper.yaml --out reports/paper/
 """
 import argparse
 import json
@@ -33,6 +34,7 @@ from .datasets import UNCERTAIN_POLICIES, build_items, csv_kind
 from .labels import PRESENCE, load_label_set
 from .metrics import DEFAULT_N_BOOT, DEFAULT_SEED
 from .report_gen import text_metrics
+from .paper import run_paper
 from .loglik import DEFAULT_ANSWER_TEMPLATE, answer_texts, load_model_template, loglik_scores
 from .scoring import GENERATIVE, LOGLIK, score
 from .swift_infer import run_swift_infer
@@ -150,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     cons.add_argument('--max-new-tokens', type=int, default=512)
     cons.add_argument('--swift-args', default='', help='more `swift infer` arguments, one string')
     cons.set_defaults(run=run_consistency)
+
+    paper = commands.add_parser('paper', help='the paper\'s experiment families from one YAML file, into one '
+                                'Markdown report with charts (resumable)')
+    paper.add_argument('--config', required=True, help='YAML file: models, answer files, datasets per family '
+                       '(documented example: evaluation/paper.example.yaml)')
+    paper.add_argument('--out', required=True, help='output folder: paper.md, charts, one folder per family')
+    paper.set_defaults(run=run_paper)
     return parser
 
 
