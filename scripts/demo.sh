@@ -23,4 +23,7 @@ export SFT_ARGS="${tiny[*]} ${cpu_training[*]}" APO_ARGS="${tiny[*]} ${cpu_train
 # the tiny model's greedy answer is whitespace only, which data_prep apo drops as empty: sample instead
 export INFER_ARGS="${tiny[*]} --torch_dtype float32 --top_k 50 --top_p 1 --seed 0"
 export EVAL_DATASET=sample_data/ms_cxr_t_sample.jsonl EVAL_ARGS="$INFER_ARGS --temperature 1 --max_new_tokens 32 --max_batch_size 10"
+# the paper's report: 2 samples per item for consistency, the bundled CheXpert-style labels for zero-shot
+export SAMPLES=2 SAMPLE_TEMPERATURE=1 ZERO_SHOT_DATASET=sample_data/chexpert_style_labels.csv \
+    ZERO_SHOT_IMAGE_ROOT=sample_data
 bash shells/pipeline.sh

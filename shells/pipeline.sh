@@ -8,6 +8,8 @@
 #   EVAL_DATASET    classification items (MS-CXR-T style, see docs/evaluation.md); empty: no evaluation stage
 #   APO_CHECKPOINT  the APO adapter evaluated (default: the last checkpoint of the newest run under output/apo)
 #   EVAL_LOGLIK     1: also score by likelihood (classify --scoring loglik), beside the generative rows of Table 1
+#   PAPER           1 (default): after evaluate, the paper's report (shells/paper.sh: its variables apply, e.g.
+#                   SAMPLES, ZERO_SHOT_DATASET) in WORK_DIR/reports/paper/paper.md from WORK_DIR/paper.yaml; 0: skip
 #   PREP_ARGS (input and column-mapping flags of every data_prep subcommand), SFT_ARGS, MERGE_ARGS, INFER_ARGS,
 #   APO_ARGS, EVAL_ARGS (more `swift infer` arguments for evaluation): extra arguments for each stage
 # Every launcher's own variables (NPROC_PER_NODE, NNODES, BATCH, LR, ...) apply to its stage.
@@ -106,8 +108,18 @@ stage consensus env MODEL="$out/sft-merged" REQUESTS="$data/consensus_requests.j
 stage apo-data apo_data
 stage apo env MODEL="$out/sft-merged" DATASET="$data/apo.jsonl" VAL_DATASET="$(val_of "$data/apo.eval.jsonl")" \
     OUTPUT_DIR="$out/apo" bash "$shells/APO-Qwen2.5.sh" "${apo_args[@]}"
+paper() {
+  local apo_checkpoint=${APO_CHECKPOINT:-}
+  [ -n "$apo_checkpoint" ] || apo_checkpoint=$(find "$out/apo" -mindepth 2 -maxdepth 2 -type d -name 'checkpoint-*' \
+      | sort -V | tail -n 1)
+  MODEL="$out/sft-merged" APO_CHECKPOINT="$apo_checkpoint" TABLE1_ANSWERS="$WORK_DIR/reports/eval" \
+      REPORT_DATASET="$data/sft.eval.jsonl" TEACHERS_DATASET="$SOURCE_DATASET" PAPER_CONFIG="$WORK_DIR/paper.yaml" \
+      PAPER_OUT="$WORK_DIR/reports/paper" PYTHON="$PYTHON" bash "$shells/paper.sh"
+}
+
 if [ -n "$EVAL_DATASET" ]; then
   stage evaluate evaluate
+  if [ "${PAPER:-1}" = 1 ]; then stage paper paper; fi
 else
   echo "== evaluate: skipped (set EVAL_DATASET to classification items, see docs/evaluation.md)"
 fi
@@ -119,4 +131,5 @@ cat <<DONE
   SFT run, merged SFT model:                          $out/sft/, $out/sft-merged/
   APO run (checkpoints, logging.jsonl):               $out/apo/
   evaluation (Table 1, SFT vs APO), if EVAL_DATASET:  $WORK_DIR/reports/eval/
+  the paper's report (all experiment families):      $WORK_DIR/reports/paper/paper.md
 DONE

@@ -17,7 +17,7 @@ from cxr_data import SAMPLE_FILE
 from data_prep.stages import request_fingerprint
 
 SHELLS = REPO / 'shells'
-LAUNCHERS = ['SFT-Qwen2.5.sh', 'merge-SFT.sh', 'consensus-Qwen2.5.sh', 'APO-Qwen2.5.sh', 'pipeline.sh']
+LAUNCHERS = ['SFT-Qwen2.5.sh', 'merge-SFT.sh', 'consensus-Qwen2.5.sh', 'APO-Qwen2.5.sh', 'pipeline.sh', 'paper.sh']
 CLEAN_ENV = {k: v for k, v in os.environ.items()
              if k not in ('NPROC_PER_NODE', 'NNODES', 'NODE_RANK', 'MASTER_ADDR', 'MASTER_PORT', 'CUDA_VISIBLE_DEVICES',
                           'MAX_PIXELS', 'MODEL', 'DATASET', 'DEEPSPEED', 'INFER_PYTHON')}
