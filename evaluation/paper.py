@@ -37,6 +37,8 @@ SECTION_KEYS = {
 REQUIRED = {'table1': ['dataset'], 'report_generation': ['dataset'], 'students': ['dataset'],
             'generalization_dataset': ['dataset']}
 INFER_BACKENDS = ('auto', 'transformers', 'vllm')
+TYPE_NAMES = {dict: 'a mapping', list: 'a list', str: 'text', int: 'an integer', float: 'a number',
+              bool: 'true or false'}
 
 
 @dataclass
@@ -107,7 +109,7 @@ class _Checker:
             ok = isinstance(item, expected) and not (expected is int and isinstance(item, bool)) or \
                 (expected is float and isinstance(item, int) and not isinstance(item, bool))
             if item is not None and not ok:
-                raise self.error(where + [key], f'expected {expected.__name__}, found {item!r}')
+                raise self.error(where + [key], f'expected {TYPE_NAMES[expected]}, found {item!r}')
         for key in required:
             if value.get(key) in (None, ''):
                 raise self.error(where + [key], 'missing')

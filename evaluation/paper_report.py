@@ -184,6 +184,10 @@ def _students(steps, out: str, outputs) -> List[str]:
     lines += [f'| {t} | teacher | {_num(macro(t))} |' for t in teachers]
     lines += [f'| {s} | student | {_num(macro(s))} |' for s in students]
     for name, s in students.items():
+        if not s['studies_answered']:
+            lines += ['', f'**{name}**: none of its answers joined a study of the dataset (their ids, or their '
+                      'requests, are not this dataset\'s studies).']
+            continue
         beats = s['beats_best_teacher']
         lines += ['', f'**{name}** ({s["studies_answered"]} studies answered) against the best teacher of each '
                   f'observation (McNemar, exact, paired studies): better on {beats["better"]} of '

@@ -226,7 +226,7 @@ def eval_stage(tmp_path):
     python.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -c {shlex.quote(script)} {shlex.quote(str(log))} "$@"\n')
     python.chmod(0o755)
     env = {'WORK_DIR': str(work), 'EVAL_DATASET': str(tmp_path / 'items.jsonl'), 'PYTHON': str(python),
-           'EVAL_ARGS': '--max_batch_size 4'}
+           'EVAL_ARGS': '--max_batch_size 4', 'PAPER': '0'}
     return work, env, lambda: _rows(log)
 
 
@@ -261,6 +261,38 @@ def test_pipeline_evaluation_fails_clearly_without_an_apo_checkpoint(eval_stage)
         (work / 'output' / 'apo' / 'v0-20260101-000000').mkdir(parents=True, exist_ok=True)
     proc = launch('pipeline.sh', work, APO_CHECKPOINT=str(work / 'elsewhere'), **env)
     assert proc.returncode == 2 and calls() == [] and 'no APO checkpoint found' in proc.stderr
+
+
+def test_pipeline_paper_stage_writes_its_config_then_runs_evaluation_paper(eval_stage, tmp_path):
+    work, env, calls = eval_stage
+    (work / '.stages' / 'evaluate.done').touch()
+    (work / 'output' / 'sft-merged').mkdir(parents=True)
+    checkpoint = work / 'output' / 'apo' / 'v0-20260101-000000' / 'checkpoint-4'
+    checkpoint.mkdir(parents=True)
+    Path(env['EVAL_DATASET']).write_text('{}\n')
+    (work / 'reports' / 'eval').mkdir(parents=True)
+    (work / 'reports' / 'eval' / 'APO.answers.jsonl').write_text('{}\n')   # Table 1 answers of APO only
+    env = {**env, 'PAPER': '1', 'SOURCE_DATASET': "teachers' traces.jsonl", 'SAMPLES': '3',
+           'ZERO_SHOT_DATASET': 'valid.csv'}
+    proc = launch('pipeline.sh', work, **env)
+    assert proc.returncode == 0, proc.stderr
+    config_path = work / 'paper.yaml'
+    assert calls() == [['-m', 'evaluation', 'paper', '--config', str(config_path), '--out', str(work / 'reports' / 'paper')]]
+    from evaluation.paper import load_config
+    config = load_config(str(config_path))
+    sft, apo = config.models
+    assert (sft.name, sft.model, sft.adapters, sft.answers) == ('SFT', str(work / 'output' / 'sft-merged'), [], {})
+    assert apo.adapters == [str(checkpoint)]
+    assert apo.answers == {'table1': str(work / 'reports' / 'eval' / 'APO.answers.jsonl')}
+    assert config.swift_args == '--max_batch_size 4' and config.sections['consistency']['samples'] == 3
+    assert config.sections['students']['dataset'] == "teachers' traces.jsonl"   # quoted for YAML
+    assert 'report_generation' not in config.sections   # no data/sft.eval.jsonl here
+    assert config.sections['generalization']['zero-shot']['dataset'] == 'valid.csv'
+    # an existing config is the user's: used as it is
+    config_path.write_text(config_path.read_text().replace('samples: 3', 'samples: 7'))
+    (work / '.stages' / 'paper.done').unlink()
+    assert launch('pipeline.sh', work, **env).returncode == 0
+    assert 'samples: 7' in config_path.read_text()
 
 
 def test_shellcheck_clean():
@@ -307,6 +339,13 @@ def test_demo_runs_every_stage(demo):
     table = (reports / 'table1.md').read_text()
     assert '| SFT |' in table and '| APO |' in table and '(published)' in table
     assert (reports / 'sft_vs_apo.md').exists()
+    paper = (work / 'reports' / 'paper' / 'paper.md').read_text()
+    for heading in ['## 1. Disease classification', '## 2. Report generation', '## 3. Chain-of-thought consistency',
+                    '## 4. Students beside their teachers', '## 5. Zero-shot generalization']:
+        assert heading in paper
+    assert '## Not run' not in paper     # the demo's config covers every family and both models
+    consistency = json.loads((work / 'reports' / 'paper' / 'consistency' / 'APO.consistency.json').read_text())
+    assert consistency['samples'] == 2 * items
 
 
 def test_demo_resumes(demo):
@@ -318,7 +357,7 @@ def test_demo_resumes(demo):
     proc = subprocess.run(['bash', str(REPO / 'scripts' / 'demo.sh')], env=env, capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
-    for stage in ['prepare', 'sft', 'merge', 'apo-data', 'apo', 'evaluate']:
+    for stage in ['prepare', 'sft', 'merge', 'apo-data', 'apo', 'evaluate', 'paper']:
         assert f'== {stage}: done before, skipped' in proc.stdout
     answers = _rows(results)
     assert len(answers) == 6 and answers[:3] == [json.loads(line) for line in lines[:3]]
