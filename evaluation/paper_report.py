@@ -179,8 +179,9 @@ def _students(steps, out: str, outputs) -> List[str]:
         return sum(values) / len(values) if values else None
     teachers = sorted(set(accuracy) - set(students) - {'consensus'})
     lines = [f'Label accuracy of each source\'s findings against the study labels ({drift["labels"]["source"]}), '
-             f'read by the findings reader; {drift["studies"]} studies. Full tables: `{os.path.relpath(paths[0], out)}`'
-             .replace('.json', '.md'), '', '| source | kind | macro accuracy |', '|---|---|---|']
+             f'read by the findings reader; {drift["studies"]} studies. Teachers are scored on every labelled study, '
+             f'students on the studies they answered; the paired tests below use only studies both answered. Full '
+             f'tables: `{os.path.relpath(paths[0], out)}`'.replace('.json', '.md'), '', '| source | kind | macro accuracy |', '|---|---|---|']
     lines += [f'| {t} | teacher | {_num(macro(t))} |' for t in teachers]
     lines += [f'| {s} | student | {_num(macro(s))} |' for s in students]
     for name, s in students.items():
