@@ -47,7 +47,8 @@ class ModelSpec:
     model: Optional[str] = None
     adapters: List[str] = field(default_factory=list)
     swift_args: str = ''
-    answers: Dict[str, Any] = field(default_factory=dict)  # family -> file (consistency: files; generalization: {set: file})
+    # family -> answers file (consistency: a list of files; generalization: {dataset name: file})
+    answers: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -70,6 +71,7 @@ class Step:
     program: str               # 'evaluation' or 'data_prep'
     argv: List[str]
     output: Optional[str]      # the result file; None: a table or comparison, redone every time
+    model: Optional[str] = None    # the model a scoring step scores
 
     @property
     def command(self) -> str:
@@ -239,14 +241,15 @@ def plan(config: PaperConfig, out: str) -> (List[Step], List[str]):
     skipped: List[str] = [f'{family}: not in {config.path}' for family in FAMILIES if family not in config.sections]
     boot = ['--n-boot', str(config.n_boot), '--seed', str(config.seed)]
 
-    def comparisons(family, label, folder, results, names):
-        base = names.index(config.baseline) if config.baseline in names else None
+    def comparisons(family, label, folder, scored):
+        """``compare`` of the baseline's result with each other model's."""
+        base = next((s.output for s in scored if s.model == config.baseline), None)
         if base is None:
             return []
-        return [Step(family, f'{label}: {names[i]} vs {config.baseline}', 'evaluation',
-                     ['compare', results[base], results[i], '--seed', str(config.seed),
-                      '--out', os.path.join(folder, f'{file_name(config.baseline)}_vs_{file_name(names[i])}.md')],
-                     None) for i in range(len(results)) if i != base]
+        return [Step(family, f'{label}: {s.model} vs {config.baseline}', 'evaluation',
+                     ['compare', base, s.output, '--seed', str(config.seed),
+                      '--out', os.path.join(folder, f'{file_name(config.baseline)}_vs_{file_name(s.model)}.md')],
+                     None) for s in scored if s.model != config.baseline]
 
     section = config.sections.get('table1')
     if section is not None:
@@ -258,11 +261,11 @@ def plan(config: PaperConfig, out: str) -> (List[Step], List[str]):
         def classify(model, source, from_answers):
             stem = os.path.join(folder, file_name(model.name))
             made = [Step('table1', f'Table 1: {model.name}', 'evaluation',
-                         ['classify', *source, '--name', model.name, *common], stem + '.json')]
+                         ['classify', *source, '--name', model.name, *common], stem + '.json', model.name)]
             if section.get('loglik') and not from_answers:
                 made.append(Step('table1', f'Table 1: {model.name} (likelihood)', 'evaluation',
                                  ['classify', *source, '--name', model.name, '--scoring', 'loglik', *common],
-                                 stem + '.loglik.json'))
+                                 stem + '.loglik.json', model.name))
             return made
         family = _scored(config, 'table1', skipped, classify)
         results = [s.output for s in family]
@@ -273,8 +276,7 @@ def plan(config: PaperConfig, out: str) -> (List[Step], List[str]):
                                + (['--baseline', base] if base in results else [])
                                + (['--published'] if section.get('published', True) else []), None))
             generative = [s for s in family if s.output and not s.output.endswith('.loglik.json')]
-            family += comparisons('table1', 'Table 1', folder, [s.output for s in generative],
-                                  [s.title.split(': ', 1)[1] for s in generative])
+            family += comparisons('table1', 'Table 1', folder, generative)
         steps += family
 
     section = config.sections.get('report_generation')
@@ -285,9 +287,8 @@ def plan(config: PaperConfig, out: str) -> (List[Step], List[str]):
         family = _scored(config, 'report_generation', skipped, lambda model, source, _: [
             Step('report_generation', f'report generation: {model.name}', 'evaluation',
                  ['report-gen', *source, '--name', model.name, *common],
-                 os.path.join(folder, file_name(model.name) + '.gen.json'))])
-        family += comparisons('report_generation', 'report generation', folder, [s.output for s in family],
-                              [s.title.split(': ', 1)[1] for s in family])
+                 os.path.join(folder, file_name(model.name) + '.gen.json'), model.name)])
+        family += comparisons('report_generation', 'report generation', folder, family)
         steps += family
 
     section = config.sections.get('consistency')
@@ -301,7 +302,7 @@ def plan(config: PaperConfig, out: str) -> (List[Step], List[str]):
             steps += _scored(config, 'consistency', skipped, lambda model, source, from_answers: [
                 Step('consistency', f'consistency: {model.name}', 'evaluation',
                      ['consistency', *source, *([] if from_answers else sampling), '--name', model.name, *common],
-                     os.path.join(folder, file_name(model.name) + '.consistency.json'))])
+                     os.path.join(folder, file_name(model.name) + '.consistency.json'), model.name)])
         if section.get('teachers'):
             name = section.get('teachers_name', 'teachers')
             steps.append(Step('consistency', f'consistency: {name}', 'evaluation',
@@ -328,7 +329,8 @@ def plan(config: PaperConfig, out: str) -> (List[Step], List[str]):
 
     for set_name, section in config.sections.get('generalization', {}).items():
         folder = os.path.join(out, 'generalization', file_name(set_name))
-        common = ['--dataset', section['dataset'], '--out', folder, *boot, '--labels', section.get('labels', 'presence'),
+        common = ['--dataset', section['dataset'], '--out', folder, *boot,
+                  '--labels', section.get('labels', 'presence'),
                   *_optional(section, ('image_root', '--image-root'), ('uncertain', '--uncertain'),
                              ('skip_missing', '--skip-missing'))]
         family = []
@@ -340,7 +342,7 @@ def plan(config: PaperConfig, out: str) -> (List[Step], List[str]):
                 continue
             family.append(Step('generalization', f'generalization {set_name}: {model.name}', 'evaluation',
                                ['classify', *source, '--name', model.name, *common],
-                               os.path.join(folder, file_name(model.name) + '.json')))
+                               os.path.join(folder, file_name(model.name) + '.json'), model.name))
         if family:
             family.append(Step('generalization', f'generalization {set_name}: table', 'evaluation',
                                ['table', *[s.output for s in family], '--out', os.path.join(folder, 'table.md')],

@@ -134,11 +134,13 @@ def _consistency(steps, out: str, outputs) -> List[str]:
     if models:
         lines += ['Models, N sampled answers per item (definitions: docs/evaluation.md, *Chain-of-thought '
                   'consistency*):', '', '| model | items | samples | majority agreement | mean Fleiss κ over '
-                  'observations | reasoning-answer consistency (checked) | inconsistent |', '|---|---|---|---|---|---|---|']
+                  'observations | reasoning-answer consistency (checked) | inconsistent |',
+                  '|---|---|---|---|---|---|---|']
         for r in models:
             kappas = [o['fleiss_kappa'] for o in r['observations'].values() if o['fleiss_kappa'] is not None]
             ra = r['reasoning_answer']
-            lines.append(f'| {r["name"]} | {r["items_with_samples"]} | {r["samples"]} | {_num(r["majority_agreement"])} | '
+            lines.append(f'| {r["name"]} | {r["items_with_samples"]} | {r["samples"]} | '
+                         f'{_num(r["majority_agreement"])} | '
                          f'{_num(sum(kappas) / len(kappas)) if kappas else "–"} | {_num(ra["consistency_rate"])} '
                          f'({ra["checked"]}) | {ra["inconsistent"]} |')
             series_names.append(r['name'])
@@ -156,11 +158,13 @@ def _consistency(steps, out: str, outputs) -> List[str]:
         between = [(o, v) for o, v in r['between_teachers'].items() if v['studies']]
         kappas = [v['fleiss_kappa'] for _, v in between if v['fleiss_kappa'] is not None]
         if between:
-            lines += ['', f'Between teachers: majority agreement {_num(sum(v["majority_agreement"] for _, v in between) / len(between))} '
+            agreement = sum(v['majority_agreement'] for _, v in between) / len(between)
+            lines += ['', f'Between teachers: majority agreement {_num(agreement)} '
                       f'and Fleiss κ {_num(sum(kappas) / len(kappas)) if kappas else "–"} (means over the '
                       f'{len(between)} observations; per observation in `{os.path.relpath(path, out)}`).']
     if any(rate is not None for rate in rates):
-        _bars(os.path.join(out, 'consistency.png'), outputs, series_names, [('reasoning-answer consistency', rates, None)],
+        _bars(os.path.join(out, 'consistency.png'), outputs, series_names,
+              [('reasoning-answer consistency', rates, None)],
               'rate', 'Reasoning-answer consistency (models and teachers)')
         lines += ['', '![Reasoning-answer consistency](consistency.png)']
     return lines or ['Nothing was scored.']
@@ -181,7 +185,8 @@ def _students(steps, out: str, outputs) -> List[str]:
     lines = [f'Label accuracy of each source\'s findings against the study labels ({drift["labels"]["source"]}), '
              f'read by the findings reader; {drift["studies"]} studies. Teachers are scored on every labelled study, '
              f'students on the studies they answered; the paired tests below use only studies both answered. Full '
-             f'tables: `{os.path.relpath(paths[0], out)}`'.replace('.json', '.md'), '', '| source | kind | macro accuracy |', '|---|---|---|']
+             f'tables: `{os.path.relpath(paths[0], out)}`'.replace('.json', '.md'), '',
+             '| source | kind | macro accuracy |', '|---|---|---|']
     lines += [f'| {t} | teacher | {_num(macro(t))} |' for t in teachers]
     lines += [f'| {s} | student | {_num(macro(s))} |' for s in students]
     for name, s in students.items():

@@ -30,7 +30,8 @@ def _config(tmp_path, text: str) -> str:
 @pytest.mark.parametrize('text, message', [
     ('models:\n  A: {answers: {table1: a.jsonl}}\ntable1:\n  datset: x.jsonl\n',
      "line 4: field 'table1.datset': unknown key"),
-    ('models:\n  A: {answers: {table1: a.jsonl}}\ntable1:\n  image_root: x\n', "line 4: field 'table1.dataset': missing"),
+    ('models:\n  A: {answers: {table1: a.jsonl}}\ntable1:\n  image_root: x\n',
+     "line 4: field 'table1.dataset': missing"),
     ('models:\n  A: {answers: {table1: a.jsonl}}\nconsistency:\n  samples: five\n  dataset: i.jsonl\n',
      "line 4: field 'consistency.samples': expected an integer, found 'five'"),
     ('models:\n  A:\n    adapters: [x]\n', "line 3: field 'models.A': give \"model\""),
@@ -72,7 +73,8 @@ def answers_only(tmp_path):
                                              for it in items for _ in range(2)])
     b_cot = _write(tmp_path / 'b_cot.jsonl', [{'id': it['id'], 'response': f'Answer: {lab}'}
                                              for i, it in enumerate(items)
-                                             for lab in ([it['label'], other[it['label']]] if i < 4 else [it['label']] * 2)])
+                                             for lab in ([it['label'], other[it['label']]] if i < 4
+                                                         else [it['label']] * 2)])
     reports = _write(tmp_path / 'reports.jsonl', [
         {'id': 'r1', 'images': ['files/p10/p10000032/s50414267/view1_frontal.jpg'], 'question': 'Findings?',
          'reference': 'Large left pleural effusion. No pneumothorax.'},
@@ -82,11 +84,13 @@ def answers_only(tmp_path):
                                               {'id': 'r2', 'answer': 'Cardiomegaly.'}])
     b_gen = _write(tmp_path / 'b_gen.jsonl', [{'id': 'r1', 'answer': 'No effusion.'},
                                               {'id': 'r2', 'answer': 'Normal heart size.'}])
-    studies = sorted({json.loads(line)['study_id'] for line in (SAMPLE / 'cxr_max_sample.jsonl').read_text().splitlines()})
+    traces = (SAMPLE / 'cxr_max_sample.jsonl').read_text().splitlines()
+    studies = sorted({json.loads(line)['study_id'] for line in traces})
     a_students = _write(tmp_path / 'a_students.jsonl', [{'id': s, 'response': 'Normal chest.'} for s in studies])
     with open(SAMPLE / 'chexpert_style_labels.csv') as handle:
         rows = list(csv.DictReader(handle))
-    zs_items = [(r['Path'], 'pleural_effusion', r['Pleural Effusion']) for r in rows if r['Pleural Effusion'] in ('1.0', '0.0')]
+    zs_items = [(r['Path'], 'pleural_effusion', r['Pleural Effusion']) for r in rows
+                if r['Pleural Effusion'] in ('1.0', '0.0')]
     zero_shot = _write(tmp_path / 'a_zs.jsonl', [{'id': f'{p}:{obs}', 'answer': 'present'} for p, obs, _ in zs_items])
     text = f"""
 n_boot: 200

@@ -277,7 +277,8 @@ def test_pipeline_paper_stage_writes_its_config_then_runs_evaluation_paper(eval_
     proc = launch('pipeline.sh', work, **env)
     assert proc.returncode == 0, proc.stderr
     config_path = work / 'paper.yaml'
-    assert calls() == [['-m', 'evaluation', 'paper', '--config', str(config_path), '--out', str(work / 'reports' / 'paper')]]
+    assert calls() == [['-m', 'evaluation', 'paper', '--config', str(config_path),
+                        '--out', str(work / 'reports' / 'paper')]]
     from evaluation.paper import load_config
     config = load_config(str(config_path))
     sft, apo = config.models
