@@ -4,9 +4,9 @@ YAML file, written as one Markdown report (``paper_report.py``).
 Each family is a list of steps, and each step is exactly the subcommand a user would type by hand
 (``python -m evaluation classify ...``, ``python -m data_prep report ...``), run in this process and printed, so
 one figure can be redone alone. Every step that scores a model writes its result file atomically; a step whose
-result file exists is not run again (resume). Tables, comparisons and the report itself are redone every time:
-they only read result files. The config format is documented in docs/evaluation.md and in
-``sample_data/paper.yaml``.
+result is up to date (same command, no newer input: ``stale_reason``) is not run again. Tables, comparisons and
+the report itself are redone every time: they only read result files. The config format is documented in
+docs/evaluation.md and, key by key, in ``evaluation/paper.example.yaml``.
 """
 import json
 import os
@@ -137,7 +137,7 @@ def load_config(path: str) -> PaperConfig:
     except yaml.YAMLError as e:
         raise DataError(f'{path}: not valid YAML: {e}') from e
     if root is None:
-        raise DataError(f'{path}: empty config (see sample_data/paper.yaml)')
+        raise DataError(f'{path}: empty config (every key: evaluation/paper.example.yaml)')
     check = _Checker(path, root)
     data = check.mapping(data, [], TOP_KEYS, required=['models'])
     models = []
