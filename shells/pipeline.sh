@@ -68,12 +68,19 @@ merge() {
   SFT_OUTPUT_DIR=$out/sft MERGED_DIR=$out/sft-merged bash "$shells/merge-SFT.sh" "${merge_args[@]}"
 }
 
-evaluate() {
-  local reports=$WORK_DIR/reports/eval apo_checkpoint=${APO_CHECKPOINT:-} name scoring
-  local results=("$reports/SFT.json" "$reports/APO.json") scorings=(generative)
-  if [ -z "$apo_checkpoint" ] && [ -d "$out/apo" ]; then
-    apo_checkpoint=$(find "$out/apo" -mindepth 2 -maxdepth 2 -type d -name 'checkpoint-*' | sort -V | tail -n 1)
+# apo_checkpoint: APO_CHECKPOINT, else the last checkpoint of the newest run under output/apo (empty if none)
+apo_checkpoint() {
+  if [ -n "${APO_CHECKPOINT:-}" ]; then
+    echo "$APO_CHECKPOINT"
+  elif [ -d "$out/apo" ]; then
+    find "$out/apo" -mindepth 2 -maxdepth 2 -type d -name 'checkpoint-*' | sort -V | tail -n 1
   fi
+}
+
+evaluate() {
+  local reports=$WORK_DIR/reports/eval apo_checkpoint name scoring
+  local results=("$reports/SFT.json" "$reports/APO.json") scorings=(generative)
+  apo_checkpoint=$(apo_checkpoint)
   if [ -z "$apo_checkpoint" ] || [ ! -d "$apo_checkpoint" ]; then
     fail APO_CHECKPOINT "no APO checkpoint found under '$out/apo' (run the apo stage, shells/APO-Qwen2.5.sh)"
   fi
@@ -93,6 +100,12 @@ evaluate() {
   "$PYTHON" -m evaluation compare "$reports/SFT.json" "$reports/APO.json" --out "$reports/sft_vs_apo.md"
 }
 
+paper() {
+  MODEL="$out/sft-merged" APO_CHECKPOINT="$(apo_checkpoint)" TABLE1_ANSWERS="$WORK_DIR/reports/eval" \
+      REPORT_DATASET="$data/sft.eval.jsonl" TEACHERS_DATASET="$SOURCE_DATASET" PAPER_CONFIG="$WORK_DIR/paper.yaml" \
+      PAPER_OUT="$WORK_DIR/reports/paper" PYTHON="$PYTHON" bash "$shells/paper.sh"
+}
+
 apo_data() {
   "$PYTHON" -m data_prep apo "${source_args[@]}" --consensus "$data/consensus.jsonl" \
       --requests "$data/consensus_requests.jsonl" --out "$data/apo.jsonl" --eval-fraction "$EVAL_FRACTION" \
@@ -108,15 +121,6 @@ stage consensus env MODEL="$out/sft-merged" REQUESTS="$data/consensus_requests.j
 stage apo-data apo_data
 stage apo env MODEL="$out/sft-merged" DATASET="$data/apo.jsonl" VAL_DATASET="$(val_of "$data/apo.eval.jsonl")" \
     OUTPUT_DIR="$out/apo" bash "$shells/APO-Qwen2.5.sh" "${apo_args[@]}"
-paper() {
-  local apo_checkpoint=${APO_CHECKPOINT:-}
-  [ -n "$apo_checkpoint" ] || apo_checkpoint=$(find "$out/apo" -mindepth 2 -maxdepth 2 -type d -name 'checkpoint-*' \
-      | sort -V | tail -n 1)
-  MODEL="$out/sft-merged" APO_CHECKPOINT="$apo_checkpoint" TABLE1_ANSWERS="$WORK_DIR/reports/eval" \
-      REPORT_DATASET="$data/sft.eval.jsonl" TEACHERS_DATASET="$SOURCE_DATASET" PAPER_CONFIG="$WORK_DIR/paper.yaml" \
-      PAPER_OUT="$WORK_DIR/reports/paper" PYTHON="$PYTHON" bash "$shells/paper.sh"
-}
-
 if [ -n "$EVAL_DATASET" ]; then
   stage evaluate evaluate
   if [ "${PAPER:-1}" = 1 ]; then stage paper paper; fi
