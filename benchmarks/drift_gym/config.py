@@ -60,6 +60,7 @@ class GymConfig:
     max_length: int = 1024
     max_new_tokens: int = 96
     consensus: str = 'student'    # where t+ comes from: the stage-1 student (the method) or the teachers' majority
+    consensus_temperature: float = 0.0   # 0: greedy; the CI's barely trained student only writes text when sampled
     # -- evaluation ---------------------------------------------------------------------------------------------
     consistency_samples: int = 0  # sampled answers per held-out study for self-consistency (0: greedy only)
     n_boot: int = 2000
@@ -87,7 +88,7 @@ class GymConfig:
 CI = GymConfig(
     name='ci', train_studies=24, val_studies=4, test_studies=8, image_size=56, teachers=3, hidden_size=32,
     num_layers=1, vision_depth=1, vision_hidden=32, vocab_size=512, seeds=(0,), batch_size=4, stage1_steps=3,
-    stage2_steps=2, max_new_tokens=24, n_boot=200, max_length=768)
+    stage2_steps=2, max_new_tokens=24, n_boot=200, max_length=768, consensus_temperature=1.0)
 
 SMALL = GymConfig(
     name='small',

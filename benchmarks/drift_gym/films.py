@@ -68,6 +68,10 @@ def draw_film(size: int, findings: Dict[str, Finding], rng: np.random.Generator)
     """A ``size`` x ``size`` uint8 grey film showing exactly ``findings`` (observation -> details)."""
     s = float(size)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    # drawn first, so a film with one more finding is the same film otherwise
+    contrast, brightness = rng.uniform(0.9, 1.1), rng.uniform(-0.04, 0.04)
+    noise = rng.normal(0, 0.025, (size, size)).astype(np.float32)
+    finding_rng = np.random.default_rng(rng.integers(2 ** 32))
     img = np.full((size, size), 0.04, np.float32)
     scale = rng.uniform(0.93, 1.05)
     cx = s / 2 + rng.uniform(-0.03, 0.03) * s
@@ -87,7 +91,8 @@ def draw_film(size: int, findings: Dict[str, Finding], rng: np.random.Generator)
     for mask, _ in lungs.values():
         img[mask] += markings[mask]
     img[(np.abs(xx - cx) < 0.06 * s) & (yy < cy)] = 0.5          # mediastinum
-    ratio = (rng.uniform(0.56, 0.66) if 'Cardiomegaly' in findings else rng.uniform(0.36, 0.46))
+    ratio = rng.uniform(0.56, 0.66) if 'Cardiomegaly' in findings else rng.uniform(0.36, 0.46)
+    rng = finding_rng
     heart_rx = ratio * half_w
     heart = _ellipse(yy, xx, cy + 0.14 * s, cx + 0.04 * s, 0.15 * s * scale, heart_rx)
     img[heart] = np.maximum(img[heart], 0.58)
@@ -121,7 +126,5 @@ def draw_film(size: int, findings: Dict[str, Finding], rng: np.random.Generator)
             beyond = mask & (yy < top + depth) & ((xx - edge_x) * outer > 0)
             img[beyond] = 0.0
             _line(img, top + 0.05 * s, edge_x, top + depth, edge_x + outer * 0.05 * s, 0.95, 2.0)
-    contrast = rng.uniform(0.9, 1.1)
-    img = (img - 0.3) * contrast + 0.3 + rng.uniform(-0.04, 0.04)
-    img += rng.normal(0, 0.025, img.shape).astype(np.float32)
+    img = (img - 0.3) * contrast + 0.3 + brightness + noise
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)

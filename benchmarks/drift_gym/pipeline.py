@@ -174,9 +174,10 @@ class Pipeline:
         if config.consensus == 'majority':
             return [f'majority-rows-{self.data_name(config)[5:]}'], paths.majority_consensus
         stage1_step, checkpoint = self.stage1(config, seed, 'teachers')
-        name = f'consensus-{stage1_step[len("stage1-"):]}-{_hash(config.max_new_tokens)}'
+        name = f'consensus-{stage1_step[len("stage1-"):]}-{_hash(config.max_new_tokens, config.consensus_temperature)}'
         needs = [stage1_step, f'consensus-requests-{self.data_name(config)[5:]}']
-        return [name], self._infer(name, checkpoint, paths.requests, config, seed, needs)
+        return [name], self._infer(name, checkpoint, paths.requests, config, seed, needs,
+                                   temperature=config.consensus_temperature)
 
     def preference_data(self, config: GymConfig, seed: int) -> Tuple[str, Dict[str, str]]:
         """data_prep apo on the consensus, and the pairwise and consensus-SFT rows made from its rows."""

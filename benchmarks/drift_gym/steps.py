@@ -87,7 +87,10 @@ class Runner:
                 os.unlink(path)
         started = time.time()
         if step.command is None:
-            step.action()
+            try:
+                step.action()
+            except (OSError, ValueError, KeyError) as e:
+                raise StepFailed(f'step {step.name} failed: {step.signature}: {type(e).__name__}: {e}') from e
         else:
             log_path = os.path.join(self.out, 'logs', f'{step.name}.log')
             os.makedirs(os.path.dirname(log_path), exist_ok=True)
