@@ -261,3 +261,82 @@ def test_steps_run_once_and_redo_when_their_command_changes(tmp_path):
     failing.add(Step('fails', [str(tmp_path / 'never')], command=[sys.executable, '-c', 'raise SystemExit(3)']))
     with pytest.raises(StepFailed, match='step fails failed \\(exit 3\\)'):
         failing.run()
+
+
+# -- end to end: every stage and arm through the real CLIs (the ``ci`` configuration) ---------------------------------
+@pytest.fixture(scope='module')
+def ci_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp('gym-ci') / 'run'
+    command = [sys.executable, '-m', 'benchmarks.drift_gym', 'run', '--config', 'ci', '--out', str(out), '--jobs', '2']
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env={**os.environ, 'HF_HUB_OFFLINE': '1'})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return out, command
+
+
+def _work(out: Path, prefix: str) -> Path:
+    found = sorted(p for p in (out / 'work').iterdir() if p.name.startswith(prefix) and p.is_dir())
+    assert len(found) == 1, (prefix, found)
+    return found[0]
+
+
+def test_ci_run_trains_each_arm_as_specified(ci_run):
+    out, _ = ci_run
+    config = gym_config.CI
+    args = {arm: json.load(open(_work(out, f'arm-{arm}-s0-') / 'args.json')) for arm in 'abcde'}
+    assert [args[a].get('rlhf_type') for a in 'abcde'] == [None, None, None, 'dpo', 'apo']
+    assert args['d']['per_device_train_batch_size'] == config.batch_size * config.teachers
+    assert all(args[a]['per_device_train_batch_size'] == config.batch_size for a in 'abce')
+    assert all(args[a]['max_steps'] == config.stage2_steps for a in 'abcde')
+    assert args['d']['beta'] == args['e']['beta'] == config.beta
+    assert args['b']['model'].startswith(str(_work(out, 'stage1-majority-s0-')))
+    assert all(args[a]['model'].startswith(str(_work(out, 'stage1-teachers-s0-'))) for a in 'acde')
+    assert args['b']['dataset'][0].endswith('majority_sft.jsonl') and args['a']['dataset'][0].endswith('/sft.jsonl')
+    # the pairwise rows are the APO rows split, one per rejected trace
+    data = _work(out, 'apo-data-')
+    apo = read_jsonl(str(data / 'apo.jsonl'))
+    pairs = read_jsonl(str(data / 'pairs.jsonl'))
+    assert len(pairs) == sum(len(r['rejected_response']) for r in apo) > len(apo) > 0
+    assert {p['rejected_response'] for p in pairs} == {t for r in apo for t in r['rejected_response']}
+
+
+def test_ci_page_figures_come_from_the_answer_files(ci_run):
+    out, _ = ci_run
+    results = json.load(open(out / 'results.json'))
+    page = (out / 'drift_gym.md').read_text()
+    for arm in 'abcde':
+        assert f'| ({arm}) ' in page
+    data = _work(out, 'data-')
+    truth = {}
+    for item in read_jsonl(str(data / 'test.items.jsonl')):
+        truth[item['id']] = item['label']
+    drift = json.load(open(out / 'reports' / 'main' / 'drift-s0' / 'drift.json'))
+    for arm in 'abcde':
+        run = _work(out, f'answers-arm-{arm}-s0-')
+        # answer reader: the page's macro accuracy is the classify result's mean correctness over items
+        scored = json.load(open(run / 'scores-test' / f'arm-{arm}.json'))
+        assert {i['id'] for i in scored['items']} == set(truth)
+        mean = sum(i['correct'] for i in scored['items']) / len(scored['items'])
+        assert results['main']['arms'][arm]['answer_reader']['macro'] == pytest.approx(mean)
+        assert results['main']['arms'][arm]['answer_reader']['macro'] == pytest.approx(scored['average']['accuracy'])
+        # findings reader: per finding, the drift report's label accuracy of the same answers
+        per_finding = results['main']['arms'][arm]['findings_reader']['per_finding']
+        for finding, value in per_finding.items():
+            assert value == pytest.approx(drift['label_accuracy'][f'arm-{arm}'][finding]['accuracy'])
+    teacher = gym_config.CI and TEACHERS[0].name
+    scored = json.load(open(_work(out, 'teachers-') / 'scores-test' / f'{teacher}.json'))
+    assert results['main']['teachers'][teacher]['answer_reader']['macro'] == pytest.approx(scored['average']['accuracy'])
+    d = results['main']['apo_versus']['d']['answer_reader']
+    e_minus_d = (results['main']['arms']['e']['answer_reader']['macro'] -
+                 results['main']['arms']['d']['answer_reader']['macro'])
+    assert d['delta'] == pytest.approx(e_minus_d)
+
+
+def test_ci_rerun_keeps_every_step(ci_run):
+    out, command = ci_run
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env={**os.environ, 'HF_HUB_OFFLINE': '1'})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert 'done before, kept' in done.stdout
+    started = [line for line in done.stdout.splitlines()
+               if line.startswith('== ') and 'done before' not in line and not line.startswith('== drift gym')]
+    assert started == []
+    assert (out / 'drift_gym.md').is_file()

@@ -52,15 +52,17 @@ class GymConfig:
     # -- training (every arm gets the same) ---------------------------------------------------------------------
     seeds: Tuple[int, ...] = (0, 1, 2)
     batch_size: int = 16          # prompts (studies) per optimizer step, every stage and arm
-    stage1_steps: int = 120
-    stage2_steps: int = 40        # arms a, c, d, e continue stage 1 for this many steps; arm b trains for both
+    stage1_steps: int = 1000
+    stage2_steps: int = 60        # every arm: stage 1 (SFT) for stage1_steps, then its stage 2 for this many
     stage1_lr: float = 1e-3
-    stage2_lrs: Tuple[float, ...] = (2e-4,)   # the grid every stage-2 arm runs; the validation studies choose
+    stage2_lrs: Tuple[float, ...] = (1e-4,)   # the grid every stage-2 arm runs; the validation studies choose
     beta: float = 0.1             # DPO / APO
     max_length: int = 1024
     max_new_tokens: int = 96
     consensus: str = 'student'    # where t+ comes from: the stage-1 student (the method) or the teachers' majority
     consensus_temperature: float = 0.0   # 0: greedy; the CI's barely trained student only writes text when sampled
+                                         # (top 10 tokens: an untrained student's tail holds vision tokens, which
+                                         # swift infer writes out as text and which would break stage 2's encoding)
     # -- evaluation ---------------------------------------------------------------------------------------------
     consistency_samples: int = 0  # sampled answers per held-out study for self-consistency (0: greedy only)
     n_boot: int = 2000
@@ -70,7 +72,8 @@ class GymConfig:
     sweep_lrs: Optional[Tuple[float, ...]] = None   # stage-2 grid of the sweep points (default: stage2_lrs)
     # -- where it runs ------------------------------------------------------------------------------------------
     device: str = 'cpu'           # cpu: float32, no AMP; cuda: bfloat16
-    threads: int = 2              # OMP threads per process on the CPU
+    threads: int = 1              # OMP threads per process on the CPU (2 steps run at a time: 1 each; more
+                                  # threads than free cores slows torch's CPU kernels many times over)
 
     def data_fields(self) -> Dict[str, Any]:
         """What the synthetic studies depend on (``make``'s part of the config)."""
@@ -87,18 +90,18 @@ class GymConfig:
 
 CI = GymConfig(
     name='ci', train_studies=24, val_studies=4, test_studies=8, image_size=56, teachers=3, hidden_size=32,
-    num_layers=1, vision_depth=1, vision_hidden=32, vocab_size=512, seeds=(0,), batch_size=4, stage1_steps=3,
+    num_layers=1, vision_depth=1, vision_hidden=32, vocab_size=512, seeds=(0,), batch_size=4, stage1_steps=40,
     stage2_steps=2, max_new_tokens=24, n_boot=200, max_length=768, consensus_temperature=1.0)
 
 SMALL = GymConfig(
     name='small',
     sweeps={'teachers': [3, 5], 'drift': [0.0, 0.5], 'beta': [0.03, 0.3], 'consensus': ['majority']},
-    sweep_lrs=(5e-5, 2e-4, 5e-4))
+    sweep_lrs=(3e-5, 1e-4, 3e-4))
 
 GPU = GymConfig(
     name='gpu', train_studies=4096, val_studies=256, test_studies=512, image_size=112, hidden_size=512,
-    num_layers=4, vision_depth=4, vision_hidden=128, vocab_size=2048, batch_size=32, stage1_steps=600,
-    stage2_steps=200, stage1_lr=5e-4, stage2_lrs=(5e-5, 2e-4, 5e-4), consistency_samples=4, device='cuda',
+    num_layers=4, vision_depth=4, vision_hidden=128, vocab_size=2048, batch_size=32, stage1_steps=3000,
+    stage2_steps=300, stage1_lr=5e-4, stage2_lrs=(3e-5, 1e-4, 3e-4), consistency_samples=4, device='cuda', threads=4,
     sweeps={'teachers': [3, 5], 'drift': [0.0, 0.5], 'beta': [0.03, 0.3], 'consensus': ['majority']})
 
 NAMED = {c.name: c for c in (CI, SMALL, GPU)}

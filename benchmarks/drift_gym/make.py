@@ -61,7 +61,7 @@ def draw_study(config: GymConfig, index: int, split: str) -> Dict[str, Any]:
         present = rng.random() < config.prevalence
         details = draw_details(observation, rng)
         truth[observation] = details if present else None
-    order = [config.observations[i] for i in rng.permutation(len(config.observations))]
+    order = list(config.observations)   # one question for every study: the findings in the panel's order
     film = draw_film(config.image_size, {o: f for o, f in truth.items() if f is not None}, rng)
     traces = [write_trace(teacher, order, truth, config.drift, _rng(config.data_seed, index, 1 + t))
               for t, teacher in enumerate(TEACHERS[:config.teachers])]

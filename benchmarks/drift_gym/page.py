@@ -99,12 +99,17 @@ def _table(results: PointResults, reader: int) -> List[str]:
         s = results.summary(arm, reader)
         cells = ' | '.join(fmt(*c) for c in s.per_finding)
         lines.append(f'| ({arm}) {ARM_NAMES[arm]} | {cells} | **{fmt(s.mean, s.low, s.high)}** | '
-                     f'{spread(list(s.per_seed))} | {results.parse[arm]:.2f} |')
+                     f'{spread(list(s.per_seed))} | {_parse(results, arm, reader)} |')
     for teacher in results.teachers:
         s = results.summary(teacher, reader)
         cells = ' | '.join(fmt(c[0]) for c in s.per_finding)
-        lines.append(f'| teacher {teacher} | {cells} | {fmt(s.mean, s.low, s.high)} | – | {results.parse[teacher]:.2f} |')
+        lines.append(f'| teacher {teacher} | {cells} | {fmt(s.mean, s.low, s.high)} | – | {_parse(results, teacher, reader)} |')
     return lines
+
+
+def _parse(results: PointResults, name: str, reader: int) -> str:
+    """The answer reader's parse rate (an unread answer counts as wrong); the findings reader reads every text."""
+    return f'{results.parse[name]:.2f}' if reader == 0 else '–'
 
 
 def _versus_table(results: PointResults, reader: int) -> List[str]:

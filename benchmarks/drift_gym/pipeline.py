@@ -110,14 +110,14 @@ class Pipeline:
         return checkpoint
 
     def _infer(self, name: str, checkpoint: str, requests: str, config: GymConfig, seed: int, needs: List[str],
-               temperature: float = 0.0) -> str:
+               temperature: float = 0.0, top_k: int = 50) -> str:
         result = os.path.join(self._dir(name), 'results.jsonl')
         command = [SWIFT, 'infer', '--model', checkpoint, *self._model_flags(), '--val_dataset', requests,
                    '--result_path', result, '--max_new_tokens', str(config.max_new_tokens),
                    '--temperature', f'{temperature:g}', '--max_batch_size', '64', '--seed', str(seed),
                    '--torch_dtype', 'bfloat16' if self.device == 'cuda' else 'float32']
         if temperature > 0:
-            command += ['--top_k', '50', '--top_p', '1']
+            command += ['--top_k', str(top_k), '--top_p', '1']
         env = {**self.env, 'MAX_PIXELS': str(config.image_size ** 2)}
         self.runner.add(Step(name, [result], command=command, needs=needs, env=env, clean=[self._dir(name)]))
         return result
@@ -177,7 +177,7 @@ class Pipeline:
         name = f'consensus-{stage1_step[len("stage1-"):]}-{_hash(config.max_new_tokens, config.consensus_temperature)}'
         needs = [stage1_step, f'consensus-requests-{self.data_name(config)[5:]}']
         return [name], self._infer(name, checkpoint, paths.requests, config, seed, needs,
-                                   temperature=config.consensus_temperature)
+                                   temperature=config.consensus_temperature, top_k=10)
 
     def preference_data(self, config: GymConfig, seed: int) -> Tuple[str, Dict[str, str]]:
         """data_prep apo on the consensus, and the pairwise and consensus-SFT rows made from its rows."""

@@ -123,12 +123,10 @@ def write_trace(teacher: Teacher, question_order: Sequence[str], truth: Dict[str
         style = teacher.style
     else:
         style = STYLES[int(rng.integers(len(STYLES)))]
-    order = list(question_order) if rng.random() < 0.5 else sorted(question_order, key=ANATOMY.index)
-    return Trace(teacher.name, WRITERS[style](order, calls, rng), 'answer', calls)
+    return Trace(teacher.name, WRITERS[style](question_order, calls, rng), 'answer', calls)
 
 
 # -- how findings are written ------------------------------------------------------------------------------------
-ANATOMY = ('Consolidation', 'Pneumothorax', 'Pleural Effusion', 'Cardiomegaly', 'Support Devices')
 NAMES = {'Consolidation': 'consolidation', 'Pleural Effusion': 'pleural effusion', 'Pneumothorax': 'pneumothorax',
          'Cardiomegaly': 'cardiomegaly', 'Support Devices': 'support devices'}
 
