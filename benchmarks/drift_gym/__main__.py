@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
         if name == 'run':
             sub.add_argument('--sweeps', action='store_true', help='also run the sweeps the configuration lists')
             sub.add_argument('--jobs', type=int, default=2, help='steps run at a time (default 2)')
+            sub.add_argument('--dry-run', action='store_true',
+                             help='print the steps of the training phase that are not done yet, run nothing')
     return parser
 
 
@@ -48,6 +50,9 @@ def main(argv=None) -> int:
         from .page import write
         out = args.out or os.path.join('runs', 'drift_gym', config.name)
         experiment = Experiment(config, out, args.jobs, args.sweeps)
+        if args.dry_run:
+            print('\n'.join(experiment.dry_run()))
+            return 0
         outcome = experiment.run()
         page = write(experiment, outcome, args.sweeps)
         print(f'== drift gym: {page} ({outcome["seconds"] / 60:.1f} min)')

@@ -95,14 +95,14 @@ CI = GymConfig(
 
 SMALL = GymConfig(
     name='small',
-    sweeps={'teachers': [3, 5], 'drift': [0.0, 0.5], 'beta': [0.03, 0.3], 'consensus': ['majority']},
-    sweep_lrs=(3e-5, 1e-4, 3e-4))
+    sweeps={'consensus': ['majority'], 'beta': [0.03, 0.3], 'drift': [0.0, 0.5], 'teachers': [3, 5]},
+    sweep_seeds=(0, 1), sweep_lrs=(3e-5, 1e-4, 3e-4))
 
 GPU = GymConfig(
     name='gpu', train_studies=4096, val_studies=256, test_studies=512, image_size=112, hidden_size=512,
     num_layers=4, vision_depth=4, vision_hidden=128, vocab_size=2048, batch_size=32, stage1_steps=3000,
     stage2_steps=300, stage1_lr=5e-4, stage2_lrs=(3e-5, 1e-4, 3e-4), consistency_samples=4, device='cuda', threads=4,
-    sweeps={'teachers': [3, 5], 'drift': [0.0, 0.5], 'beta': [0.03, 0.3], 'consensus': ['majority']})
+    sweeps={'consensus': ['majority'], 'beta': [0.03, 0.3], 'drift': [0.0, 0.5], 'teachers': [3, 5]})
 
 NAMED = {c.name: c for c in (CI, SMALL, GPU)}
 

@@ -150,6 +150,12 @@ class Experiment:
             reports['drift'][seed] = os.path.join(out, 'drift.json')
         return reports
 
+    def dry_run(self) -> List[str]:
+        """What phase 1 would run (phase 2 depends on its results): one line per step."""
+        for point in self.points:
+            self.plan_scores(point)
+        return [f'{s.name}: {s.key()}' for s in self.runner.plan()]
+
     def run(self) -> Dict:
         started, load = time.time(), os.getloadavg()
         for point in self.points:

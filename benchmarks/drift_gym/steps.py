@@ -48,6 +48,8 @@ class Runner:
         self.log = log
         self.steps: Dict[str, Step] = {}
         self._lock = threading.Lock()
+        # in-process actions share the interpreter (torch's global RNG when a student is built): one at a time
+        self._action_lock = threading.Lock()
         self._record_path = os.path.join(out, RECORD)
         try:
             with open(self._record_path, encoding='utf-8') as f:
@@ -88,7 +90,8 @@ class Runner:
         started = time.time()
         if step.command is None:
             try:
-                step.action()
+                with self._action_lock:
+                    step.action()
             except (OSError, ValueError, KeyError) as e:
                 raise StepFailed(f'step {step.name} failed: {step.signature}: {type(e).__name__}: {e}') from e
         else:
@@ -106,6 +109,10 @@ class Runner:
         if missing:
             raise StepFailed(f'step {step.name} finished without writing {missing}: {step.key()}')
         return time.time() - started
+
+    def plan(self) -> List[Step]:
+        """The steps a run would execute now, in order (for ``--dry-run``)."""
+        return [s for s in self.steps.values() if not self.is_done(s)]
 
     def run(self, targets: Optional[List[str]] = None) -> Dict[str, float]:
         """Run ``targets`` (default: every step) and what they need; returns seconds per step run now."""
