@@ -325,7 +325,7 @@ def test_ci_page_figures_come_from_the_answer_files(ci_run):
     teacher = gym_config.CI and TEACHERS[0].name
     scored = json.load(open(_work(out, 'teachers-') / 'scores-test' / f'{teacher}.json'))
     assert results['main']['teachers'][teacher]['answer_reader']['macro'] == pytest.approx(scored['average']['accuracy'])
-    d = results['main']['apo_versus']['d']['answer_reader']
+    d = results['main']['apo_versus']['e - d']['answer_reader']
     e_minus_d = (results['main']['arms']['e']['answer_reader']['macro'] -
                  results['main']['arms']['d']['answer_reader']['macro'])
     assert d['delta'] == pytest.approx(e_minus_d)
@@ -340,3 +340,21 @@ def test_ci_rerun_keeps_every_step(ci_run):
                if line.startswith('== ') and 'done before' not in line and not line.startswith('== drift gym')]
     assert started == []
     assert (out / 'drift_gym.md').is_file()
+
+
+def test_a_redone_step_redoes_what_needs_it(tmp_path):
+    ran = []
+
+    def plan(first: str):
+        runner = Runner(str(tmp_path), log=lambda *_: None)
+        a, b = tmp_path / 'a.txt', tmp_path / 'b.txt'
+        runner.add(Step('a', [str(a)], action=lambda: (ran.append('a'), a.write_text(first)), signature=first))
+        runner.add(Step('b', [str(b)], needs=['a'], signature='b from a',
+                        action=lambda: (ran.append('b'), b.write_text(a.read_text() + '!'))))
+        return runner
+
+    plan('one').run()
+    plan('one').run()
+    assert ran == ['a', 'b']
+    plan('two').run()
+    assert ran == ['a', 'b', 'a', 'b'] and (tmp_path / 'b.txt').read_text() == 'two!'

@@ -60,6 +60,7 @@ class GymConfig:
     max_length: int = 1024
     max_new_tokens: int = 96
     consensus: str = 'student'    # where t+ comes from: the stage-1 student (the method) or the teachers' majority
+    compare_consensus: bool = True   # the main table also runs arms c, d, e with t+ from the other source
     consensus_temperature: float = 0.0   # 0: greedy; the CI's barely trained student only writes text when sampled
                                          # (top 10 tokens: an untrained student's tail holds vision tokens, which
                                          # swift infer writes out as text and which would break stage 2's encoding)
@@ -70,6 +71,7 @@ class GymConfig:
     sweeps: Dict[str, List[Any]] = field(default_factory=dict)
     sweep_seeds: Optional[Tuple[int, ...]] = None   # seeds of the sweep points (default: seeds)
     sweep_lrs: Optional[Tuple[float, ...]] = None   # stage-2 grid of the sweep points (default: stage2_lrs)
+    sweep_consensus: Optional[str] = None           # t+ of the sweep points (default: consensus)
     # -- where it runs ------------------------------------------------------------------------------------------
     device: str = 'cpu'           # cpu: float32, no AMP; cuda: bfloat16
     threads: int = 1              # OMP threads per process on the CPU (2 steps run at a time: 1 each; more
@@ -91,18 +93,19 @@ class GymConfig:
 CI = GymConfig(
     name='ci', train_studies=24, val_studies=4, test_studies=8, image_size=56, teachers=3, hidden_size=32,
     num_layers=1, vision_depth=1, vision_hidden=32, vocab_size=512, seeds=(0,), batch_size=4, stage1_steps=40,
-    stage2_steps=2, max_new_tokens=24, n_boot=200, max_length=768, consensus_temperature=1.0)
+    stage2_steps=2, max_new_tokens=24, n_boot=200, max_length=768, consensus_temperature=1.0,
+    compare_consensus=False)
 
 SMALL = GymConfig(
     name='small',
-    sweeps={'consensus': ['majority'], 'beta': [0.03, 0.3], 'drift': [0.0, 0.5], 'teachers': [3, 5]},
-    sweep_seeds=(0, 1), sweep_lrs=(3e-5, 1e-4, 3e-4))
+    sweeps={'beta': [0.03, 0.3], 'drift': [0.0, 0.5], 'teachers': [3, 5]},
+    sweep_seeds=(0, 1), sweep_lrs=(3e-5, 1e-4, 3e-4), sweep_consensus='majority')
 
 GPU = GymConfig(
     name='gpu', train_studies=4096, val_studies=256, test_studies=512, image_size=112, hidden_size=512,
     num_layers=4, vision_depth=4, vision_hidden=128, vocab_size=2048, batch_size=32, stage1_steps=3000,
     stage2_steps=300, stage1_lr=5e-4, stage2_lrs=(3e-5, 1e-4, 3e-4), consistency_samples=4, device='cuda', threads=4,
-    sweeps={'consensus': ['majority'], 'beta': [0.03, 0.3], 'drift': [0.0, 0.5], 'teachers': [3, 5]})
+    sweeps={'beta': [0.03, 0.3], 'drift': [0.0, 0.5], 'teachers': [3, 5]}, sweep_seeds=(0, 1, 2))
 
 NAMED = {c.name: c for c in (CI, SMALL, GPU)}
 
@@ -119,6 +122,8 @@ def _coerce(name: str, value: Any, where: str) -> Any:
             items = value.split(',') if isinstance(value, str) else list(value)
             kind = type(default[0]) if default else str
             return tuple(kind(v) for v in items)
+        if name == 'sweep_consensus':
+            return None if value in (None, '', 'none') else str(value)
         if name in ('sweep_seeds', 'sweep_lrs'):
             if value is None:
                 return None
@@ -151,8 +156,9 @@ def check(config: GymConfig, where: str) -> GymConfig:
         bad('drift', f'{config.drift}: between 0 and 1')
     if not 0 < config.prevalence < 1:
         bad('prevalence', f'{config.prevalence}: between 0 and 1')
-    if config.consensus not in CONSENSUS_SOURCES:
-        bad('consensus', f'{config.consensus!r}: one of {", ".join(CONSENSUS_SOURCES)}')
+    for name in ('consensus', 'sweep_consensus'):
+        if getattr(config, name) not in CONSENSUS_SOURCES + ((None,) if name == 'sweep_consensus' else ()):
+            bad(name, f'{getattr(config, name)!r}: one of {", ".join(CONSENSUS_SOURCES)}')
     if config.device not in ('cpu', 'cuda'):
         bad('device', f'{config.device!r}: cpu or cuda')
     for name in ('train_studies', 'test_studies', 'batch_size', 'stage1_steps', 'stage2_steps', 'hidden_size',
@@ -179,7 +185,9 @@ def sweep_point(config: GymConfig, name: str, value: Any) -> GymConfig:
     changes = {target: _coerce(target, value, f'sweeps.{name}'), 'sweeps': {}}
     changes['seeds'] = config.sweep_seeds or config.seeds
     changes['stage2_lrs'] = config.sweep_lrs or config.stage2_lrs
-    return config.with_changes(**changes)
+    if name != 'consensus' and config.sweep_consensus:
+        changes['consensus'] = config.sweep_consensus
+    return config.with_changes(compare_consensus=False, **changes)
 
 
 def main_point(config: GymConfig) -> GymConfig:

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from .config import ARMS, GymConfig, main_point, sweep_point
+from .config import ARMS, CONSENSUS_SOURCES, GymConfig, main_point, sweep_point
 from .pipeline import ArmRun, Pipeline, write_teacher_answers
 from .steps import Runner, Step, python_module
 from .teachers import TEACHERS
@@ -33,7 +33,11 @@ class Point:
 
 
 def points(config: GymConfig, with_sweeps: bool) -> List[Point]:
+    """The main point first; with ``compare_consensus`` the main point with t+ from the other source second."""
     found = [Point('main', main_point(config))]
+    if config.compare_consensus:
+        other = next(c for c in CONSENSUS_SOURCES if c != config.consensus)
+        found.append(Point(f'main:consensus={other}', main_point(config).with_changes(consensus=other)))
     if with_sweeps:
         for name, values in config.sweeps.items():
             reference = sweep_point(config, name, getattr(config, name))
@@ -108,11 +112,15 @@ class Experiment:
                     best, best_score = lr, mean
             point.chosen_lr[arm] = best
 
+    def main_points(self) -> List[Point]:
+        return [p for p in self.points if p.label.startswith('main')]
+
     def chosen(self, point: Point, arm: str, seed: int) -> ArmRun:
         return next(r for r in point.runs if r.arm == arm and r.seed == seed and r.lr == point.chosen_lr[arm])
 
-    def plan_reports(self, point: Point) -> Dict[str, Dict]:
-        """Consistency and drift reports of the chosen runs of ``point``; returns where they are."""
+    def plan_reports(self, main: List[Point]) -> Dict[str, Dict]:
+        """Consistency and drift reports of the chosen runs of the main point(s); returns where they are."""
+        point = main[0]
         config, data = point.config, point.data
         reports: Dict[str, Dict] = {'consistency': {}, 'drift': {}}
         folder = os.path.join(self.out, 'reports', point.label.replace('=', '-'))
@@ -126,9 +134,9 @@ class Experiment:
         reports['consistency']['teachers'] = result
         for seed in config.seeds:
             sources = []
-            for arm in ARMS:
-                run = self.chosen(point, arm, seed)
-                name = f'arm-{arm}-s{seed}'
+            for source, arm in arms_of(main):
+                run = self.chosen(source, arm, seed)
+                name = f'{source_name(source, arm)}-s{seed}'
                 out = os.path.join(folder, 'consistency')
                 answers = [os.path.join(run.answers, 'test.answers.jsonl')]
                 samples = os.path.join(run.answers, 'test.samples.jsonl')
@@ -139,8 +147,8 @@ class Experiment:
                                      command=python_module('evaluation', 'consistency', '--answers', *answers,
                                                            '--dataset', items, *LABELS, '--name', name,
                                                            '--out', out)))
-                reports['consistency'][(arm, seed)] = result
-                sources += ['--source', f'arm-{arm}={os.path.join(run.answers, "test.studies.jsonl")}']
+                reports['consistency'][(source_name(source, arm), seed)] = result
+                sources += ['--source', f'{source_name(source, arm)}={os.path.join(run.answers, "test.studies.jsonl")}']
             out = os.path.join(folder, f'drift-s{seed}')
             self.runner.add(Step(f'drift-{point.label}-s{seed}', [os.path.join(out, 'drift.json')], clean=[out],
                                  command=python_module('data_prep', 'report', '--dataset',
@@ -163,10 +171,20 @@ class Experiment:
         self.runner.run()
         for point in self.points:
             self.choose_learning_rates(point)
-        reports = self.plan_reports(self.points[0])
+        reports = self.plan_reports(self.main_points())
         self.runner.run()
         return {'seconds': time.time() - started, 'load_start': load, 'load_end': os.getloadavg(),
                 'reports': reports}
+
+
+def arms_of(main: List[Point]) -> List[Tuple[Point, str]]:
+    """(point, arm) of the main table: every arm of the first point, then arms c, d, e of the second."""
+    return [(main[0], arm) for arm in ARMS] + [(point, arm) for point in main[1:] for arm in 'cde']
+
+
+def source_name(point: Point, arm: str) -> str:
+    """``arm-e``, or ``arm-e-majority`` for the second setting of t+."""
+    return f'arm-{arm}' if point.label == 'main' else f'arm-{arm}-{point.config.consensus}'
 
 
 def _read(path: str) -> Dict:

@@ -72,8 +72,17 @@ class Runner:
         return step
 
     def is_done(self, step: Step) -> bool:
+        """Finished before with the same command, outputs present, and after every step it needs (so a redone
+        step redoes what was made from it)."""
         entry = self.record.get(step.name)
-        return bool(entry and entry.get('key') == step.key() and all(os.path.exists(p) for p in step.outputs))
+        if not (entry and entry.get('key') == step.key() and all(os.path.exists(p) for p in step.outputs)):
+            return False
+        for need in step.needs:
+            # records without a time (older runs) count as made in order
+            before = self.record.get(need, {}).get('finished', 0)
+            if not self.is_done(self.steps[need]) or before > entry.get('finished', 0):
+                return False
+        return True
 
     def _save_record(self) -> None:
         tmp = self._record_path + '.tmp'
@@ -157,7 +166,8 @@ class Runner:
                         failure = failure or e
                         continue
                     with self._lock:
-                        self.record[name] = {'key': self.steps[name].key(), 'seconds': round(seconds, 1)}
+                        self.record[name] = {'key': self.steps[name].key(), 'seconds': round(seconds, 1),
+                                             'finished': time.time()}
                         self._save_record()
                     self.timings[name] = seconds
                     finished.add(name)
