@@ -15,9 +15,12 @@ from typing import Dict, List, Optional, Tuple
 from .config import ARMS, CONSENSUS_SOURCES, GymConfig, main_point, sweep_point
 from .pipeline import ArmRun, Pipeline, write_teacher_answers
 from .steps import Runner, Step, python_module
+from .student import REPO
 from .teachers import TEACHERS
 
 LABELS = ['--labels', 'presence', '--prompt-template', '{question}']
+# the readers behind every score: a change there (another engineer's, say) rescores, without retraining
+READERS_CODE = tuple(str(REPO / package) for package in ('evaluation', 'clinical_text', 'data_prep'))
 
 
 @dataclass
@@ -63,7 +66,7 @@ class Experiment:
         result = os.path.join(out_dir, f'{name}.json')
         command = python_module('evaluation', 'classify', '--answers', answers, '--name', name, '--dataset', items,
                                 *LABELS, '--n-boot', str(self.config.n_boot), '--out', out_dir)
-        self.runner.add(Step(step, [result], command=command, needs=needs, clean=[result]))
+        self.runner.add(Step(step, [result], command=command, needs=needs, clean=[result], code=READERS_CODE))
         return result
 
     def plan_scores(self, point: Point) -> None:
@@ -128,7 +131,7 @@ class Experiment:
         teacher_step = f'consistency-teachers-{os.path.basename(data)}'
         teacher_out = os.path.join(self.out, 'work', f'teachers-{os.path.basename(data)[5:]}', 'consistency')
         result = os.path.join(teacher_out, 'test.teachers.consistency.json')
-        self.runner.add(Step(teacher_step, [result], clean=[result], needs=[],
+        self.runner.add(Step(teacher_step, [result], clean=[result], needs=[], code=READERS_CODE,
                              command=python_module('evaluation', 'consistency', '--teachers',
                                                    os.path.join(data, 'test.jsonl'), '--out', teacher_out)))
         reports['consistency']['teachers'] = result
@@ -143,7 +146,7 @@ class Experiment:
                 if config.consistency_samples:
                     answers = [samples]
                 result = os.path.join(out, f'{name}.consistency.json')
-                self.runner.add(Step(f'consistency-{point.label}-{name}', [result], clean=[result],
+                self.runner.add(Step(f'consistency-{point.label}-{name}', [result], clean=[result], code=READERS_CODE,
                                      command=python_module('evaluation', 'consistency', '--answers', *answers,
                                                            '--dataset', items, *LABELS, '--name', name,
                                                            '--out', out)))
@@ -151,6 +154,7 @@ class Experiment:
                 sources += ['--source', f'{source_name(source, arm)}={os.path.join(run.answers, "test.studies.jsonl")}']
             out = os.path.join(folder, f'drift-s{seed}')
             self.runner.add(Step(f'drift-{point.label}-s{seed}', [os.path.join(out, 'drift.json')], clean=[out],
+                                 code=READERS_CODE,
                                  command=python_module('data_prep', 'report', '--dataset',
                                                        os.path.join(data, 'test.jsonl'), '--labels-csv',
                                                        os.path.join(data, 'truth.csv'), '--workers', '1',

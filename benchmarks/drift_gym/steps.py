@@ -7,6 +7,8 @@ runs, so an interrupted run never leaves a half-written result that a rerun woul
 command's output goes to ``<out>/logs/<step>.log``; a failure stops the run, naming the step, its command and its
 log, and keeps every step that finished.
 """
+import functools
+import hashlib
 import json
 import os
 import shlex
@@ -17,7 +19,7 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 RECORD = '.gym-steps.json'
 
@@ -36,9 +38,27 @@ class Step:
     needs: List[str] = field(default_factory=list)
     env: Dict[str, str] = field(default_factory=dict)
     clean: Optional[List[str]] = None           # removed before it runs (default: its outputs)
+    code: Tuple[str, ...] = ()                  # source folders whose change redoes it (the readers of a score)
 
     def key(self) -> str:
-        return shlex.join(self.command) if self.command is not None else self.signature
+        key = shlex.join(self.command) if self.command is not None else self.signature
+        return key + (f'  # code {code_digest(self.code)}' if self.code else '')
+
+
+@functools.lru_cache(maxsize=None)
+def code_digest(folders: Tuple[str, ...]) -> str:
+    """A hash of the Python and YAML sources under ``folders``."""
+    digest = hashlib.sha256()
+    for folder in folders:
+        for root, dirs, files in sorted(os.walk(folder)):
+            dirs.sort()
+            for name in sorted(files):
+                if name.endswith(('.py', '.yaml')):
+                    path = os.path.join(root, name)
+                    digest.update(os.path.relpath(path, folder).encode())
+                    with open(path, 'rb') as f:
+                        digest.update(f.read())
+    return digest.hexdigest()[:12]
 
 
 class Runner:
