@@ -103,8 +103,9 @@ def test_truth_row_by_hand():
 
 def test_the_dataset_is_what_data_prep_reads(gym_data, tmp_path):
     out = tmp_path / 'sft.jsonl'
-    done = subprocess.run([sys.executable, '-m', 'data_prep', 'sft', '--dataset', os.path.join(gym_data, 'teachers.jsonl'),
-                           '--eval-fraction', '0', '--out', str(out)], capture_output=True, text=True, cwd=REPO)
+    command = [sys.executable, '-m', 'data_prep', 'sft', '--dataset', os.path.join(gym_data, 'teachers.jsonl'),
+               '--eval-fraction', '0', '--out', str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr
     rows = read_jsonl(str(out))
     teachers = read_jsonl(os.path.join(gym_data, 'teachers.jsonl'))
@@ -322,9 +323,10 @@ def test_ci_page_figures_come_from_the_answer_files(ci_run):
         per_finding = results['main']['arms'][arm]['findings_reader']['per_finding']
         for finding, value in per_finding.items():
             assert value == pytest.approx(drift['label_accuracy'][f'arm-{arm}'][finding]['accuracy'])
-    teacher = gym_config.CI and TEACHERS[0].name
+    teacher = TEACHERS[0].name
     scored = json.load(open(_work(out, 'teachers-') / 'scores-test' / f'{teacher}.json'))
-    assert results['main']['teachers'][teacher]['answer_reader']['macro'] == pytest.approx(scored['average']['accuracy'])
+    teacher_figures = results['main']['teachers'][teacher]['answer_reader']
+    assert teacher_figures['macro'] == pytest.approx(scored['average']['accuracy'])
     d = results['main']['apo_versus']['e - d']['answer_reader']
     e_minus_d = (results['main']['arms']['e']['answer_reader']['macro'] -
                  results['main']['arms']['d']['answer_reader']['macro'])

@@ -99,7 +99,7 @@ CI = GymConfig(
 SMALL = GymConfig(
     name='small',
     sweeps={'beta': [0.03, 0.3], 'drift': [0.0, 0.5], 'teachers': [3, 5]},
-    sweep_seeds=(0, 1), sweep_lrs=(3e-5, 1e-4, 3e-4), sweep_consensus='majority')
+    sweep_seeds=(0, 1), sweep_lrs=(1e-4, 3e-4), sweep_consensus='majority')
 
 GPU = GymConfig(
     name='gpu', train_studies=4096, val_studies=256, test_studies=512, image_size=112, hidden_size=512,
@@ -205,7 +205,8 @@ def load(spec: str, overrides: Optional[List[str]] = None) -> GymConfig:
             with open(spec, encoding='utf-8') as f:
                 data = yaml.safe_load(f) or {}
         except OSError as e:
-            raise DataError(f'{spec}: cannot read the config ({e.strerror}); named configs: {", ".join(NAMED)}') from None
+            raise DataError(f'{spec}: cannot read the config ({e.strerror}); named configs: '
+                            f'{", ".join(NAMED)}') from None
         if not isinstance(data, dict):
             raise DataError(f'{spec}: a gym config is a YAML mapping of field: value')
         base = data.pop('base', 'small')

@@ -186,9 +186,8 @@ def _write(config: GymConfig, tmp: str, final: str) -> None:
         jsonl(f'{split}.jsonl', (r for s in by_split[split] for r in trace_rows(s)))
         jsonl(f'{split}.items.jsonl', (i for s in by_split[split] for i in items(s, config.observations)))
     jsonl('heldout.requests.jsonl', (request(s, final) for split in ('val', 'test') for s in by_split[split]))
-    jsonl('majority.jsonl', ({'study_id': str(s['study_id']),
-                              'response': majority_trace(s['order'], s['traces'], _rng(config.data_seed, s['index'], 99))}
-                             for s in by_split['train']))
+    jsonl('majority.jsonl', ({'study_id': str(s['study_id']), 'response': majority_trace(
+        s['order'], s['traces'], _rng(config.data_seed, s['index'], 99))} for s in by_split['train']))
     with open(os.path.join(tmp, 'truth.csv'), 'w', newline='', encoding='utf-8') as f:
         writer = csv.DictWriter(f, fieldnames=['subject_id', 'study_id', *CHEXPERT_OBSERVATIONS])
         writer.writeheader()

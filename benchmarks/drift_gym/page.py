@@ -33,7 +33,8 @@ def classify_parse_rate(path: str) -> float:
         return json.load(f)['average']['parse_rate']
 
 
-def findings_correct(answers: Dict[str, str], truth: Dict[str, Dict[str, bool]], findings: Sequence[str]) -> Dict[str, bool]:
+def findings_correct(answers: Dict[str, str], truth: Dict[str, Dict[str, bool]],
+                     findings: Sequence[str]) -> Dict[str, bool]:
     """``"<study>:<finding>" -> right`` by the findings reader: said (positive / uncertain) == present."""
     out = {}
     for study, present in truth.items():
@@ -132,7 +133,8 @@ def _table(rows: Sequence[Row], reader: int) -> List[str]:
     for teacher in results.teachers:
         s = results.summary(teacher, reader)
         cells = ' | '.join(fmt(c[0]) for c in s.per_finding)
-        lines.append(f'| teacher {teacher} | {cells} | {fmt(s.mean, s.low, s.high)} | – | {_parse(results, teacher, reader)} |')
+        lines.append(f'| teacher {teacher} | {cells} | {fmt(s.mean, s.low, s.high)} | – | '
+                     f'{_parse(results, teacher, reader)} |')
     return lines
 
 
@@ -257,7 +259,8 @@ def sweep_tables(sweep_results: Dict[str, PointResults]) -> List[str]:
         lines += [f'### {sweep}', '']
         for reader in (1, 0):
             lines += [f'{READERS[reader]}: macro accuracy, mean over seeds [95% CI]; Δ = APO minus the arm [95% CI].',
-                      '', f'| {sweep} | ' + ' | '.join(f'({a})' for a in ARMS) + ' | APO − (c) | APO − (d) | best teacher |',
+                      '', f'| {sweep} | ' + ' | '.join(f'({a})' for a in ARMS)
+                      + ' | APO − (c) | APO − (d) | best teacher |',
                       '|' + '---|' * (len(ARMS) + 4)]
             for label in labels:
                 r = sweep_results[label]
@@ -271,7 +274,8 @@ def sweep_tables(sweep_results: Dict[str, PointResults]) -> List[str]:
                              f' | {best[0]:.3f} ({best[1]}) |')
             lines.append('')
         lines += ['Learning rates chosen on the validation studies: ' + '; '.join(
-            f'{label.split("=", 1)[1]}: ' + ', '.join(f'({a}) {sweep_results[label].point.chosen_lr[a]:g}' for a in ARMS)
+            f'{label.split("=", 1)[1]}: '
+            + ', '.join(f'({a}) {sweep_results[label].point.chosen_lr[a]:g}' for a in ARMS)
             for label in labels), '']
     return lines
 
@@ -350,7 +354,8 @@ def write(experiment, outcome: Dict, sweeps: bool) -> str:
         lines.append(f'| {kind} | {len(secs)} | {sum(secs):.0f} |')
     lines += ['', 'Every command is in `logs/<step>.log` (first line) and `.gym-steps.json`.', '']
     figures = {'config': config.as_dict(), 'seconds': outcome['seconds'], 'load_start': load0, 'load_end': load1,
-               'main': _figures(rows), 'sweeps': {k: _figures(main_rows(experiment, [v])) for k, v in sweep_results.items()}}
+               'main': _figures(rows),
+               'sweeps': {k: _figures(main_rows(experiment, [v])) for k, v in sweep_results.items()}}
     page = os.path.join(out, 'drift_gym.md')
     for path, text in ((page, '\n'.join(lines)), (os.path.join(out, 'results.json'), json.dumps(figures, indent=1))):
         with open(path + '.tmp', 'w', encoding='utf-8') as f:

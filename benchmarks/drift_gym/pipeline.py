@@ -164,7 +164,8 @@ class Pipeline:
         student_step, student = self.student(config, seed)
         dataset = paths.sft if source == 'teachers' else paths.majority_sft
         needs = [student_step, f'sft-rows-{self.data_name(config)[5:]}', f'majority-rows-{self.data_name(config)[5:]}']
-        name = f'stage1-{source}-s{seed}-{_hash(student_step, dataset, config.stage1_steps, config.stage1_lr, config.batch_size, config.max_length)}'
+        settings = (student_step, dataset, config.stage1_steps, config.stage1_lr, config.batch_size, config.max_length)
+        name = f'stage1-{source}-s{seed}-{_hash(*settings)}'
         return name, self._train(name, 'sft', student, dataset, config.stage1_steps, config.stage1_lr,
                                  config.batch_size, seed, config, needs)
 
@@ -187,14 +188,15 @@ class Pipeline:
         folder = self._dir(name)
         files = {k: os.path.join(folder, f'{k}.jsonl') for k in ('apo', 'pairs', 'consensus_sft')}
         apo_step = f'{name}-apo'
-        self.runner.add(Step(apo_step, [files['apo']], needs=needs + [f'consensus-requests-{self.data_name(config)[5:]}'],
-                             clean=[files['apo']],
+        self.runner.add(Step(apo_step, [files['apo']], clean=[files['apo']],
+                             needs=needs + [f'consensus-requests-{self.data_name(config)[5:]}'],
                              command=python_module('data_prep', 'apo', '--dataset',
                                                    os.path.join(paths.data, 'teachers.jsonl'), '--drop-refusals',
                                                    '--consensus', consensus, '--requests', paths.requests,
                                                    '--eval-fraction', '0', '--out', files['apo'])))
         self.runner.add(Step(name, [files['pairs'], files['consensus_sft']], needs=[apo_step],
-                             action=lambda: write_preference_rows(files), signature=f'pairs and SFT rows of {files["apo"]}'))
+                             action=lambda: write_preference_rows(files),
+                             signature=f'pairs and SFT rows of {files["apo"]}'))
         return name, files
 
     def arm(self, config: GymConfig, arm: str, seed: int, lr: float) -> Tuple[str, ArmRun]:
