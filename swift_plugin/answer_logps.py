@@ -32,7 +32,7 @@ from swift.utils import get_logger
 from .lean_logps import DEFAULT_CHUNK_SIZE, logps_and_mean_logits, token_logps
 from .options import APOArguments
 from .prefix_attention import checked_flex_for, checked_varlen_kernel_for, install_prefix_attention
-from .shared_prefix import pack_shared_prefix, plain_answer_tokens
+from .shared_prefix import image_rule_for, pack_shared_prefix, plain_answer_tokens
 
 logger = get_logger()
 _MASK_ATTENTION = ('sdpa', 'eager')
@@ -145,13 +145,11 @@ def _pack(hf_model, batch, labels, num_rejected, model_kwargs, requested_kernel=
     if kernel in ('flash', 'flex'):
         install_prefix_attention()
     logger.info_once(f'APO shared-prefix kernel: {why}.')
-    vision = getattr(config, 'vision_config', None)
     return pack_shared_prefix(
         batch,
         labels,
         num_rejected,
-        image_token_id=getattr(config, 'image_token_id', None),
-        image_merge_size=getattr(vision, 'spatial_merge_size', None),
+        images=image_rule_for(config, batch),
         mask_dtype=hf_model.dtype if attention == 'eager' else None,
         kernel=kernel,
         varlen_kernel=flash_kernel)

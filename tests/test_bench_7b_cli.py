@@ -28,10 +28,11 @@ bench = _load_bench()
 def test_7b_preset_has_the_published_parameter_count():
     """Qwen2.5-VL-7B-Instruct's safetensors hold 8,292,166,656 parameters (built on the meta device)."""
     from transformers import Qwen2_5_VLForConditionalGeneration
-    config = tiny._vl_config(tiny.QWEN2_5_VL_7B['text'], tiny.QWEN2_5_VL_7B['vision'], 'bfloat16')
+    preset = tiny.PRESETS['qwen2.5-vl-7b']
+    config = tiny.family_config(preset.family, preset.overrides, dtype='bfloat16')
     with torch.device('meta'):
         model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=torch.bfloat16)
-    assert sum(p.numel() for p in model.parameters()) == 8_292_166_656
+    assert sum(p.numel() for p in model.parameters()) == preset.parameters == 8_292_166_656
     assert model.lm_head.weight.shape == (152064, 3584) and not config.tie_word_embeddings
     assert config.text_config.num_key_value_heads == 4 and config.vision_config.fullatt_block_indexes == [7, 15, 23, 31]
 

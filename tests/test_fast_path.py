@@ -17,7 +17,7 @@ from swift_plugin.answer_logps import FastPathOptions, compute_answer_logps
 from swift_plugin.loss import apo_loss, pad_by_counts
 from swift_plugin import prefix_attention
 from swift_plugin.prefix_attention import install_prefix_attention, reference_varlen_attention
-from swift_plugin.shared_prefix import pack_shared_prefix, plain_answer_tokens
+from swift_plugin.shared_prefix import image_rule_for, pack_shared_prefix, plain_answer_tokens
 
 KS = [1, 3, 2]
 PATHS = {
@@ -143,8 +143,8 @@ def test_loss_and_every_gradient_equal_the_plain_path(vl, tmp_path, tuning, path
     if 'flash' in paths:
         # One call in the kernel check, then one per language-model layer and forward (reference, policy and,
         # under gradient checkpointing, the recomputation) on every real token of the packed rows.
-        packed, _ = pack_shared_prefix(batch, labels, num_rejected, image_token_id=vl_config.image_token_id,
-                                       image_merge_size=2, kernel='flash')
+        packed, _ = pack_shared_prefix(batch, labels, num_rejected, images=image_rule_for(vl_config, batch),
+                                       kernel='flash')
         forwards = 3 if tuning == 'full' else 2
         layers = vl_config.get_text_config().num_hidden_layers
         expected = [packed.inputs['attention_mask'].layout.query_index.numel()] * (layers * forwards)
@@ -168,8 +168,8 @@ def test_answer_logits_and_positions_equal_the_plain_path(vl, tmp_path):
     template.register_post_encode_hook([model])
     try:
         batch, labels, num_rejected = collate(template, apo_rows(tmp_path, KS))
-        packed, reason = pack_shared_prefix(batch, labels, num_rejected, image_token_id=model.config.image_token_id,
-                                            image_merge_size=2, mask_dtype=torch.float64)
+        packed, reason = pack_shared_prefix(batch, labels, num_rejected, images=image_rule_for(model.config, batch),
+                                            mask_dtype=torch.float64)
         assert reason == ''
         with torch.no_grad():
             plain_logits = model(**batch, use_cache=False).logits
@@ -324,8 +324,8 @@ def test_flex_forward_equals_the_plain_path(vl, tmp_path, dtype, rel):
     flex = FastPathOptions(shared_prefix=True, lean_logps=False, prefix_kernel='flex')
     try:
         batch, labels, num_rejected = collate(template, apo_rows(tmp_path, KS))
-        packed, reason = pack_shared_prefix(batch, labels, num_rejected, image_token_id=model.config.image_token_id,
-                                            image_merge_size=2, kernel='flex')
+        packed, reason = pack_shared_prefix(batch, labels, num_rejected, images=image_rule_for(model.config, batch),
+                                            kernel='flex')
         assert reason == '' and isinstance(packed.inputs['attention_mask'], BlockMask)
         install_prefix_attention()  # what compute_answer_logps does when it picks FlexAttention
         with torch.no_grad():
