@@ -52,6 +52,7 @@ class AnswerTokens:
 class PackedBatch:
     inputs: Dict[str, Any]
     tokens: AnswerTokens
+    segments: torch.Tensor  # [rows, length]: 0 the prompt, j > 0 answer j, -1 padding
 
 
 def plain_answer_tokens(labels: torch.Tensor) -> AnswerTokens:
@@ -424,4 +425,4 @@ def pack_shared_prefix(batch: Dict[str, Any],
         sequences.append(torch.full_like(rows[-1], i))
         targets.append(target[keep])
     tokens = AnswerTokens(torch.cat(rows), torch.cat(positions_in_row), torch.cat(sequences), torch.cat(targets))
-    return PackedBatch(inputs, tokens), ''
+    return PackedBatch(inputs, tokens, segments), ''

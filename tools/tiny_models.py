@@ -502,7 +502,13 @@ class Family:
     vocab_size: int = VOCAB_SIZE
     qwen: bool = False  # a Qwen family (the coverage runs also full-tune these)
     hub_example: str = ''  # a released checkpoint of the family
-    notes: str = ''
+    # environment of ms-swift runs on the tiny model: an image budget of 4 merged tokens for ms-swift's Qwen-VL
+    # preprocessing, which otherwise scales a 56 x 56 image up to its minimum (its MAX_PIXELS / (patch x merge)^2
+    # image tokens must reach IMAGE_MIN_TOKEN_NUM = 4)
+    tiny_env: Tuple[Tuple[str, str], ...] = ()
+    # flags LoRA needs on this family in ms-swift (a user's too): GLM-4.5V's experts are LoRA-tuned as parameters,
+    # which peft allows only without dropout
+    lora_flags: Tuple[str, ...] = ()
 
     @property
     def vision(self) -> bool:
@@ -728,21 +734,21 @@ def _llama3_settings(size: Dict[str, Any]) -> Dict[str, Any]:
 FAMILIES: Dict[str, Family] = {f.name: f for f in [
     Family('qwen2-vl', 'Qwen2-VL', 'qwen2_vl', 'qwen2_vl', 'Qwen2VLForConditionalGeneration', QWEN2_5_VL_TOKENIZER,
            _qwen2_vl_settings('2'), _qwen_vl_processor('Qwen2VLProcessor', 14), qwen=True,
-           hub_example='Qwen/Qwen2-VL-7B-Instruct'),
+           hub_example='Qwen/Qwen2-VL-7B-Instruct', tiny_env=(('MAX_PIXELS', '3136'), )),
     Family('qwen2.5-vl', 'Qwen2.5-VL', 'qwen2_5_vl', 'qwen2_5_vl', 'Qwen2_5_VLForConditionalGeneration',
            QWEN2_5_VL_TOKENIZER, _qwen2_vl_settings('2.5'), _qwen_vl_processor('Qwen2_5_VLProcessor', 14), qwen=True,
-           hub_example='Qwen/Qwen2.5-VL-7B-Instruct'),
+           hub_example='Qwen/Qwen2.5-VL-7B-Instruct', tiny_env=(('MAX_PIXELS', '3136'), )),
     Family('qwen3-vl', 'Qwen3-VL', 'qwen3_vl', 'qwen3_vl', 'Qwen3VLForConditionalGeneration', QWEN3_VL_TOKENIZER,
            _qwen3_vl_settings(QWEN3_VL_TOKENIZER), _qwen_vl_processor('Qwen3VLProcessor', 16, 'Qwen3VLVideoProcessor'),
-           qwen=True, hub_example='Qwen/Qwen3-VL-8B-Instruct'),
+           qwen=True, hub_example='Qwen/Qwen3-VL-8B-Instruct', tiny_env=(('MAX_PIXELS', '4096'), )),
     Family('qwen3-vl-moe', 'Qwen3-VL MoE', 'qwen3_vl_moe', 'qwen3_vl', 'Qwen3VLMoeForConditionalGeneration',
            QWEN3_VL_TOKENIZER, _qwen3_vl_settings(QWEN3_VL_TOKENIZER, moe=True),
            _qwen_vl_processor('Qwen3VLProcessor', 16, 'Qwen3VLVideoProcessor'), qwen=True,
-           hub_example='Qwen/Qwen3-VL-30B-A3B-Instruct'),
+           hub_example='Qwen/Qwen3-VL-30B-A3B-Instruct', tiny_env=(('MAX_PIXELS', '4096'), )),
     Family('qwen3.5', 'Qwen3.5', 'qwen3_5', 'qwen3_5', 'Qwen3_5ForConditionalGeneration', QWEN3_5_TOKENIZER,
            _qwen3_vl_settings(QWEN3_5_TOKENIZER, linear_attention=True),
            _qwen_vl_processor('Qwen3VLProcessor', 16, 'Qwen3VLVideoProcessor'), vocab_size=248320, qwen=True,
-           hub_example='Qwen/Qwen3.5-9B'),
+           hub_example='Qwen/Qwen3.5-9B', tiny_env=(('MAX_PIXELS', '4096'), )),
     Family('internvl3.5', 'InternVL3.5 (HF)', 'internvl', 'internvl_hf', 'InternVLForConditionalGeneration',
            INTERNVL_TOKENIZER, _internvl_settings, _internvl_processor, hub_example='OpenGVLab/InternVL3_5-8B-HF'),
     Family('llava-onevision', 'LLaVA-OneVision', 'llava_onevision_hf', 'llava_onevision_hf',
@@ -753,7 +759,8 @@ FAMILIES: Dict[str, Family] = {f.name: f for f in [
     Family('glm4.1v', 'GLM-4.1V', 'glm4v', 'glm4v', 'Glm4vForConditionalGeneration', GLM4V_TOKENIZER,
            _glm4v_settings(moe=False), _glm4v_processor, vocab_size=151552, hub_example='ZhipuAI/GLM-4.1V-9B-Thinking'),
     Family('glm4.5v', 'GLM-4.5V (MoE)', 'glm4v_moe', 'glm4_5v', 'Glm4vMoeForConditionalGeneration', GLM4V_TOKENIZER,
-           _glm4v_settings(moe=True), _glm4v_processor, vocab_size=151552, hub_example='ZhipuAI/GLM-4.5V'),
+           _glm4v_settings(moe=True), _glm4v_processor, vocab_size=151552, hub_example='ZhipuAI/GLM-4.5V',
+           lora_flags=('--lora_dropout', '0')),
     Family('qwen2.5', 'Qwen2.5 (text)', 'qwen2', 'qwen2_5', 'Qwen2ForCausalLM', QWEN2_5_TOKENIZER,
            _qwen2_text_settings(moe=False), qwen=True, hub_example='Qwen/Qwen2.5-7B-Instruct'),
     Family('qwen2-moe', 'Qwen2-MoE (text)', 'qwen2_moe', 'qwen2_5', 'Qwen2MoeForCausalLM', QWEN2_5_TOKENIZER,
