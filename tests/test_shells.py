@@ -58,7 +58,7 @@ def workdir(tmp_path):
 
 def test_sft_paper_defaults(workdir):
     env, command, flags, rest = dry_run('SFT-Qwen2.5.sh', workdir)
-    assert command == 'sft' and env == {'NPROC_PER_NODE': '4', 'NNODES': '1'}
+    assert command == 'sft' and env == {'NPROC_PER_NODE': '4', 'NNODES': '1', 'MAX_PIXELS': '12845056'}
     assert flags == {
         '--model': 'Qwen/Qwen2.5-VL-7B-Instruct', '--dataset': './data/sft.jsonl', '--split_dataset_ratio': '0',
         '--val_dataset': './data/sft.eval.jsonl', '--tuner_type': 'lora', '--lora_rank': '8', '--lora_alpha': '32',
@@ -75,7 +75,7 @@ def test_apo_paper_defaults_and_multi_node(workdir):
                                      MASTER_PORT='29501', NPROC_PER_NODE='8', CUDA_VISIBLE_DEVICES='0,1,2,3,4,5,6,7')
     assert command == 'rlhf'
     assert env == {'NPROC_PER_NODE': '8', 'NNODES': '2', 'NODE_RANK': '1', 'MASTER_ADDR': '10.0.0.1',
-                   'MASTER_PORT': '29501', 'CUDA_VISIBLE_DEVICES': '0,1,2,3,4,5,6,7'}
+                   'MASTER_PORT': '29501', 'CUDA_VISIBLE_DEVICES': '0,1,2,3,4,5,6,7', 'MAX_PIXELS': '12845056'}
     expected = {'--rlhf_type': 'apo', '--model': './output/sft-merged', '--dataset': './data/apo.jsonl',
                 '--val_dataset': './data/apo.eval.jsonl', '--beta': '0.1', '--learning_rate': '5e-7',
                 '--max_length': '4096', '--deepspeed': 'zero2', '--eval_steps': '100', '--save_steps': '100',

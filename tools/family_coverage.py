@@ -283,21 +283,39 @@ def main(argv=None) -> int:
     run.add_argument('--model', help='an existing model directory of the family instead of a tiny one')
     table = commands.add_parser('table', help='the Markdown table of the records in the given folders')
     table.add_argument('folders', nargs='+', type=Path)
-    table.add_argument('--out', type=Path, help='write it there (else print it)')
+    table.add_argument('--out', type=Path, help="write it into this Markdown file, between its table markers (else "
+                       'print it)')
     args = parser.parse_args(argv)
     if args.command == 'run':
         record = run_family(args.family, args.out, args.model)
         print(json.dumps({k: record.get(k) for k in ('family', 'errors', 'seconds')}))
         return 1 if record['errors'] else 0
     records = [json.loads(p.read_text()) for folder in args.folders for p in sorted(folder.glob('*.json'))]
+    if not records:
+        parser.error(f'no records (FAMILY.json) in {", ".join(map(str, args.folders))}')
     text = render_table(records)
     if args.out:
-        tmp = args.out.with_name(args.out.name + '.tmp')
-        tmp.write_text(text)
-        tmp.replace(args.out)
+        write_table(args.out, text)
     else:
         print(text, end='')
     return 0
+
+
+TABLE_BEGIN, TABLE_END = '<!-- table: tools/family_coverage.py -->\n', '<!-- end of table -->'
+
+
+def table_in(document: str) -> str:
+    """The table between the markers of a Markdown document."""
+    return document[document.index(TABLE_BEGIN) + len(TABLE_BEGIN):document.index(TABLE_END)]
+
+
+def write_table(path: Path, table: str) -> None:
+    """Replace the table between the markers of ``path`` (a temporary file, then a rename)."""
+    document = path.read_text()
+    start, end = document.index(TABLE_BEGIN) + len(TABLE_BEGIN), document.index(TABLE_END)
+    tmp = path.with_name(path.name + '.tmp')
+    tmp.write_text(document[:start] + table + document[end:])
+    tmp.replace(path)
 
 
 if __name__ == '__main__':

@@ -243,7 +243,9 @@ GEMMA3_TOKENIZER = TokenizerSpec(
     (('<pad>', 0, True), ('<eos>', 1, True), ('<bos>', 2, True), ('<unk>', 3, True), ('<mask>', 4, False),
      ('<start_of_turn>', 105, False), ('<end_of_turn>', 106, False), ('<start_of_image>', 255999, False),
      ('<end_of_image>', 256000, False), ('<image_soft_token>', 262144, True)),
-    GEMMA3_CHAT_TEMPLATE, eos='<eos>', pad='<pad>', bos='<bos>', unk='<unk>', tokenizer_class='GemmaTokenizer',
+    GEMMA3_CHAT_TEMPLATE, eos='<eos>', pad='<pad>', bos='<bos>', unk='<unk>',
+    # (GemmaTokenizer would rebuild a SentencePiece-style pipeline around the vocabulary instead of this byte-level one)
+    tokenizer_class='PreTrainedTokenizerFast',
     named=(('boi_token', '<start_of_image>'), ('eoi_token', '<end_of_image>'), ('image_token', '<image_soft_token>')),
     model_max_length=131072)
 GLM4V_TOKENIZER = TokenizerSpec(
@@ -893,6 +895,44 @@ PRESETS: Dict[str, Preset] = {
         },
         'tie_word_embeddings': False,
     }, (3136, 12845056), 8_292_166_656, 'Qwen/Qwen2.5-VL-7B-Instruct'),
+    # Qwen/Qwen3-VL-8B-Instruct's config.json and preprocessor_config.json (8.77B parameters, as its model card says)
+    'qwen3-vl-8b': Preset('qwen3-vl', {
+        'text_config': {
+            'vocab_size': 151936, 'hidden_size': 4096, 'intermediate_size': 12288, 'num_hidden_layers': 36,
+            'num_attention_heads': 32, 'num_key_value_heads': 8, 'head_dim': 128, 'max_position_embeddings': 262144,
+            'rms_norm_eps': 1e-6, 'tie_word_embeddings': False,
+            'rope_parameters': {'rope_type': 'default', 'mrope_section': [24, 20, 20], 'mrope_interleaved': True,
+                                'rope_theta': 5000000.0},
+        },
+        'vision_config': {
+            'depth': 27, 'hidden_size': 1152, 'intermediate_size': 4304, 'num_heads': 16, 'in_channels': 3,
+            'hidden_act': 'gelu_pytorch_tanh', 'patch_size': 16, 'spatial_merge_size': 2, 'temporal_patch_size': 2,
+            'out_hidden_size': 4096, 'num_position_embeddings': 2304, 'deepstack_visual_indexes': [8, 16, 24],
+        },
+        'tie_word_embeddings': False,
+    }, (65536, 16777216), 8_767_123_696, 'Qwen/Qwen3-VL-8B-Instruct'),
+    # Qwen/Qwen3.5-9B's config.json (the defaults of transformers' Qwen3_5Config describe it): 24 Gated DeltaNet
+    # layers, 8 full-attention layers. Its safetensors hold 9,653,108,208 parameters (19,306,216,416 bytes of bf16);
+    # the multi-token-prediction layer among them (243,294,464: one full-attention decoder layer, its input
+    # projection and norms) is not part of transformers' model.
+    'qwen3.5-9b': Preset('qwen3.5', {
+        'text_config': {
+            'vocab_size': 248320, 'hidden_size': 4096, 'intermediate_size': 12288, 'num_hidden_layers': 32,
+            'num_attention_heads': 16, 'num_key_value_heads': 4, 'head_dim': 256, 'max_position_embeddings': 262144,
+            'rms_norm_eps': 1e-6, 'tie_word_embeddings': False, 'attention_bias': False, 'partial_rotary_factor': 0.25,
+            'layer_types': (['linear_attention'] * 3 + ['full_attention']) * 8, 'linear_conv_kernel_dim': 4,
+            'linear_key_head_dim': 128, 'linear_value_head_dim': 128, 'linear_num_key_heads': 16,
+            'linear_num_value_heads': 32,
+            'rope_parameters': {'rope_type': 'default', 'mrope_section': [11, 11, 10], 'mrope_interleaved': True,
+                                'rope_theta': 10000000.0, 'partial_rotary_factor': 0.25},
+        },
+        'vision_config': {
+            'depth': 27, 'hidden_size': 1152, 'intermediate_size': 4304, 'num_heads': 16, 'in_channels': 3,
+            'hidden_act': 'gelu_pytorch_tanh', 'patch_size': 16, 'spatial_merge_size': 2, 'temporal_patch_size': 2,
+            'out_hidden_size': 4096, 'num_position_embeddings': 2304,
+        },
+        'tie_word_embeddings': False,
+    }, (65536, 16777216), 9_409_813_744, 'Qwen/Qwen3.5-9B'),
 }
 
 
