@@ -22,9 +22,9 @@ gradient checkpointing, which calls the layer with the same arguments.
 """
 import inspect
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import wraps
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -40,6 +40,8 @@ class LinearSegments:
     """Where each packed row's prompt and answers lie: per row, the prompt's length and each answer's [start, end)."""
     prompt_lengths: List[int]
     answers: List[List[Tuple[int, int]]]
+    # (length, context, device) -> the convolution's layout, computed once for all layers of a forward
+    _convolution_layouts: Dict[tuple, Tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def of(cls, segments: torch.Tensor) -> 'LinearSegments':
@@ -69,32 +71,43 @@ def unsupported_layer(module) -> str:
     return ''
 
 
+def _convolution_layout(segments: LinearSegments, rows: int, length: int, context: int, device):
+    """Indices that lay each packed row out as ``prompt | tail | answer 1 | tail | answer 2 | ...`` (tail: the
+    prompt's last ``context`` tokens, or the zero input before a shorter prompt) in a [rows * length + 1] token list
+    whose last entry is a zero input, and where each packed position's output lies in that layout (padding: one past
+    its end, a zero output)."""
+    key = (length, context, str(device))
+    if key not in segments._convolution_layouts:
+        zero = rows * length
+        laid_out, kept = [], []
+        for r in range(rows):
+            prompt, base = segments.prompt_lengths[r], r * length
+            order = list(range(base, base + prompt))
+            tail = [base + p if p >= 0 else zero for p in range(prompt - context, prompt)]
+            where = list(range(prompt))
+            for start, end in segments.answers[r]:
+                order += tail
+                where += range(len(order), len(order) + end - start)
+                order += range(base + start, base + end)
+            laid_out.append(order)
+            kept.append(where)
+        width = max(map(len, laid_out))
+        index = torch.tensor([order + [zero] * (width - len(order)) for order in laid_out], device=device)
+        take = torch.tensor([where + [width] * (length - len(where)) for where in kept], device=device)
+        segments._convolution_layouts[key] = index, take
+    return segments._convolution_layouts[key]
+
+
 def _convolve(layer, mixed: torch.Tensor, segments: LinearSegments, modeling) -> torch.Tensor:
     """The layer's causal convolution of [rows, length, channels] packed inputs, each answer behind a copy of its
     prompt's last k - 1 inputs; padding positions get 0."""
     rows, length, channels = mixed.shape
     context = layer.conv1d.weight.shape[-1] - 1
-    flat = torch.cat([mixed.reshape(rows * length, channels), mixed.new_zeros(1, channels)])  # last: a zero input
-    zero = rows * length
-    laid_out, kept = [], []  # per row: the re-laid token indices, and where each packed position's output lands
-    for r in range(rows):
-        prompt = segments.prompt_lengths[r]
-        base = r * length
-        order = list(range(base, base + prompt))
-        tail = [base + p if p >= 0 else zero for p in range(prompt - context, prompt)]
-        where = list(range(prompt))
-        for start, end in segments.answers[r]:
-            order += tail
-            where += range(len(order), len(order) + end - start)
-            order += range(base + start, base + end)
-        laid_out.append(order)
-        kept.append(where + [None] * (length - len(where)))
-    width = max(map(len, laid_out))
-    index = torch.tensor([order + [zero] * (width - len(order)) for order in laid_out], device=mixed.device)
+    index, take = _convolution_layout(segments, rows, length, context, mixed.device)
+    flat = torch.cat([mixed.reshape(rows * length, channels), mixed.new_zeros(1, channels)])
     convolved = modeling.causal_conv1d_fn(flat[index].transpose(1, 2), layer.conv1d.weight.squeeze(1),
                                           layer.conv1d.bias, activation=layer.activation).transpose(1, 2)
-    convolved = torch.cat([convolved, convolved.new_zeros(rows, 1, channels)], 1)  # last: padding's output
-    take = torch.tensor([[width if w is None else w for w in where] for where in kept], device=mixed.device)
+    convolved = torch.cat([convolved, convolved.new_zeros(rows, 1, channels)], 1)
     return convolved.gather(1, take.unsqueeze(-1).expand(-1, -1, channels))
 
 
@@ -118,7 +131,7 @@ def _scan(modeling, query, key, value, g, beta, segments: LinearSegments) -> tor
 
         answer_out, _ = modeling.torch_chunk_gated_delta_rule(
             answers(query), answers(key), answers(value), g=answers(g), beta=answers(beta),
-            initial_state=state.expand(len(spans), *state.shape[1:]), output_final_state=False,
+            initial_state=state.expand(len(spans), *state.shape[1:]).contiguous(), output_final_state=False,
             use_qk_l2norm_in_kernel=True)
         pieces += [(r, start, answer_out[j, :end - start]) for j, (start, end) in enumerate(spans)]
     index = torch.cat([r * length + torch.arange(start, start + piece.shape[0], device=out.device)

@@ -879,6 +879,13 @@ class Preset:
     source: str
 
 
+# The vision tower of Qwen3-VL-8B and Qwen3.5-9B (27 blocks of width 1152, patch 16) before a 4096-wide model.
+_QWEN3_VISION = {
+    'depth': 27, 'hidden_size': 1152, 'intermediate_size': 4304, 'num_heads': 16, 'in_channels': 3,
+    'hidden_act': 'gelu_pytorch_tanh', 'patch_size': 16, 'spatial_merge_size': 2, 'temporal_patch_size': 2,
+    'out_hidden_size': 4096, 'num_position_embeddings': 2304,
+}
+
 PRESETS: Dict[str, Preset] = {
     # Qwen/Qwen2.5-VL-7B-Instruct's config.json and preprocessor_config.json
     'qwen2.5-vl-7b': Preset('qwen2.5-vl', {
@@ -904,11 +911,7 @@ PRESETS: Dict[str, Preset] = {
             'rope_parameters': {'rope_type': 'default', 'mrope_section': [24, 20, 20], 'mrope_interleaved': True,
                                 'rope_theta': 5000000.0},
         },
-        'vision_config': {
-            'depth': 27, 'hidden_size': 1152, 'intermediate_size': 4304, 'num_heads': 16, 'in_channels': 3,
-            'hidden_act': 'gelu_pytorch_tanh', 'patch_size': 16, 'spatial_merge_size': 2, 'temporal_patch_size': 2,
-            'out_hidden_size': 4096, 'num_position_embeddings': 2304, 'deepstack_visual_indexes': [8, 16, 24],
-        },
+        'vision_config': {**_QWEN3_VISION, 'deepstack_visual_indexes': [8, 16, 24]},
         'tie_word_embeddings': False,
     }, (65536, 16777216), 8_767_123_696, 'Qwen/Qwen3-VL-8B-Instruct'),
     # Qwen/Qwen3.5-9B's config.json (the defaults of transformers' Qwen3_5Config describe it): 24 Gated DeltaNet
@@ -926,11 +929,7 @@ PRESETS: Dict[str, Preset] = {
             'rope_parameters': {'rope_type': 'default', 'mrope_section': [11, 11, 10], 'mrope_interleaved': True,
                                 'rope_theta': 10000000.0, 'partial_rotary_factor': 0.25},
         },
-        'vision_config': {
-            'depth': 27, 'hidden_size': 1152, 'intermediate_size': 4304, 'num_heads': 16, 'in_channels': 3,
-            'hidden_act': 'gelu_pytorch_tanh', 'patch_size': 16, 'spatial_merge_size': 2, 'temporal_patch_size': 2,
-            'out_hidden_size': 4096, 'num_position_embeddings': 2304,
-        },
+        'vision_config': _QWEN3_VISION,
         'tie_word_embeddings': False,
     }, (65536, 16777216), 9_409_813_744, 'Qwen/Qwen3.5-9B'),
 }
