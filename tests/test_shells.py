@@ -312,7 +312,8 @@ def _rows(path):
 @pytest.fixture(scope='module')
 def demo(tmp_path_factory):
     work = tmp_path_factory.mktemp('demo')
-    env = {**CLEAN_ENV, 'WORK_DIR': str(work)}
+    # the model users pick today; the demo's default family (Qwen2.5-VL) runs the same script
+    env = {**CLEAN_ENV, 'WORK_DIR': str(work), 'DEMO_FAMILY': 'qwen3-vl'}
     proc = subprocess.run(['bash', str(REPO / 'scripts' / 'demo.sh')], env=env, capture_output=True, text=True,
                           timeout=1500)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
@@ -332,6 +333,10 @@ def test_demo_runs_every_stage(demo):
             for line in run.read_text().splitlines()]
     losses = [line['loss'] for line in logs if 'loss' in line]
     assert losses and all(0 < loss < 10 for loss in losses)
+    # ms-swift detected the family in every stage, with no --model_type / --template anywhere
+    for run in [work / 'output' / 'sft-merged', *(work / 'output' / 'apo').glob('v*')]:
+        assert {k: json.loads((run / 'args.json').read_text())[k] for k in ('model_type', 'template')} == {
+            'model_type': 'qwen3_vl', 'template': 'qwen3_vl'}
     assert f'APO run (checkpoints, logging.jsonl):               {work}/output/apo/' in stdout
     reports = work / 'reports' / 'eval'
     results = {name: json.loads((reports / f'{name}.json').read_text()) for name in ('SFT', 'APO')}
