@@ -10,6 +10,7 @@ from contextlib import contextmanager, nullcontext
 
 import pytest
 import torch
+from PIL import Image
 from apo_batches import apo_template, collate, load, sequence_logps
 from apo_batches import rows as apo_rows
 from peft import LoraConfig, get_peft_model
@@ -479,3 +480,36 @@ def test_linear_attention_layers_the_packing_does_not_know_are_refused_with_the_
     del linear_layers(model)[0].in_proj_z
     _, reason = answer_logps_module._pack(model, batch, labels, num_rejected, {})
     assert reason == "its linear-attention layers cannot run packed (Qwen3_5GatedDeltaNet lacks ['in_proj_z'])"
+
+
+@pytest.mark.parametrize('family', ['qwen2.5-vl', 'internvl3.5', 'llava-onevision', 'glm4.1v'])
+def test_several_images_per_prompt_pack_once_per_row(env, family_model, tmp_path, family):
+    """Two images per prompt, in each family's image layout (patch grids, tiles, any-resolution crops): each row's
+    images go through the vision tower once, and every answer's log-probs are the plain batch's."""
+    from tiny_models import FAMILIES
+    spec = FAMILIES[family]
+    model, processor = load(family_model(family), spec.model_type)
+    template = apo_template(processor, model, spec.template)
+    template.register_post_encode_hook([model])
+    rows = apo_rows(tmp_path, [2, 1, 3])
+    for i, row in enumerate(rows):  # a second, different image before the first
+        second = tmp_path / f'second{i}.png'
+        Image.new('RGB', (56, 84), (10, 200 - 40 * i, 60)).save(second)
+        row['messages'][0]['content'] = '<image>' + row['messages'][0]['content']
+        row['images'] = [str(second)] + row['images']
+    try:
+        batch, labels, num_rejected = collate(template, rows)
+        with torch.no_grad():
+            plain, _ = _sequence_logps(model, batch, labels, num_rejected, PATHS['plain'])
+            fast, answer = _sequence_logps(model, batch, labels, num_rejected, PATHS['both'])
+        packed, reason = pack_shared_prefix(batch, labels, num_rejected, images=image_rule_for(model.config, batch))
+    finally:
+        template.remove_post_encode_hook()
+    assert answer.packed and reason == ''
+    # a row's pixel rows once (its sequences all hold the same images)
+    assert packed.inputs['pixel_values'].shape[0] * labels.shape[0] == batch['pixel_values'].shape[0] * len(rows)
+    image_rows = {'qwen2.5-vl': 'image_grid_thw', 'glm4.1v': 'image_grid_thw', 'llava-onevision': 'image_sizes'}
+    if family in image_rows:  # one entry per image: two per row once packed, two per sequence before
+        assert packed.inputs[image_rows[family]].shape[0] == 2 * len(rows)
+        assert batch[image_rows[family]].shape[0] == 2 * labels.shape[0]
+    _assert_same(plain, fast, 'per-sequence log-probs', rel=1e-6)
