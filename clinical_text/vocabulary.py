@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Dict, List, Optional, Tuple
 
+from datafiles import DataError
+
 OBSERVATIONS = ('Atelectasis', 'Cardiomegaly', 'Consolidation', 'Edema', 'Enlarged Cardiomediastinum', 'Fracture',
                 'Lung Lesion', 'Lung Opacity', 'Pleural Effusion', 'Pleural Other', 'Pneumonia', 'Pneumothorax',
                 'Support Devices', 'No Finding')
@@ -30,7 +32,7 @@ VALUE_CLASSES = (NEGATIVE, UNCERTAIN, POSITIVE)
 SECTIONS = ('negation_window', 'observations', *PHRASE_LISTS, 'values', 'macros', 'statements', 'replace')
 
 
-class VocabularyError(ValueError):
+class VocabularyError(DataError):
     """A vocabulary file that cannot be used; the message names the file and the field."""
 
 

@@ -7,8 +7,9 @@ import csv
 import os
 from typing import Dict, Optional
 
-from .records import label_value
-from .sources import DataError
+from datafiles import DataError
+from datafiles.labels import label_value
+
 from .text import OBSERVATIONS
 
 REQUIRED = ('subject_id', 'study_id', *OBSERVATIONS)

@@ -10,16 +10,19 @@ from typing import List, Optional
 
 from tqdm import tqdm
 
-from clinical_text import FindingsReader, VocabularyError, load_vocabulary
+from clinical_text import FindingsReader, load_vocabulary
+from datafiles import (DataError, OutputSet, SourceRow, derived_path, is_local_file, iter_rows, output_set,
+                       run_command)
+from datafiles.images import ImagePolicy
+from datafiles.swift_rows import request_fingerprint
 
 from .columns import PER_STUDY, PER_TRACE, ColumnMapping, load_mapping_file, merge, parse_pairs
-from .outputs import OutputSet, Tally, derived_path, output_set, rejects_row, write_rows
-from .records import ImagePolicy, Trace
+from .outputs import Tally, rejects_row, write_rows
+from .records import Trace
 from .report import CONSENSUS
 from .results import merge_parts, write_pending
-from .sources import DataError, SourceRow, is_local_file, iter_rows
 from .stages import (EVAL, TRAIN, ConsensusTemplate, apo_row, consensus_problem, consensus_request, kept_traces,
-                     request_fingerprint, sft_rows, split_of, user_turn)
+                     sft_rows, split_of, user_turn)
 from .studies import StudyReader
 
 
@@ -468,18 +471,6 @@ def run_findings(args) -> None:
         cue = f'cue "{d.cue}"' if d.cue else 'no cue'
         print(f'{observation:27} {call:10} {cue} ({d.rule})' + (f'; span "{d.span}"' if d.span else '') +
               (f' in: {d.sentence}' if d.sentence else ''))
-
-
-def run_command(parser: argparse.ArgumentParser, program: str, argv: Optional[List[str]]) -> int:
-    """Parse, run the chosen subcommand, and turn a DataError (or a bad vocabulary file) into a one-line message
-    and exit code 2."""
-    args = parser.parse_args(argv)
-    try:
-        args.run(args)
-    except (DataError, VocabularyError) as e:
-        print(f'{program} {args.command}: error: {e}', file=sys.stderr)
-        return 2
-    return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -24,10 +24,12 @@ from functools import lru_cache, partial
 from itertools import combinations, islice
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from .chexpert import study_key
 from clinical_text import NEGATIVE, POSITIVE, UNCERTAIN, FindingsReader, load_vocabulary
 from clinical_text.stats import mcnemar_from_counts
-from .outputs import OutputSet, Tally
+from datafiles import OutputSet
+
+from .chexpert import study_key
+from .outputs import Tally
 from .records import Study
 from .text import OBSERVATIONS, content_words, is_empty, is_refusal, jaccard, observations_in
 

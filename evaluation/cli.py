@@ -14,7 +14,6 @@
 import argparse
 import json
 import os
-import re
 import shlex
 import shutil
 import sys
@@ -23,9 +22,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from clinical_text.vocabulary import load_vocabulary
-from data_prep.cli import run_command
-from data_prep.outputs import dump_row, output_set
-from data_prep.sources import DataError, iter_rows
+from datafiles import DataError, dump_row, iter_rows, output_set, run_command
 
 from .clinical_efficacy import compare_markdown_lines, markdown_lines
 from .compare import GEN_FORMAT, compare, compare_gen, gen_efficacy, load_gen_result
@@ -38,7 +35,7 @@ from .paper import run_paper
 from .loglik import DEFAULT_ANSWER_TEMPLATE, answer_texts, load_model_template, loglik_scores
 from .scoring import GENERATIVE, LOGLIK, score
 from .swift_infer import run_swift_infer
-from .table import bar_chart, compare_markdown, load_result, markdown
+from .table import bar_chart, compare_markdown, file_name, load_result, markdown
 
 
 def _source_args(parser: argparse.ArgumentParser) -> None:
@@ -158,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     paper.add_argument('--config', required=True, help='YAML file: models, answer files, datasets per family '
                        '(documented example: evaluation/paper.example.yaml)')
     paper.add_argument('--out', required=True, help='output folder: paper.md, charts, one folder per family')
-    paper.set_defaults(run=run_paper)
+    paper.set_defaults(run=run_paper, evaluation_parser=build_parser)
     return parser
 
 
@@ -202,10 +199,6 @@ def _name(args) -> str:
     if args.model and name.startswith('checkpoint-'):
         name = f'{path.parent.name}-{name}'
     return name
-
-
-def _file_name(name: str) -> str:
-    return re.sub(r'[^\w.+-]+', '_', name).strip('._') or 'model'
 
 
 def _answers(args, outputs, name: str, ids: List[str], requests: List[Dict]) -> Dict[str, Optional[str]]:
@@ -264,7 +257,7 @@ def run_classify(args) -> None:
         source = {'dataset': os.path.abspath(args.dataset), 'model': args.model, 'adapters': args.adapters,
                   'answers': args.answers, 'prompt_template': args.prompt_template}
         if loglik:
-            with outputs.open(os.path.join(args.out, f'{_file_name(name)}.requests.jsonl')) as handle:
+            with outputs.open(os.path.join(args.out, f'{file_name(name)}.requests.jsonl')) as handle:
                 handle.writelines(dump_row(row) for row in requests)
             texts = answer_texts(items, args.answer_template)
             model, template = load_model_template(args.model, args.adapters, shlex.split(args.swift_args))
@@ -272,10 +265,10 @@ def run_classify(args) -> None:
             source['answer_template'] = args.answer_template
             result = score(items, {}, label_set, name, args.n_boot, args.seed, source, class_scores=scores)
         else:
-            answers = _answers(args, outputs, _file_name(name), [item.id for item in items], requests)
+            answers = _answers(args, outputs, file_name(name), [item.id for item in items], requests)
             source['vocabulary'] = args.vocabulary
             result = score(items, answers, label_set, name, args.n_boot, args.seed, source, vocabulary=vocabulary)
-        stem = os.path.join(args.out, _file_name(name) + ('.loglik' if loglik else ''))
+        stem = os.path.join(args.out, file_name(name) + ('.loglik' if loglik else ''))
         with outputs.open(stem + '.json') as handle:
             json.dump(result, handle, indent=1, ensure_ascii=False)
             handle.write('\n')
@@ -341,7 +334,7 @@ def run_report_gen(args) -> None:
     name = _name(args)
     requests = [item.request for item in items]
     with output_set() as outputs:
-        answers = _answers(args, outputs, _file_name(name), [item.id for item in items], requests)
+        answers = _answers(args, outputs, file_name(name), [item.id for item in items], requests)
         missing = [item.id for item in items if answers[item.id] is None]
         hypotheses = [answers[item.id] or '' for item in items]
         references = [item.reference for item in items]
@@ -349,7 +342,7 @@ def run_report_gen(args) -> None:
                   **text_metrics(hypotheses, references, clinical=not args.no_clinical),
                   'missing_answers': missing}
         result.update(gen_efficacy([item.id for item in items], hypotheses, references, args.n_boot, args.seed))
-        stem = os.path.join(args.out, _file_name(name))
+        stem = os.path.join(args.out, file_name(name))
         with outputs.open(stem + '.gen.json') as handle:
             json.dump(result, handle, indent=1, ensure_ascii=False)
             handle.write('\n')
@@ -389,7 +382,7 @@ def consistency_infer_commands(args, requests_path: str, scratch: str):
 def _run_teachers(args) -> None:
     from data_prep.columns import ColumnMapping
     from data_prep.outputs import Tally
-    from data_prep.records import ImagePolicy
+    from datafiles.images import ImagePolicy
     from data_prep.studies import StudyReader
     from .consistency import teacher_consistency, teacher_markdown
     root = os.path.abspath(args.image_root or os.path.dirname(os.path.abspath(args.teachers)))
@@ -397,7 +390,7 @@ def _run_teachers(args) -> None:
                          Tally('consistency'))
     result = teacher_consistency(reader)
     result['source'] = {'teachers': os.path.abspath(args.teachers)}
-    stem = os.path.join(args.out, _file_name(args.name or Path(args.teachers).stem) + '.teachers.consistency')
+    stem = os.path.join(args.out, file_name(args.name or Path(args.teachers).stem) + '.teachers.consistency')
     text = teacher_markdown(result)
     with output_set() as outputs:
         with outputs.open(stem + '.json') as handle:
@@ -424,7 +417,7 @@ def run_consistency(args) -> None:
     requests = [request_row(item, args.prompt_template) for item in items]
     name = args.name or (_name(argparse.Namespace(name=None, model=args.model, answers=None)) if args.model
                          else Path(args.answers[0]).stem)
-    stem = os.path.join(args.out, _file_name(name) + '.consistency')
+    stem = os.path.join(args.out, file_name(name) + '.consistency')
     with output_set() as outputs:
         if args.model:
             os.makedirs(args.out, exist_ok=True)

@@ -3,7 +3,7 @@ all items, and a paired bootstrap of the difference in Avg (mean over observatio
 results on the same reports -> a paired bootstrap of each clinical efficacy statistic (``compare_gen``)."""
 from typing import Any, Dict, Sequence
 
-from data_prep.sources import DataError
+from datafiles import DataError
 
 from .clinical_efficacy import compare_efficacy, efficacy, label_reports
 from .metrics import DEFAULT_N_BOOT, DEFAULT_SEED, accuracy, mcnemar_exact, paired_bootstrap

@@ -18,8 +18,8 @@ import csv
 import os
 from typing import Dict, Iterator, List, Optional, Tuple
 
-from data_prep.records import label_value
-from data_prep.sources import DataError
+from datafiles import DataError
+from datafiles.labels import label_value
 
 from .labels import MS_CXR_T_OBSERVATIONS, PRESENCE, PRESENCE_CLASSES
 

@@ -19,9 +19,9 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-from data_prep.records import ImagePolicy, image_paths, resolve_image
-from data_prep.sources import DataError, field_error, iter_rows
-from data_prep.stages import request_fingerprint
+from datafiles import DataError, field_error, iter_rows
+from datafiles.images import ImagePolicy, image_paths, resolve_image
+from datafiles.swift_rows import request_fingerprint
 
 from .labels import LabelSet, with_choices
 

@@ -6,7 +6,7 @@ import os
 import re
 from typing import Dict, List, Optional, Sequence
 
-from data_prep.outputs import output_set
+from datafiles import output_set
 
 from .clinical_efficacy import POLICIES
 

@@ -175,7 +175,7 @@ def test_mcnemar_against_binomial_formula():
 
 
 def test_result_files_of_the_wrong_kind_are_refused_naming_the_file(tmp_path):
-    from data_prep.sources import DataError
+    from datafiles import DataError
     from evaluation.compare import load_gen_result
     from evaluation.scoring import RESULT_FORMAT
     from evaluation.table import load_result

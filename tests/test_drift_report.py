@@ -11,7 +11,7 @@ from data_prep.chexpert import REQUIRED, load_labels_csv
 from data_prep.cli import main
 from data_prep.records import Study, StudyHead, Trace
 from data_prep.report import DriftReport, cohen_kappa, wilson
-from data_prep.sources import DataError
+from datafiles import DataError
 from data_prep.text import OBSERVATIONS, content_words, jaccard
 
 

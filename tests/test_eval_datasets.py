@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from data_prep.sources import DataError
+from datafiles import DataError
 from evaluation.cli import main
 from evaluation.datasets import build_items, csv_kind, mimic_image
 
