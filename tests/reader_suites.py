@@ -1,12 +1,18 @@
-"""The findings reader measured on the two labelled suites (tests/data/reader_suite_{report,llm}.jsonl).
+"""The findings reader measured on the labelled suites: the first two (tests/data/reader_suite_{report,llm}.jsonl,
+written by the rule author before the rules) and the blind ones (tests/data/blind/*.{dev,heldout}.jsonl, written and
+labelled by helper sessions that saw only docs/readers.md's conventions, never the reader; the rule author reads
+only their dev halves).
 
 Each line: {"text", "labels": {observation: positive / uncertain / negative / "not mentioned"}, "split": dev or
 heldout}. The labels of a text are exhaustive: an observation it does not list is not mentioned, except No Finding,
 which is only checked where it is listed. A *call* is one (text, observation) pair that the suite labels or that
 the reader calls (a finding read where the suite has none is a wrong call). The suites were written from the
-CheXpert conventions (docs/readers.md) and committed before any rule; rules were written against "dev" only.
+CheXpert conventions (docs/readers.md) and committed before the rules they measure; rules were written against
+"dev" only.
 
-    python tests/reader_suites.py          # the table of both suites, both parts, per class
+    python tests/reader_suites.py                 # the table of every suite, both parts, per class
+    python tests/reader_suites.py --wrong dev     # and the dev parts' wrong calls (never print the held-out ones
+                                                  # to whoever writes rules)
 """
 import json
 import sys
@@ -19,7 +25,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from clinical_text import CALLS, OBSERVATIONS, read_findings  # noqa: E402
 
 DATA = Path(__file__).parent / 'data'
-SUITES = {'report': DATA / 'reader_suite_report.jsonl', 'llm': DATA / 'reader_suite_llm.jsonl'}
+BLIND = DATA / 'blind'
+SUITES = {
+    'report': [DATA / 'reader_suite_report.jsonl'],
+    'llm': [DATA / 'reader_suite_llm.jsonl'],
+    'blind report': [BLIND / f'{name}.{split}.jsonl' for name in ('report_mimic', 'report_deid')
+                     for split in ('dev', 'heldout')],
+    'blind llm': [BLIND / f'{name}.{split}.jsonl' for name in ('llm_structured', 'llm_prose')
+                  for split in ('dev', 'heldout')],
+}
 NOT_MENTIONED = 'not mentioned'
 CLASSES = (*CALLS, NOT_MENTIONED)
 PRESENT = ('positive', 'uncertain')     # present-vs-not: the drift report's reading (uncertain counts as present)
@@ -27,15 +41,17 @@ PRESENT = ('positive', 'uncertain')     # present-vs-not: the drift report's rea
 
 def load(style: str) -> List[Dict]:
     rows = []
-    with open(SUITES[style], encoding='utf-8') as f:
-        for line_no, line in enumerate(f, 1):
-            row = json.loads(line)
-            where = f'{SUITES[style].name} line {line_no}'
-            assert set(row) == {'text', 'labels', 'split'}, where
-            assert row['split'] in ('dev', 'heldout'), where
-            assert row['labels'] and set(row['labels']) <= set(OBSERVATIONS), where
-            assert set(row['labels'].values()) <= set(CLASSES), where
-            rows.append(row)
+    for path in SUITES[style]:
+        with open(path, encoding='utf-8') as f:
+            for line_no, line in enumerate(f, 1):
+                row = json.loads(line)
+                where = f'{path.name} line {line_no}'
+                assert set(row) == {'text', 'labels', 'split'}, where
+                assert row['split'] in ('dev', 'heldout'), where
+                assert path.parent != BLIND or path.name.endswith(f'.{row["split"]}.jsonl'), where
+                assert row['labels'] and set(row['labels']) <= set(OBSERVATIONS), where
+                assert set(row['labels'].values()) <= set(CLASSES), where
+                rows.append(row)
     return rows
 
 
@@ -108,5 +124,16 @@ def table() -> str:
     return '\n'.join(lines)
 
 
+def wrong_calls(split: str = 'dev') -> str:
+    lines = []
+    for style in SUITES:
+        for text, observation, expected, read in measure([r for r in load(style) if r['split'] == split])['wrong']:
+            lines.append(f'[{style}] {observation}: expected {expected}, read {read}\n    {text!r}')
+    return '\n'.join(lines)
+
+
 if __name__ == '__main__':
     print(table())
+    if sys.argv[1:2] == ['--wrong']:
+        assert sys.argv[2:] == ['dev'], 'only the dev parts: the held-out parts stay unread by the rule author'
+        print(wrong_calls('dev'))
