@@ -39,9 +39,9 @@ Order of work:
 import re
 from bisect import bisect_right
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .scope import INDETERMINATE, alternation, listed, sentence_bounds, terminators, words
+from .scope import INDETERMINATE, PhraseTable, alternation, listed, sentence_bounds, terminators, words
 from .vocabulary import (CALLS, NEGATIVE, OBSERVATIONS, POSITIVE, UNCERTAIN, Vocabulary, default_vocabulary,
                          norm)
 
@@ -52,10 +52,19 @@ _THINK_END = re.compile(r'</think>|◁/think▷', re.I)
 _THINK_START = re.compile(r'<think>|◁think▷', re.I)
 # (not '#': it marks a markdown heading, see _TOPIC)
 _EMPHASIS = str.maketrans({c: ' ' for c in '*_`'} | {'\u2019': "'", '\u2018': "'", '\u201c': '"', '\u201d': '"'})
-_BULLET = re.compile(r'[ \t]*(?:[-*+•·▪◦>]|\d{1,2}[.)])?[ \t]*')
+_BULLET = re.compile(r'[ \t]*(?:[-*+•·▪◦>]|\d{1,2}[.)]|\([a-h]\))?[ \t]*')
+# A line that is a heading and nothing else ("**Not seen**", "Possible findings:", "## Absent").
+_HEADING_LINE = re.compile(r'[#\s]*[\w][\w\s/&\'-]{0,50}:?')
+_CLAUSE_PART = re.compile(r'[,:]')
+_SECTION_END = re.compile(r'\n[ \t]*(?:\n|[-*•]?[ \t]*[a-z][\w /&-]{0,30}:)')
+_LAST_SENTENCE = re.compile(r'[^.!?]*[.!?]?\s*$')
+_QUESTION_MARK = re.compile(r'[ \t]*(?:\[\?\]|\?)(?=[ \t]+\w)')
+_BOLD_LINE = re.compile(r'^[ \t]*\*\*[^*\n]{1,80}\*\*[ \t]*:?[ \t]*$', re.M)
 _SEPARATOR = re.compile(r'"?\s*(?:[:|=]|\s[-–—]\s|[–—])\s*"?')
 _QUESTION_PREFIX = re.compile(r'\W*(?:a|answer|response)?\s*[:\-–—]?\s*')
 # A line that is only a key ("pleural effusion:"), or a markdown heading ("# pleural effusion").
+# JSON fields that hold the call of their object's finding: {"finding": "edema", "status": "absent"}
+_STATUS_FIELD = re.compile(r'"(?:status|presence|present|result|assessment|verdict|call|label|value|state)"\s*:\s*"?')
 # A sub-line that gives its topic's value: "- **Presence:** Yes", "Status: absent".
 _PRESENCE_KEY = re.compile(r'\s*(?:presence|present|status|result|assessment|conclusion|finding|answer|seen|'
                            r'detected|evidence)\s*[:=\-–—]\s*')
@@ -68,7 +77,7 @@ _INNER_NOT = re.compile(r"\b(?:not|no)\b|n't\b")
 _NT = ('cue', ('negation', 'pre', "pre_negation (a word ending in n't)"), None)
 # A list item with a predicate of its own is not under the negation before the list: "no pneumothorax, small
 # left effusion is present".
-_AFFIRMED = re.compile(r'\s*(?:[\w-]+\s+){0,2}?(?:is|are)\s+(?:now\s+|again\s+)?(?:present|seen|noted|identified|'
+_AFFIRMED = re.compile(r'\s*(?:(?!(?:and|or|nor)\b)[\w-]+\s+){0,2}?(?:is|are)\s+(?:now\s+|again\s+)?(?:present|seen|noted|identified|'
                        r'demonstrated|evident|visible|appreciated)\b')
 # A key that is a value ("negative findings: ...") reaches its list up to one of these.
 _VALUE_END = re.compile(r'[\]}\n;]')
@@ -76,6 +85,24 @@ _KEY_NOISE = re.compile(r'[\W_]+')
 _KEY_NOUNS = re.compile(r'(?:(?:radiographic|imaging|chest|x-ray|cxr)\s+)?(?:findings?|observations?|diagnos[ie]s|'
                         r'conditions?|items?|abnormalities|pathology|pathologies)?')
 _COMMA_ONLY = re.compile(r'^[^\w]*,[^\w]*(?:[\w-]+\W+){0,3}$')
+# Multiple-choice options: "A) ", "(b) ", "(3) ", and "C. " at the start of a line.
+_OPTION_LABEL = re.compile(r"(?:(?<![\w(])\(?([a-e])\)|\(([1-6])\)|^[ \t]*([a-e])\.)(?=[ \t])", re.M)
+_OPTION_END = re.compile(r'[.?!\n]')
+_QUESTION = re.compile(r"\?|which of the following|\bexcept\b|\bquestion\b|\boptions?\b")
+_EXCEPT = re.compile(r"\bexcept\b|\bnot\s+(?:seen|present|shown|supported|a feature)\b|\bleast likely\b")
+_ANSWER = re.compile(r"(?<![\w-])(answer|answer is|pick|choose|chose|select|go with|correct option|correct answer|"
+                     r"leaning toward|lean toward|leaning towards|lean towards)\W{0,4}(?:is\s+)?(?:option\s+)?"
+                     r"\(?([a-e1-6])\)?(?![\w])")
+# Hedge words inside a statement's words ("the mediastinum may be widened").
+_HEDGE = re.compile(r'\b(?:may|might|could|possibly|probably|likely|perhaps|questionably|presumably)\b')
+# Kinds of mention that name something (structure, textbook talk and echoed questions decide their calls).
+_NAMING = ('finding', 'statement', 'other', 'subject', 'normal')
+# Between a predicate and the subject after it: "stable [cardiac silhouette]", "prominence of the [mediastinum]",
+# "normal [heart size and] mediastinal contours".
+_BEFORE_SUBJECT = re.compile(r"\s*(?:(?:of|in|the|a|an|and|mildly|slightly|moderately|markedly|overall|left|right)\s+){0,3}")
+# A verdict on what was looked for: "and found none", "- nothing", "there is a small one".
+_FOUND = re.compile(r"(?<![\w-])(?:(nothing|none|negative)|(?:there\s+(?:is|are|was|were)|found|see|saw|shows?|"
+                    r"showed)\s+(?:[\w-]+\s+){0,3}?(?:one|ones|it|some))(?![\w-])")
 # "a small one cannot be excluded": a cue in a clause without a finding speaks of the last finding before it.
 _ANAPHOR = re.compile(r'\b(?:one|ones|it|this|these|that)\b')
 
@@ -135,10 +162,26 @@ class FindingsReader:
                     named = entries[phrase][1] if entries.get(phrase, ('',))[0] == 'finding' else ()
                     entries[phrase] = ('finding', named + (observation,), call)    # "pleural abnormality": two
         for observation in OBSERVATIONS:
+            for phrase in vocabulary.terms(observation, 'subject'):
+                if entries.get(phrase, ('',))[0] != 'finding':
+                    named = entries[phrase][1] if entries.get(phrase, ('',))[0] == 'subject' else ()
+                    entries[phrase] = ('subject', named + (observation,), None)
+        for observation in OBSERVATIONS:
             for phrase in vocabulary.terms(observation, 'unmention'):
-                entries[phrase] = ('unmention', (), None)
-        self._entries = entries
+                if entries.get(phrase, ('',))[0] != 'other':    # "calcified nodule": a granuloma, not a lesion
+                    entries[phrase] = ('unmention', (), None)
+        self._entries = PhraseTable(entries)
         self._lexicon = re.compile(rf"(?<![\w-])(?:{alternation(entries)}|\w+n't)(?![\w-])")
+        # "heart failure" present or possible makes Cardiomegaly uncertain (the labeler's rule)
+        self._implies = PhraseTable({phrase: observation for observation in OBSERVATIONS
+                                     for phrase in vocabulary.terms(observation, 'uncertain_from')})
+        predicates = {phrase: cls for cls in (POSITIVE, UNCERTAIN, NEGATIVE) for phrase in vocabulary.predicates[cls]}
+        self._predicates = PhraseTable(predicates)
+        self._predicate = re.compile(rf"(?<![\w-])(?:{alternation(predicates)})(?![\w-])")
+        self._search = _search_pattern(vocabulary['search'])
+        self._refusal = re.compile(rf"(?<![\w-])(?:{alternation(vocabulary['refusal'])})(?![\w-])")
+        self._image_reference = re.compile(rf"(?<![\w-])(?:{alternation(vocabulary['image_reference'])})(?![\w-])")
+        self._normal_study = re.compile(rf"(?<![\w-])(?:{alternation(vocabulary['normal_study'])})(?![\w-])")
         self._statements = vocabulary.statements
         self._values: Dict[str, str] = {}
         for cls in (POSITIVE, NEGATIVE, UNCERTAIN):     # a word listed under two classes keeps the later one
@@ -149,13 +192,15 @@ class FindingsReader:
         self._marks = {p: c for p, c in self._values.items() if re.search(r'[^\w\s\-–—?+]', p) and p[0] != '{'}
         self._mark = re.compile(rf'[ \t]*(?:{alternation(self._marks)})')
         self._pseudo = re.compile(rf"(?:{alternation(vocabulary['pseudo_negation'])})(?![\w-])")
-        self._differential = re.compile(rf"^\W*(?:{alternation(vocabulary['differential_headers'])})\W*"
-                                        rf"(?:[\w-]+\W*){{0,2}}:\W*$")
+        # "Differential diagnosis:", "My ranked differential for the left basal opacity:", "**Possibilities**"
+        self._differential = re.compile(rf"^\W*(?:[\w'-]+\s+){{0,3}}?(?:{alternation(vocabulary['differential_headers'])})"
+                                        rf"\b[^:.?!\n]{{0,70}}?(:)?[\s*#_]*$")
         self._terminators = terminators(vocabulary)
         self._negated_key = re.compile(rf"(?<![\w-])(?:{alternation(vocabulary['pre_negation'])}|\w+n't)(?![\w-])")
         self._window = vocabulary.negation_window
         headers = alternation(vocabulary['skipped_sections'] + vocabulary['sections'])
-        self._section = re.compile(rf'(?<![\w-])({headers})[ \t]*:')
+        # a header starts a line or follows a sentence ("... prior. COMPARISON: ...")
+        self._section = re.compile(rf'(?:^|(?<=[.\n])|(?<=[.!?][ \t]))[ \t]*({headers})[ \t]*:', re.M)
         self._skipped = set(vocabulary['skipped_sections'])
 
     # ---- public
@@ -165,7 +210,8 @@ class FindingsReader:
         deciding, mentions = self._decide(text)
         calls = {o: (m.call if m else None) for o, m in deciding.items()}
         if text.strip():
-            calls[NO_FINDING] = NEGATIVE if _ruling_out(deciding, mentions) else POSITIVE
+            calls[NO_FINDING] = NEGATIVE if _ruling_out(deciding, mentions) else \
+                POSITIVE if _says_something(deciding, mentions) else None
         return calls
 
     def explain(self, text) -> Dict[str, Decision]:
@@ -192,9 +238,10 @@ class FindingsReader:
         if not text.strip():
             return deciding, []
         low = self._skip_sections(_prepare(text))
-        mentions = self._read_region(low, *self._region(low))
+        bold = frozenset(m.start() for m in _BOLD_LINE.finditer(text))
+        mentions = self._read_region(low, *self._region(low), bold)
         for m in mentions:
-            if m.kind != 'finding' and m.kind != 'statement' or m.call is None:
+            if m.kind not in ('finding', 'statement', 'subject') or m.call is None:
                 continue
             for observation in m.value:
                 current = deciding[observation]
@@ -206,12 +253,15 @@ class FindingsReader:
     # ---- text regions
     def _skip_sections(self, low: str) -> str:
         """``low`` with the text of skipped sections (indication, history, comparison...) blanked out, so that
-        positions still point into the original."""
+        positions still point into the original. A skipped section ends at the next header, a blank line or a line
+        that starts with a key of its own ("Lungs: ...")."""
         headers = list(self._section.finditer(low))
         parts, kept = [], 0
         for header, following in zip(headers, headers[1:] + [None]):
             if norm(header.group(1)) in self._skipped:
                 stop = following.start() if following else len(low)
+                paragraph = _SECTION_END.search(low, header.end(), stop)
+                stop = paragraph.start() if paragraph else stop
                 parts += [low[kept:header.start()], ' ' * (stop - header.start())]
                 kept = stop
         return ''.join(parts) + low[kept:] if parts else low
@@ -227,19 +277,27 @@ class FindingsReader:
         start = _THINK_START.search(low)
         return (start.end() if start else 0), len(low)
 
-    def _read_region(self, low: str, start: int, end: int) -> List[Mention]:
-        forced = sorted(self._structure(low, start, end), key=lambda f: f.start)
+    def _read_region(self, low: str, start: int, end: int, bold: frozenset = frozenset()) -> List[Mention]:
+        forced = sorted(self._structure(low, start, end, bold) + self._options(low, start, end) +
+                        self._json_status(low, start, end), key=lambda f: f.start)
         forced_starts = [f.start for f in forced]
         bounds = sentence_bounds(low, start, end)
+        refusal = self._refusal.search(low, start, end)
         out: List[Mention] = []
         for i, mentions in enumerate(self._mentions(low, bounds)):
+            a, b = bounds[i], bounds[i + 1]
+            mentions += [Mention(m.start(), m.end(), 'normal', (), POSITIVE)
+                         for m in self._normal_study.finditer(low, a, b)]
             if not mentions:
                 continue
-            a, b = bounds[i], bounds[i + 1]
+            mentions.sort(key=lambda m: m.start)
             for m in mentions:      # the structure span that holds the mention, if any (one per line or row)
                 at = bisect_right(forced_starts, m.start) - 1
-                if at >= 0 and m.kind in ('finding', 'statement', 'other') and m.end <= forced[at].end:
+                if at >= 0 and m.kind in _NAMING and m.end <= forced[at].end:
                     m.call, m.cue, m.forced = forced[at].call, forced[at].cue, True
+            if refusal and refusal.end() <= a and not self._image_reference.search(low, a, b):
+                # after "I cannot view images", what is not said of this image is textbook talk
+                _drop(mentions, a, b, (refusal.start(), refusal.end(), 'after a refusal: not a mention'))
             generics = [m for m in mentions if m.kind == 'cue' and m.value[0] == 'generic']
             if generics and not any(m.kind == 'cue' and m.value[1] == 'clause' and m.value[0] == 'uncertain'
                                     for m in mentions):
@@ -250,35 +308,170 @@ class FindingsReader:
                 for generic in generics:
                     lo = max([c for c in contrasts if c <= generic.start] + [a])
                     hi = min([c for c in contrasts if c > generic.start] + [b])
-                    for m in mentions:
-                        if m.kind in ('finding', 'statement', 'other') and not m.forced and lo <= m.start < hi:
-                            m.call, m.forced = None, True
-                            m.cue = (generic.start, generic.end, 'generic: not a mention')
+                    _drop(mentions, lo, hi, (generic.start, generic.end, 'generic: not a mention'))
             self._key_values(low, a, b, mentions)
             if low[a:b].rstrip().endswith('?'):
                 following = next((bounds[j] for j in range(i + 1, len(bounds) - 1)
                                   if low[bounds[j]:bounds[j + 1]].strip()), b)
                 answer = self._answer(low, following)
                 for m in mentions:
-                    if m.kind in ('finding', 'statement', 'other') and not m.forced:
+                    if m.kind in _NAMING and not m.forced:
                         m.forced = True
                         m.call, m.cue = (answer[0], answer[1]) if answer else (None, (a, b, 'echoed question'))
             cuts = [a] + [t.start() for t in self._terminators.finditer(low, a, b)] + [b]
             previous = None
             for lo, hi in zip(cuts, cuts[1:]):
                 clause = [m for m in mentions if lo <= m.start < hi]
+                self._searched(low, clause, lo, hi)
+                self._hedge_statements(low, clause, lo)
                 anaphor = self._clause(low, clause, lo, hi, previous)
                 if anaphor:
                     out.append(anaphor)
+                self._subjects(low, clause, lo, hi)
                 previous = next((m for m in reversed(clause) if m.kind == 'finding' and m.call), previous)
             out += mentions
+        out += self._implied(low, out)
         return out
 
-    def _structure(self, low: str, start: int, end: int) -> List[_Forced]:
-        """Calls that a line's layout decides: table columns, leading marks, differential lists, headings."""
+    def _hedge_statements(self, low: str, clause: List[Mention], start: int) -> None:
+        """A positive statement under a hedge is uncertain: "the mediastinum may be widened", "possible
+        cardiomegaly"; the hedge may sit inside it or before it in its clause."""
+        for m in clause:
+            if m.kind != 'statement' or m.call != POSITIVE or m.forced:
+                continue
+            inside = _HEDGE.search(low, m.start, m.end)
+            before = next((c for c in clause if c.kind == 'cue' and c.value[0] == 'uncertain' and
+                           start <= c.start < m.start and c.value[1] in ('pre', 'both', 'clause')), None)
+            if inside or before:
+                cue = (inside.start(), inside.end()) if inside else (before.start, before.end)
+                m.call, m.cue = UNCERTAIN, (*cue, 'a hedge on the statement')
+
+    def _implied(self, low: str, mentions: List[Mention]) -> List[Mention]:
+        """Heart failure present or possible makes Cardiomegaly uncertain (the labeler's rule)."""
+        implied = []
+        for m in mentions:
+            if m.kind == 'finding' and m.call in (POSITIVE, UNCERTAIN):
+                observation = self._implies.lookup(low[m.start:m.end])
+                if observation:
+                    implied.append(Mention(m.start, m.end, 'finding', (observation,), UNCERTAIN,
+                                           (m.start, m.end, f'implies uncertain {observation} (the labeler\'s rule)')))
+        return implied
+
+    def _searched(self, low: str, clause: List[Mention], start: int, end: int) -> None:
+        """What the writer looked for is no assertion: the findings after a search cue ("I reviewed both bases for
+        an effusion") take the verdict the rest of the clause gives (a denial, a hedge, "there is a small one"),
+        else no call."""
+        free = [m for m in clause if m.kind in ('finding', 'other') and not m.forced]
+        cues = [m for m in clause if m.kind == 'cue']
+        for cue in self._search.finditer(low, start, end):
+            if any(c.start < cue.end() and cue.start() < c.end for c in cues):
+                continue        # "cannot rule out": a hedge, not a search
+            after = [i for i, f in enumerate(free) if f.start >= cue.end()]
+            if not after or len(words(low[cue.end():free[after[0]].start])) >= self._window:
+                continue
+            group = listed(low, free, after[0], 1)
+            rest_end = next((f.start for f in free if f.start > group[-1].end and f not in group), end)
+            verdict = self._verdict(low, clause, group[-1].end, rest_end)
+            for f in group:
+                f.forced = True
+                f.call = verdict[0] if verdict else None
+                f.cue = verdict[1] if verdict else (cue.start(), cue.end(), 'looked for: not a statement')
+
+    def _verdict(self, low: str, clause: List[Mention], start: int, end: int
+                 ) -> Optional[Tuple[str, Tuple[int, int, str]]]:
+        """The writer's verdict on what they looked for, from ``low[start:end]``."""
+        for m in clause:
+            if m.kind == 'cue' and start <= m.start < end and m.value[0] in ('negation', 'uncertain'):
+                call = NEGATIVE if m.value[0] == 'negation' else UNCERTAIN
+                return call, (m.start, m.end, f'verdict on what was looked for ({m.value[2]})')
+        found = _FOUND.search(low, start, end)
+        if found:
+            call = NEGATIVE if found.group(1) else POSITIVE
+            return call, (found.start(), found.end(), 'verdict on what was looked for')
+        return None
+
+    def _subjects(self, low: str, clause: List[Mention], start: int, end: int) -> None:
+        """A subject (the heart, the mediastinum, the pleura) takes what its clause says of it: a predicate after
+        it or just before it ("heart size is normal", "stable cardiac silhouette"); a negation between them denies
+        a positive predicate ("the heart does not appear big"), a hedge makes it uncertain; nothing said, no
+        call."""
+        subjects = [m for m in clause if m.kind == 'subject' and not m.forced]
+        if not subjects:
+            return
+        # a predicate inside a finding's name ("enlarged heart") is the finding's; one inside an other finding
+        # ("thickened") or a statement about the next subject ("[heart,] XXXX and mediastinum are normal") counts
+        findings = [m for m in clause if m.kind == 'finding']
+        named = sorted((m for m in clause if m.kind in ('finding', 'other')), key=lambda m: m.start)
+        predicates = [p for p in self._predicate.finditer(low, start, end)
+                      if not any(n.start < p.end() and p.start() < n.end for n in findings)]
+        for m in subjects:
+            before = [p for p in predicates if p.end() <= m.start and
+                      _BEFORE_SUBJECT.fullmatch(low, p.end(), m.start)]
+            after = [p for p in predicates if p.start() >= m.end and ':' not in low[m.end:p.start()] and
+                     len(words(low[m.end:p.start()])) < self._window + 2 and
+                     not any(m.end <= n.start and n.end <= p.start() for n in named)]
+            predicate = before[-1] if before else after[0] if after else None
+            if predicate is None:
+                m.call, m.cue = None, (m.start, m.end, 'subject with nothing said of it')
+                continue
+            call = self._predicates.lookup(predicate.group())
+            lo, hi = (predicate.end(), m.start) if predicate.end() <= m.start else (m.end, predicate.start())
+            between = [c for c in clause if c.kind == 'cue' and (lo <= c.start < hi or
+                       (start <= c.start < min(m.start, predicate.start()) and c.value[0] == 'uncertain'))]
+            why = f'said of it: "{predicate.group()}"'
+            if call == POSITIVE and any(c.value[0] == 'negation' and lo <= c.start < hi for c in between):
+                call, why = NEGATIVE, why + ', denied'
+            elif call == POSITIVE and any(c.value[0] == 'uncertain' for c in between):
+                call, why = UNCERTAIN, why + ', hedged'
+            m.call, m.cue = call, (predicate.start(), predicate.end(), why)
+
+    def _json_status(self, low: str, start: int, end: int) -> List[_Forced]:
+        """{"finding": "edema", "status": "absent"}: the status field gives the call of its object's finding."""
+        forced = []
+        for field in _STATUS_FIELD.finditer(low, start, end):
+            value = self._value_at(low, field.end(), end)
+            opening = low.rfind('{', start, field.start())
+            if value and opening >= 0 and '}' not in low[opening:field.start()]:
+                forced.append(_Forced(opening, field.start(), value[0], value[1]))
+        return forced
+
+    def _options(self, low: str, start: int, end: int) -> List[_Forced]:
+        """The options of a multiple-choice question ("A) Effusion B) Pneumothorax", "(1) edema, (2) ...") are no
+        statements: an option's findings take the writer's answer ("Answer: B": positive; negative when the
+        question asks for the exception; uncertain when hedged: "leaning toward C"), a verdict written in the
+        option itself ("C) Effusion - no"), or no call. Options are labels in order (a, b, c... or (1), (2)...)
+        after a question, or three or more on one line."""
+        forced = []
+        for run in _option_runs(_OPTION_LABEL.finditer(low, start, end)):
+            one_line = '\n' not in low[run[0].start():run[-1].start()]
+            if not (_QUESTION.search(low, start, run[0].start()) or (one_line and len(run) >= 3)):
+                continue
+            except_ = _EXCEPT.search(low, start, run[-1].start()) is not None
+            answers = {}
+            for answer in _ANSWER.finditer(low, run[-1].end(), end):
+                hedged = answer.group(1).startswith('lean')
+                verdict = (UNCERTAIN if hedged else NEGATIVE if except_ else POSITIVE,
+                           (answer.start(), answer.end(), 'the option the writer answers with'))
+                answers.setdefault(answer.group(2), verdict)
+                restated = _OPTION_END.search(low, answer.end(), end)      # "Answer: C) Pneumothorax."
+                forced.append(_Forced(answer.end(), restated.start() if restated else end, *verdict))
+            for n, label in enumerate(run):
+                stop = _OPTION_END.search(low, label.end(), run[n + 1].start() if n + 1 < len(run) else end)
+                stop = stop.start() if stop else run[n + 1].start() if n + 1 < len(run) else end
+                separator = _SEPARATOR.search(low, label.end(), stop)
+                if separator and self._value_at(low, separator.end(), stop):
+                    continue        # "C) Effusion - no": the option's own verdict
+                call, cue = answers.get(_option_key(label), (None, (label.start(), label.end(),
+                                                                     'an option: not a statement')))
+                forced.append(_Forced(label.end(), stop, call, cue))
+        return forced
+
+    def _structure(self, low: str, start: int, end: int, bold: frozenset) -> List[_Forced]:
+        """Calls that a line's layout decides: table columns, leading marks, differential lists, headings (``bold``:
+        where lines that were wholly bold start)."""
         forced: List[_Forced] = []
         header: Optional[List[Tuple[int, int]]] = None
-        differential = False
+        differential: Any = False     # or (call, cue) of the list items that follow
         lines, pos = [], start
         for line in low[start:end].split('\n'):
             lines.append((pos, pos + len(line)))
@@ -298,17 +491,26 @@ class FindingsReader:
                 forced += self._table_row(low, header, cells)
                 continue
             header = None
-            if self._differential.match(stripped):
-                differential = True
+            if self._differential.match(_LAST_SENTENCE.search(stripped).group()):
+                differential = (UNCERTAIN, (a, b, 'item of a differential list'))
                 continue
+            label = self._key_label(low, a, b) if _HEADING_LINE.fullmatch(stripped) else None
+            if label and _is_list_next(low, lines, n):
+                differential = (label[0], (label[1][0], label[1][1], 'item under a heading naming the value'))
+                continue        # "**Not seen**" over "- Pneumothorax", "Possible findings:" over a list
             bullet = _BULLET.match(low, a, b)
             if differential and bullet.end() > a and bullet.group().strip():
-                forced.append(_Forced(bullet.end(), b, UNCERTAIN, (a, bullet.end(), 'item of a differential list')))
+                forced.append(_Forced(bullet.end(), b, *differential))
                 continue
             differential = False
-            topic = self._topic(low, lines, n, bullet.end())
+            topic = self._topic(low, lines, n, bullet.end(), a in bold)
             if topic:
                 forced.append(topic)
+                continue
+            question_mark = _QUESTION_MARK.match(low, bullet.end(), b)
+            if question_mark:      # "? Small left effusion" in a checklist whose legend says "? possible"
+                forced.append(_Forced(question_mark.end(), _key_end(low, question_mark.end(), b), UNCERTAIN,
+                                      (question_mark.start(), question_mark.end(), 'mark')))
                 continue
             mark = self._mark.match(low, bullet.end(), b)
             if mark and mark.group().strip():
@@ -319,7 +521,7 @@ class FindingsReader:
                 forced.append(_Forced(mark.end(), key_end, self._marks[phrase], (mark.start(), mark.end(), 'mark')))
         return forced
 
-    def _topic(self, low: str, lines: List[Tuple[int, int]], n: int, at: int) -> Optional[_Forced]:
+    def _topic(self, low: str, lines: List[Tuple[int, int]], n: int, at: int, bold: bool) -> Optional[_Forced]:
         """A heading ("## Pleural effusion"), a key alone on its line ("**2. Pleural Effusion:**") or a bullet with
         sub-bullets ("- Pneumothorax" over "  - Present: no") names a topic, not a finding. It takes the value that
         starts the next line ("- None") or that a sub-line gives ("- **Presence:** Yes"); a heading or key without
@@ -328,7 +530,7 @@ class FindingsReader:
         key = _TOPIC.match(low, at, b)
         if not key:
             return None
-        heading = low[a:b].lstrip()[:1] == '#' or key.group(1)
+        heading = low[a:b].lstrip()[:1] == '#' or key.group(1) or (bold and _is_list_next(low, lines, n))
         indent = len(low[a:b]) - len(low[a:b].lstrip())
         children = []
         for c, d in lines[n + 1:]:
@@ -360,14 +562,16 @@ class FindingsReader:
         out = []
         for (a, b), (ha, hb) in zip(cells[1:], header[1:] + [(0, 0)] * len(cells)):     # rows may outrun it
             cell, head = norm(low[a:b]).strip(' ?'), norm(low[ha:hb]).strip(' ?')
-            if cell and head in self._values and (cell in self._marks or self._values.get(cell) == POSITIVE):
+            if cell and head in self._values and (cell in self._marks or cell == 'x' or
+                                                  self._values.get(cell) == POSITIVE):
                 call = self._values[head]
                 if self._values.get(cell) == NEGATIVE:     # a ✗ under "Present"
                     call = NEGATIVE
                 out.append(_Forced(key[0], key[1], call, (ha, hb, f'table column "{low[ha:hb].strip()}"')))
             elif cell in self._values and not self._pseudo.match(cell):
                 out.append(_Forced(key[0], key[1], self._values[cell], (a, b, 'table cell')))
-        return out
+        # several cells of one row ("| Effusion | Yes (right) | No (left) |"): the highest call, as across a text
+        return [max(out, key=lambda f: RANK[f.call])] if out else []
 
     # ---- mentions
     def _mentions(self, low: str, bounds: List[int]) -> List[List[Mention]]:
@@ -409,7 +613,7 @@ class FindingsReader:
             if claimed[i] and any(f.start < m.end() and m.start() < f.end for f in claimed[i]):
                 continue
             phrase = m.group(0)
-            kind, value, call = self._entries.get(phrase) or self._entries.get(norm(phrase), _NT)
+            kind, value, call = self._entries.lookup(phrase, _NT)
             found[i].append(Mention(m.start(), m.end(), kind, value, call))
         for f in found:
             f.sort(key=lambda m: m.start)
@@ -426,7 +630,7 @@ class FindingsReader:
 
     def _key_values(self, low: str, start: int, end: int, mentions: List[Mention]) -> None:
         """"Pleural effusion: none", "| Cardiomegaly | No |", '"edema": false', "Consolidation ✗"."""
-        findings = [m for m in mentions if m.kind in ('finding', 'other') and not m.forced]
+        findings = [m for m in mentions if m.kind in ('finding', 'other', 'subject') and not m.forced]
         if not findings:
             return
         key_start = start
@@ -436,6 +640,8 @@ class FindingsReader:
                 key_start = max(key_start, low.rfind('"', key_start, sep.start()) + 1)
             value = self._value_at(low, sep.end(), end)
             keys = [m for m in findings if key_start <= m.start and m.end <= sep.start() + 1]
+            if value and any(f.start > sep.end() for f in findings if f.kind == 'finding'):
+                keys = [m for m in keys if m.kind != 'subject']      # "Pleura: no effusion" denies the effusion
             if value and keys and len(words(low[key_start:sep.start()])) <= 8:
                 for m in keys:
                     m.call, m.cue, m.forced = value[0], value[1], True
@@ -495,10 +701,11 @@ class FindingsReader:
             # look for a pleural line").
             for cue in hypotheticals:
                 lo = max(low.rfind(',', start, cue.start), start)
-                hi = low.find(',', cue.end, end)
-                hi = end if hi < 0 else hi
-                for f in free:
-                    if lo <= f.start < hi:
+                stop = _CLAUSE_PART.search(low, cue.end, end)     # "So for your question: there is no ..."
+                hi = stop.start() if stop else end
+                hedges = [c.end for c in cues if c.value[0] == 'uncertain' and lo <= c.start and c.end <= cue.start]
+                for f in free:      # "correlation for pneumonia is recommended": the hedge stays
+                    if lo <= f.start < hi and not any(h <= f.start for h in hedges):
                         f.call, f.cue = None, (cue.start, cue.end, 'hypothetical: not a mention')
             free = [f for f in free if f.cue is None or f.cue[2] != 'hypothetical: not a mention']
             if not free:
@@ -522,10 +729,8 @@ class FindingsReader:
                 call, why = NEGATIVE, why + ' inside a negation'     # "no findings to suggest pneumonia"
             if direction == 'clause':
                 mark(range(len(free)), call, why)
-            elif direction == 'around':     # the finding on each side of "versus" and the ones listed with it
-                sides = (listed(low, free, before[-1], -1) if before else []) + \
-                    (listed(low, free, after[0], 1) if after else [])
-                mark([free.index(f) for f in sides], call, why)
+            elif direction == 'around':     # the finding on each side of "versus"
+                mark(([before[-1]] if before else []) + ([after[0]] if after else []), call, why)
             elif direction == 'pre' and after:
                 if kind == 'negation':
                     if len(words(low[cue.end:free[after[0]].start])) < self._window:
@@ -556,6 +761,37 @@ class FindingsReader:
                    and len(words(low[c.end:cue.start])) < self._window for c in cues)
 
 
+def _option_key(label: re.Match) -> str:
+    return label.group(1) or label.group(2) or label.group(3)
+
+
+def _option_runs(labels) -> List[List[re.Match]]:
+    """Runs of at least two option labels in order: a, b, c... or 1, 2, 3..."""
+    runs, run = [], []
+    for label in labels:
+        key = _option_key(label)
+        if run and ord(key) == ord(_option_key(run[-1])) + 1:
+            run.append(label)
+            continue
+        if len(run) >= 2:
+            runs.append(run)
+        run = [label] if key in ('a', '1') else []
+    return runs + [run] if len(run) >= 2 else runs
+
+
+def _is_list_next(low: str, lines: List[Tuple[int, int]], n: int) -> bool:
+    """Whether the next non-blank line after line ``n`` is a list item."""
+    following = next(((c, d) for c, d in lines[n + 1:] if low[c:d].strip()), None)
+    return following is not None and bool(_BULLET.match(low, *following).group().strip())
+
+
+def _drop(mentions: List[Mention], start: int, end: int, cue: Tuple[int, int, str]) -> None:
+    """The naming mentions in ``start:end`` say nothing of this image."""
+    for m in mentions:
+        if m.kind in _NAMING and not m.forced and start <= m.start < end:
+            m.call, m.forced, m.cue = None, True, cue
+
+
 def _decision(text: str, bounds: List[int], m: Mention) -> Decision:
     """The Decision that mention ``m`` makes, in the words of the original ``text``."""
     at = min(max(bisect_right(bounds, m.start) - 1, 0), len(bounds) - 2)
@@ -574,10 +810,18 @@ def _ruling_out(deciding: Dict[str, Optional[Mention]], mentions: List[Mention])
     return ('', other) if other else None
 
 
+def _says_something(deciding: Dict[str, Optional[Mention]], mentions: List[Mention]) -> bool:
+    """Whether the text says anything about this image: an observation called, or a word of a normal study
+    ("clear", "unremarkable") outside textbook talk, refusals and questions."""
+    return any(m is not None for m in deciding.values()) or any(m.kind == 'normal' and m.call for m in mentions)
+
+
 def _no_finding(text: str, bounds: List[int], deciding: Dict[str, Optional[Mention]],
                 mentions: List[Mention]) -> Decision:
     found = _ruling_out(deciding, mentions)
     if found is None:
+        if not _says_something(deciding, mentions):
+            return Decision(None, '', '', 'nothing said about the image (refusal, textbook talk, a question)')
         return Decision(POSITIVE, '', '', 'no observation but Support Devices is positive or uncertain')
     observation, m = found
     d = _decision(text, bounds, m)
@@ -592,6 +836,19 @@ def _own_predicates(low: str, group: List[Mention]) -> List[Mention]:
         if _COMMA_ONLY.match(low[group[i - 1].end:group[i].start]) and _AFFIRMED.match(low, group[i].end):
             return group[:i]
     return group
+
+
+def _search_pattern(phrases: Sequence[str]) -> re.Pattern:
+    """The search cues; one that ends in " for" also matches with up to four words before "for" ("reviewed both
+    bases for")."""
+    parts = []
+    for phrase in sorted(phrases, key=len, reverse=True):
+        words_ = [re.escape(w) for w in phrase.split()]
+        if len(words_) > 1 and words_[-1] == 'for':
+            parts.append(r'\s+'.join(words_[:-1]) + r"(?:\s+[\w'-]+){0,4}?\s+for")
+        else:
+            parts.append(r'\s+'.join(words_))
+    return re.compile(rf"(?<![\w-])(?:{'|'.join(parts)})(?![\w-])")
 
 
 def _as_text(text) -> str:
