@@ -168,7 +168,9 @@ class FindingsReader:
                     entries[phrase] = ('subject', named + (observation,), None)
         for observation in OBSERVATIONS:
             for phrase in vocabulary.terms(observation, 'unmention'):
-                if entries.get(phrase, ('',))[0] != 'other':    # "calcified nodule": a granuloma, not a lesion
+                # a phrase named elsewhere keeps that meaning and hides this one: "calcified nodule" (a granuloma,
+                # no lesion), "pleural scar" (Pleural Other, no Lung Opacity)
+                if entries.get(phrase, ('',))[0] not in ('other', 'finding'):
                     entries[phrase] = ('unmention', (), None)
         self._entries = PhraseTable(entries)
         self._lexicon = re.compile(rf"(?<![\w-])(?:{alternation(entries)}|\w+n't)(?![\w-])")

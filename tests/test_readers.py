@@ -20,35 +20,41 @@ from evaluation.parser import parse_answer
 from reader_suites import CLASSES, load, measure, table
 
 REPO = Path(__file__).resolve().parents[1]
-# Bars on the held-out parts (issue 21); the dev parts must clear them too.
-BARS = {'llm': {'accuracy': 0.95, 'present_vs_not': 0.97}, 'report': {'kappa_macro': 0.85}}
+# Bars on the held-out parts (issue 21; the blind suites: issue 28's targets for text nobody here wrote, less a
+# margin for the suites' size); the dev parts must clear them too.
+BARS = {'llm': {'accuracy': 0.95, 'present_vs_not': 0.97}, 'report': {'kappa_macro': 0.85},
+        'blind report': {'accuracy': 0.95, 'present_vs_not': 0.98},
+        'blind llm': {'accuracy': 0.92, 'present_vs_not': 0.96}}
 
 
-def test_suites_are_large_enough_and_split():
-    for style in ('report', 'llm'):
-        rows = load(style)
-        assert len({r['text'] for r in rows}) == len(rows), style
-        calls = {split: sum(len(r['labels']) for r in rows if r['split'] == split) for split in ('dev', 'heldout')}
-        assert calls['dev'] + calls['heldout'] >= 300 and min(calls.values()) >= 130, (style, calls)
-        labelled = {c for r in rows for c in r['labels'].values()}
-        assert labelled >= {'positive', 'negative', 'uncertain'}, style
-        covered = {o for r in rows for o in r['labels']}
-        assert covered == set(OBSERVATIONS) if style == 'report' else len(covered) >= 12, (style, covered)
+@pytest.mark.parametrize('style', sorted(BARS))
+def test_suites_are_large_enough_and_split(style):
+    rows = load(style)
+    assert len({r['text'] for r in rows}) == len(rows), style
+    calls = {split: sum(len(r['labels']) for r in rows if r['split'] == split) for split in ('dev', 'heldout')}
+    least = 500 if style.startswith('blind') else 130
+    assert min(calls.values()) >= least, (style, calls)
+    labelled = {c for r in rows for c in r['labels'].values()}
+    assert labelled >= {'positive', 'negative', 'uncertain'}, style
+    covered = {o for r in rows for o in r['labels']}
+    assert covered == set(OBSERVATIONS) if 'report' in style else len(covered) >= 12, (style, covered)
 
 
-@pytest.mark.parametrize('style', ['report', 'llm'])
+@pytest.mark.parametrize('style', sorted(BARS))
 @pytest.mark.parametrize('split', ['dev', 'heldout'])
 def test_reader_on_the_suites(style, split):
     m = measure([r for r in load(style) if r['split'] == split])
     print(f'\n{style} {split}: {m["calls"]} calls, 4-class {m["accuracy"]:.3f}, present-vs-not '
           f'{m["present_vs_not"]:.3f}, kappa macro {m["kappa_macro"]:.3f}, per class {m["per_class"]}')
     for name, bar in BARS[style].items():
-        assert m[name] >= bar, (name, m[name], m['wrong'])
+        # the wrong calls of a held-out part are not printed: whoever writes rules must not read them
+        assert m[name] >= bar, (name, m[name], m['wrong'] if split == 'dev' else f'{len(m["wrong"])} wrong calls')
 
 
 def test_table_names_every_part_and_class():
     text = table()
-    for part in ('| report | dev |', '| report | heldout |', '| llm | dev |', '| llm | heldout |', *CLASSES):
+    for part in ('| report | dev |', '| report | heldout |', '| llm | dev |', '| llm | heldout |',
+                 '| blind report | heldout |', '| blind llm | heldout |', *CLASSES):
         assert part in text
 
 
