@@ -37,9 +37,9 @@ Order of work:
    observation (Support Devices aside) is positive or uncertain, or an other finding is named; else positive.
 """
 import re
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from .scope import INDETERMINATE, PhraseTable, alternation, listed, sentence_bounds, terminators, words
 from .vocabulary import (CALLS, NEGATIVE, OBSERVATIONS, POSITIVE, UNCERTAIN, Vocabulary, default_vocabulary,
@@ -57,10 +57,12 @@ _BULLET = re.compile(r'[ \t]*(?:[-*+•·▪◦>]|\d{1,2}[.)]|\([a-h]\))?[ \t]*'
 _HEADING_LINE = re.compile(r'[#\s]*[\w][\w\s/&\'-]{0,50}:?')
 _CLAUSE_PART = re.compile(r'[,:]')
 _SECTION_END = re.compile(r'\n[ \t]*(?:\n|[-*•]?[ \t]*[a-z][\w /&-]{0,30}:)')
-_LAST_SENTENCE = re.compile(r'[^.!?]*[.!?]?\s*$')
 _QUESTION_MARK = re.compile(r'[ \t]*(?:\[\?\]|\?)(?=[ \t]+\w)')
 _BOLD_LINE = re.compile(r'^[ \t]*\*\*[^*\n]{1,80}\*\*[ \t]*:?[ \t]*$', re.M)
-_SEPARATOR = re.compile(r'"?\s*(?:[:|=]|\s[-–—]\s|[–—])\s*"?')
+# Between a key and its value: ":", "|", "=", a dash ("Effusion - none", "Atelectasis — likely"); the separator's span
+# takes in the blanks around it and a closing / opening quote ('"edema": false').
+_SEPARATOR = re.compile(r'[:|=–—]|(?<=\s)-(?=\s)')
+_BLANKS = frozenset(' \t\n\r\f\v')
 _QUESTION_PREFIX = re.compile(r'\W*(?:a|answer|response)?\s*[:\-–—]?\s*')
 # A line that is only a key ("pleural effusion:"), or a markdown heading ("# pleural effusion").
 # JSON fields that hold the call of their object's finding: {"finding": "edema", "status": "absent"}
@@ -86,17 +88,25 @@ _KEY_NOUNS = re.compile(r'(?:(?:radiographic|imaging|chest|x-ray|cxr)\s+)?(?:fin
                         r'conditions?|items?|abnormalities|pathology|pathologies)?')
 _COMMA_ONLY = re.compile(r'^[^\w]*,[^\w]*(?:[\w-]+\W+){0,3}$')
 # Multiple-choice options: "A) ", "(b) ", "(3) ", and "C. " at the start of a line.
-_OPTION_LABEL = re.compile(r"(?:(?<![\w(])\(?([a-e])\)|\(([1-6])\)|^[ \t]*([a-e])\.)(?=[ \t])", re.M)
+_OPTION_LABEL = re.compile(r"([a-e1-6])[).](?=[ \t])")
 _OPTION_END = re.compile(r'[.?!\n]')
-_QUESTION = re.compile(r"\?|which of the following|\bexcept\b|\bquestion\b|\boptions?\b")
+# How far after a question (in characters) its options may still be found.
+_OPTIONS_REACH = 1500
+# What asks a multiple-choice question.
+_QUESTION_WORDS = ('?', 'which of the following', 'except', 'question', 'option')
 _EXCEPT = re.compile(r"\bexcept\b|\bnot\s+(?:seen|present|shown|supported|a feature)\b|\bleast likely\b")
 _ANSWER = re.compile(r"(?<![\w-])(answer|answer is|pick|choose|chose|select|go with|correct option|correct answer|"
                      r"leaning toward|lean toward|leaning towards|lean towards)\W{0,4}(?:is\s+)?(?:option\s+)?"
                      r"\(?([a-e1-6])\)?(?![\w])")
 # Hedge words inside a statement's words ("the mediastinum may be widened").
 _HEDGE = re.compile(r'\b(?:may|might|could|possibly|probably|likely|perhaps|questionably|presumably)\b')
+# "for" within four words after a search verb: "reviewed [both bases] for".
+_FOR_AFTER = re.compile(r"(?:\s+[\w'-]+){0,4}?\s+for(?![\w-])")
 # Kinds of mention that name something (structure, textbook talk and echoed questions decide their calls).
 _NAMING = ('finding', 'statement', 'other', 'subject', 'normal')
+# How far (characters) before and after a subject its predicate may be: "new prominence of the [superior
+# mediastinum]", "[the heart], XXXX and lungs are within normal limits".
+_PREDICATE_BEFORE, _PREDICATE_AFTER = 40, 120
 # Between a predicate and the subject after it: "stable [cardiac silhouette]", "prominence of the [mediastinum]",
 # "normal [heart size and] mediastinal contours".
 _BEFORE_SUBJECT = re.compile(r"\s*(?:(?:of|in|the|a|an|and|mildly|slightly|moderately|markedly|overall|left|right)\s+){0,3}")
@@ -125,6 +135,14 @@ class Decision:
     cue: str = ''               # the cue or value that decided the call ('' for a plain mention)
     rule: str = ''              # which rule the cue belongs to
     sentence: str = ''
+
+
+@dataclass(frozen=True)
+class _Label:
+    """A multiple-choice option's label: "b)" is key "b"."""
+    start: int
+    end: int
+    key: str
 
 
 @dataclass
@@ -172,15 +190,23 @@ class FindingsReader:
                 # no lesion), "pleural scar" (Pleural Other, no Lung Opacity)
                 if entries.get(phrase, ('',))[0] not in ('other', 'finding'):
                     entries[phrase] = ('unmention', (), None)
+        # search cues: the phrase before "for" is read by the lexicon ("reviewed"), "for" is looked for after it
+        search_verbs = {}
+        for phrase in vocabulary['search']:
+            verb, needs_for = (phrase[:-4], True) if phrase.endswith(' for') and ' ' in phrase else (phrase, False)
+            search_verbs[verb] = needs_for
+            entries.setdefault(verb, ('search', (), None))
+        self._search_verbs = search_verbs
         self._entries = PhraseTable(entries)
+        self._exact = entries
         self._lexicon = re.compile(rf"(?<![\w-])(?:{alternation(entries)}|\w+n't)(?![\w-])")
         # "heart failure" present or possible makes Cardiomegaly uncertain (the labeler's rule)
         self._implies = PhraseTable({phrase: observation for observation in OBSERVATIONS
                                      for phrase in vocabulary.terms(observation, 'uncertain_from')})
+        self._implying = frozenset(o for phrase in self._implies.entries for o in entries.get(phrase, ('', ()))[1])
         predicates = {phrase: cls for cls in (POSITIVE, UNCERTAIN, NEGATIVE) for phrase in vocabulary.predicates[cls]}
         self._predicates = PhraseTable(predicates)
         self._predicate = re.compile(rf"(?<![\w-])(?:{alternation(predicates)})(?![\w-])")
-        self._search = _search_pattern(vocabulary['search'])
         self._refusal = re.compile(rf"(?<![\w-])(?:{alternation(vocabulary['refusal'])})(?![\w-])")
         self._image_reference = re.compile(rf"(?<![\w-])(?:{alternation(vocabulary['image_reference'])})(?![\w-])")
         self._normal_study = re.compile(rf"(?<![\w-])(?:{alternation(vocabulary['normal_study'])})(?![\w-])")
@@ -194,6 +220,7 @@ class FindingsReader:
         self._marks = {p: c for p, c in self._values.items() if re.search(r'[^\w\s\-–—?+]', p) and p[0] != '{'}
         self._mark = re.compile(rf'[ \t]*(?:{alternation(self._marks)})')
         self._pseudo = re.compile(rf"(?:{alternation(vocabulary['pseudo_negation'])})(?![\w-])")
+        self._differential_word = re.compile(alternation(vocabulary['differential_headers']))
         # "Differential diagnosis:", "My ranked differential for the left basal opacity:", "**Possibilities**"
         self._differential = re.compile(rf"^\W*(?:[\w'-]+\s+){{0,3}}?(?:{alternation(vocabulary['differential_headers'])})"
                                         rf"\b[^:.?!\n]{{0,70}}?(:)?[\s*#_]*$")
@@ -201,8 +228,7 @@ class FindingsReader:
         self._negated_key = re.compile(rf"(?<![\w-])(?:{alternation(vocabulary['pre_negation'])}|\w+n't)(?![\w-])")
         self._window = vocabulary.negation_window
         headers = alternation(vocabulary['skipped_sections'] + vocabulary['sections'])
-        # a header starts a line or follows a sentence ("... prior. COMPARISON: ...")
-        self._section = re.compile(rf'(?:^|(?<=[.\n])|(?<=[.!?][ \t]))[ \t]*({headers})[ \t]*:', re.M)
+        self._section = re.compile(rf'(?<![\w-])({headers})[ \t]*:')
         self._skipped = set(vocabulary['skipped_sections'])
 
     # ---- public
@@ -241,7 +267,8 @@ class FindingsReader:
             return deciding, []
         low = self._skip_sections(_prepare(text))
         bold = frozenset(m.start() for m in _BOLD_LINE.finditer(text))
-        mentions = self._read_region(low, *self._region(low), bold)
+        start, end = self._region(low)
+        mentions = self._read_region(low, start, end, bold)
         for m in mentions:
             if m.kind not in ('finding', 'statement', 'subject') or m.call is None:
                 continue
@@ -250,14 +277,23 @@ class FindingsReader:
                 if current is None or RANK[m.call] > RANK[current.call]:
                     deciding[observation] = m
         deciding[NO_FINDING] = None
+        if not any(deciding.values()):      # whether the text says anything of the image (No Finding)
+            mentions += self._normal_words(low, start, end, mentions)
         return deciding, mentions
+
+    def _normal_words(self, low: str, start: int, end: int, mentions: List[Mention]) -> List[Mention]:
+        """Words of a normal study ("clear", "unremarkable") outside textbook talk, refusals and questions."""
+        dropped = [m for m in mentions if m.kind == 'dropped']
+        return [Mention(m.start(), m.end(), 'normal', (), POSITIVE) for m in self._normal_study.finditer(low, start, end)
+                if not any(d.start <= m.start() < d.end for d in dropped)]
 
     # ---- text regions
     def _skip_sections(self, low: str) -> str:
         """``low`` with the text of skipped sections (indication, history, comparison...) blanked out, so that
         positions still point into the original. A skipped section ends at the next header, a blank line or a line
         that starts with a key of its own ("Lungs: ...")."""
-        headers = list(self._section.finditer(low))
+        # a header starts a line or follows a sentence ("... prior. COMPARISON: ..."), not "Step 1 - Technique:"
+        headers = [h for h in self._section.finditer(low) if _starts_a_sentence(low, h.start())]
         parts, kept = [], 0
         for header, following in zip(headers, headers[1:] + [None]):
             if norm(header.group(1)) in self._skipped:
@@ -273,26 +309,28 @@ class FindingsReader:
         ends = list(_THINK_END.finditer(low))
         if ends:
             after = ends[-1].end()
-            if any(m.kind in ('finding', 'statement') for sentence in self._mentions(low, [after, len(low)])
-                   for m in sentence):
+            if self._names_a_finding(low, after, len(low)):
                 return after, len(low)
         start = _THINK_START.search(low)
         return (start.end() if start else 0), len(low)
+
+    def _names_a_finding(self, low: str, start: int, end: int) -> bool:
+        return any(self._entries.lookup(m.group(), _NT)[0] == 'finding' for m in self._lexicon.finditer(low, start, end)) \
+            or any(statement.pattern.search(low, start, end) for statement in self._statements)
 
     def _read_region(self, low: str, start: int, end: int, bold: frozenset = frozenset()) -> List[Mention]:
         forced = sorted(self._structure(low, start, end, bold) + self._options(low, start, end) +
                         self._json_status(low, start, end), key=lambda f: f.start)
         forced_starts = [f.start for f in forced]
         bounds = sentence_bounds(low, start, end)
-        refusal = self._refusal.search(low, start, end)
+        found, generic = self._mentions(low, bounds)
+        # a refusal phrase is also a generic cue: look for one only where a generic cue was read
+        refusal = generic and self._refusal.search(low, start, end)
         out: List[Mention] = []
-        for i, mentions in enumerate(self._mentions(low, bounds)):
+        for i, mentions in enumerate(found):
             a, b = bounds[i], bounds[i + 1]
-            mentions += [Mention(m.start(), m.end(), 'normal', (), POSITIVE)
-                         for m in self._normal_study.finditer(low, a, b)]
             if not mentions:
                 continue
-            mentions.sort(key=lambda m: m.start)
             for m in mentions:      # the structure span that holds the mention, if any (one per line or row)
                 at = bisect_right(forced_starts, m.start) - 1
                 if at >= 0 and m.kind in _NAMING and m.end <= forced[at].end:
@@ -316,20 +354,26 @@ class FindingsReader:
                 following = next((bounds[j] for j in range(i + 1, len(bounds) - 1)
                                   if low[bounds[j]:bounds[j + 1]].strip()), b)
                 answer = self._answer(low, following)
+                if answer is None:
+                    mentions.append(Mention(a, b, 'dropped'))
                 for m in mentions:
                     if m.kind in _NAMING and not m.forced:
                         m.forced = True
                         m.call, m.cue = (answer[0], answer[1]) if answer else (None, (a, b, 'echoed question'))
             cuts = [a] + [t.start() for t in self._terminators.finditer(low, a, b)] + [b]
+            kinds = {m.kind for m in mentions}
             previous = None
             for lo, hi in zip(cuts, cuts[1:]):
                 clause = [m for m in mentions if lo <= m.start < hi]
-                self._searched(low, clause, lo, hi)
-                self._hedge_statements(low, clause, lo)
+                if 'search' in kinds:
+                    self._searched(low, clause, lo, hi)
+                if 'statement' in kinds:
+                    self._hedge_statements(low, clause, lo)
                 anaphor = self._clause(low, clause, lo, hi, previous)
                 if anaphor:
                     out.append(anaphor)
-                self._subjects(low, clause, lo, hi)
+                if 'subject' in kinds:
+                    self._subjects(low, clause, lo, hi)
                 previous = next((m for m in reversed(clause) if m.kind == 'finding' and m.call), previous)
             out += mentions
         out += self._implied(low, out)
@@ -351,8 +395,10 @@ class FindingsReader:
     def _implied(self, low: str, mentions: List[Mention]) -> List[Mention]:
         """Heart failure present or possible makes Cardiomegaly uncertain (the labeler's rule)."""
         implied = []
+        if not any(phrase in low for phrase in self._implies.entries):
+            return implied
         for m in mentions:
-            if m.kind == 'finding' and m.call in (POSITIVE, UNCERTAIN):
+            if m.kind == 'finding' and m.call in (POSITIVE, UNCERTAIN) and not self._implying.isdisjoint(m.value):
                 observation = self._implies.lookup(low[m.start:m.end])
                 if observation:
                     implied.append(Mention(m.start, m.end, 'finding', (observation,), UNCERTAIN,
@@ -365,11 +411,11 @@ class FindingsReader:
         else no call."""
         free = [m for m in clause if m.kind in ('finding', 'other') and not m.forced]
         cues = [m for m in clause if m.kind == 'cue']
-        for cue in self._search.finditer(low, start, end):
-            if any(c.start < cue.end() and cue.start() < c.end for c in cues):
+        for cue in (m for m in clause if m.kind == 'search'):
+            if any(c.start < cue.end and cue.start < c.end for c in cues):
                 continue        # "cannot rule out": a hedge, not a search
-            after = [i for i, f in enumerate(free) if f.start >= cue.end()]
-            if not after or len(words(low[cue.end():free[after[0]].start])) >= self._window:
+            after = [i for i, f in enumerate(free) if f.start >= cue.end]
+            if not after or len(words(low[cue.end:free[after[0]].start])) >= self._window:
                 continue
             group = listed(low, free, after[0], 1)
             rest_end = next((f.start for f in free if f.start > group[-1].end and f not in group), end)
@@ -377,7 +423,7 @@ class FindingsReader:
             for f in group:
                 f.forced = True
                 f.call = verdict[0] if verdict else None
-                f.cue = verdict[1] if verdict else (cue.start(), cue.end(), 'looked for: not a statement')
+                f.cue = verdict[1] if verdict else (cue.start, cue.end, 'looked for: not a statement')
 
     def _verdict(self, low: str, clause: List[Mention], start: int, end: int
                  ) -> Optional[Tuple[str, Tuple[int, int, str]]]:
@@ -402,34 +448,39 @@ class FindingsReader:
             return
         # a predicate inside a finding's name ("enlarged heart") is the finding's; one inside an other finding
         # ("thickened") or a statement about the next subject ("[heart,] XXXX and mediastinum are normal") counts
-        findings = [m for m in clause if m.kind == 'finding']
-        named = sorted((m for m in clause if m.kind in ('finding', 'other')), key=lambda m: m.start)
-        predicates = [p for p in self._predicate.finditer(low, start, end)
-                      if not any(n.start < p.end() and p.start() < n.end for n in findings)]
+        named = [m for m in clause if m.kind in ('finding', 'other')]
+        inside = _covered([m for m in clause if m.kind == 'finding'])
+        predicates = [p for p in clause if p.kind == 'predicate' and not inside(p)]
+        starts = [p.start for p in predicates]
         for m in subjects:
-            before = [p for p in predicates if p.end() <= m.start and
-                      _BEFORE_SUBJECT.fullmatch(low, p.end(), m.start)]
-            after = [p for p in predicates if p.start() >= m.end and ':' not in low[m.end:p.start()] and
-                     len(words(low[m.end:p.start()])) < self._window + 2 and
-                     not any(m.end <= n.start and n.end <= p.start() for n in named)]
-            predicate = before[-1] if before else after[0] if after else None
+            at = bisect_right(starts, m.start)
+            before = [p for p in predicates[max(0, at - 2):at]
+                      if p.end <= m.start and _BEFORE_SUBJECT.fullmatch(low, p.end, m.start)]
+            after = next((p for p in predicates[at:] if p.start >= m.end), None)
+            if after is not None and (':' in low[m.end:after.start] or
+                                      any(m.end <= n.start and n.end <= after.start for n in named) or
+                                      len(words(low[m.end:after.start])) >= self._window + 2):
+                after = None
+            predicate = before[-1] if before else after
             if predicate is None:
                 m.call, m.cue = None, (m.start, m.end, 'subject with nothing said of it')
                 continue
-            call = self._predicates.lookup(predicate.group())
-            lo, hi = (predicate.end(), m.start) if predicate.end() <= m.start else (m.end, predicate.start())
+            call, said = predicate.call, low[predicate.start:predicate.end]
+            lo, hi = (predicate.end, m.start) if predicate.end <= m.start else (m.end, predicate.start)
             between = [c for c in clause if c.kind == 'cue' and (lo <= c.start < hi or
-                       (start <= c.start < min(m.start, predicate.start()) and c.value[0] == 'uncertain'))]
-            why = f'said of it: "{predicate.group()}"'
+                       (start <= c.start < min(m.start, predicate.start) and c.value[0] == 'uncertain'))]
+            why = f'said of it: "{said}"'
             if call == POSITIVE and any(c.value[0] == 'negation' and lo <= c.start < hi for c in between):
                 call, why = NEGATIVE, why + ', denied'
             elif call == POSITIVE and any(c.value[0] == 'uncertain' for c in between):
                 call, why = UNCERTAIN, why + ', hedged'
-            m.call, m.cue = call, (predicate.start(), predicate.end(), why)
+            m.call, m.cue = call, (predicate.start, predicate.end, why)
 
     def _json_status(self, low: str, start: int, end: int) -> List[_Forced]:
         """{"finding": "edema", "status": "absent"}: the status field gives the call of its object's finding."""
         forced = []
+        if '{' not in low[start:end]:
+            return forced
         for field in _STATUS_FIELD.finditer(low, start, end):
             value = self._value_at(low, field.end(), end)
             opening = low.rfind('{', start, field.start())
@@ -444,13 +495,18 @@ class FindingsReader:
         option itself ("C) Effusion - no"), or no call. Options are labels in order (a, b, c... or (1), (2)...)
         after a question, or three or more on one line."""
         forced = []
-        for run in _option_runs(_OPTION_LABEL.finditer(low, start, end)):
-            one_line = '\n' not in low[run[0].start():run[-1].start()]
-            if not (_QUESTION.search(low, start, run[0].start()) or (one_line and len(run) >= 3)):
+        question = min((at for at in (low.find(word, start, end) for word in _QUESTION_WORDS) if at >= 0),
+                       default=None)
+        if question is None and ')' not in low[start:end]:
+            return forced
+        first = start if question is None else question      # options follow their question closely
+        for run in _option_runs(_option_labels(low, first, min(end, first + _OPTIONS_REACH))):
+            one_line = '\n' not in low[run[0].start:run[-1].start]
+            if not ((question is not None and question < run[0].start) or (one_line and len(run) >= 3)):
                 continue
-            except_ = _EXCEPT.search(low, start, run[-1].start()) is not None
+            except_ = _EXCEPT.search(low, start, run[-1].start) is not None
             answers = {}
-            for answer in _ANSWER.finditer(low, run[-1].end(), end):
+            for answer in _ANSWER.finditer(low, run[-1].end, end):
                 hedged = answer.group(1).startswith('lean')
                 verdict = (UNCERTAIN if hedged else NEGATIVE if except_ else POSITIVE,
                            (answer.start(), answer.end(), 'the option the writer answers with'))
@@ -458,14 +514,13 @@ class FindingsReader:
                 restated = _OPTION_END.search(low, answer.end(), end)      # "Answer: C) Pneumothorax."
                 forced.append(_Forced(answer.end(), restated.start() if restated else end, *verdict))
             for n, label in enumerate(run):
-                stop = _OPTION_END.search(low, label.end(), run[n + 1].start() if n + 1 < len(run) else end)
-                stop = stop.start() if stop else run[n + 1].start() if n + 1 < len(run) else end
-                separator = _SEPARATOR.search(low, label.end(), stop)
-                if separator and self._value_at(low, separator.end(), stop):
+                stop = _OPTION_END.search(low, label.end, run[n + 1].start if n + 1 < len(run) else end)
+                stop = stop.start() if stop else run[n + 1].start if n + 1 < len(run) else end
+                separator = _separators(low, label.end, stop)
+                if separator and self._value_at(low, separator[0][1], stop):
                     continue        # "C) Effusion - no": the option's own verdict
-                call, cue = answers.get(_option_key(label), (None, (label.start(), label.end(),
-                                                                     'an option: not a statement')))
-                forced.append(_Forced(label.end(), stop, call, cue))
+                call, cue = answers.get(label.key, (None, (label.start, label.end, 'an option: not a statement')))
+                forced.append(_Forced(label.end, stop, call, cue))
         return forced
 
     def _structure(self, low: str, start: int, end: int, bold: frozenset) -> List[_Forced]:
@@ -493,10 +548,11 @@ class FindingsReader:
                 forced += self._table_row(low, header, cells)
                 continue
             header = None
-            if self._differential.match(_LAST_SENTENCE.search(stripped).group()):
+            if stripped[-1] not in '.!?' and self._differential_word.search(stripped) and \
+                    self._differential.match(_last_sentence(stripped)):
                 differential = (UNCERTAIN, (a, b, 'item of a differential list'))
                 continue
-            label = self._key_label(low, a, b) if _HEADING_LINE.fullmatch(stripped) else None
+            label = self._key_label(low, a, b) if len(stripped) <= 52 and _HEADING_LINE.fullmatch(stripped) else None
             if label and _is_list_next(low, lines, n):
                 differential = (label[0], (label[1][0], label[1][1], 'item under a heading naming the value'))
                 continue        # "**Not seen**" over "- Pneumothorax", "Possible findings:" over a list
@@ -509,7 +565,7 @@ class FindingsReader:
             if topic:
                 forced.append(topic)
                 continue
-            question_mark = _QUESTION_MARK.match(low, bullet.end(), b)
+            question_mark = low[bullet.end():bullet.end() + 1] in '?[' and _QUESTION_MARK.match(low, bullet.end(), b)
             if question_mark:      # "? Small left effusion" in a checklist whose legend says "? possible"
                 forced.append(_Forced(question_mark.end(), _key_end(low, question_mark.end(), b), UNCERTAIN,
                                       (question_mark.start(), question_mark.end(), 'mark')))
@@ -576,10 +632,11 @@ class FindingsReader:
         return [max(out, key=lambda f: RANK[f.call])] if out else []
 
     # ---- mentions
-    def _mentions(self, low: str, bounds: List[int]) -> List[List[Mention]]:
-        """The mentions of each sentence (``bounds`` as from sentence_bounds), in order. Each pattern runs once
-        over the whole region (far fewer calls than once per sentence); a statement match that runs across two
-        sentences is none, and the sentences it touched are searched again one by one."""
+    def _mentions(self, low: str, bounds: List[int]) -> Tuple[List[List[Mention]], bool]:
+        """The mentions of each sentence (``bounds`` as from sentence_bounds), in order, and whether a generic cue
+        is among them. Each pattern runs once over the whole region (far fewer calls than once per sentence); a
+        statement match that runs across two sentences is none, and the sentences it touched are searched again one
+        by one."""
         start, end = bounds[0], bounds[-1]
         found: List[List[Mention]] = [[] for _ in bounds[:-1]]
 
@@ -610,16 +667,35 @@ class FindingsReader:
             if m.end() <= bounds[i + 1]:
                 found[i].append(Mention(m.start(), m.end(), 'cue', ('uncertain', 'clause', 'indeterminate')))
         claimed = [list(f) for f in found]      # statements and indeterminate cues win over the words inside them
+        subjects, generic = [], False
         for m in self._lexicon.finditer(low, start, end):
             i = sentence(m.start())
             if claimed[i] and any(f.start < m.end() and m.start() < f.end for f in claimed[i]):
                 continue
             phrase = m.group(0)
-            kind, value, call = self._entries.lookup(phrase, _NT)
+            kind, value, call = self._exact.get(phrase) or self._entries.lookup(phrase, _NT)
+            needs_for = self._search_verbs.get(phrase) if kind in ('search', 'cue') else None
+            if needs_for is not None:       # "looked for", "reviewed both bases for", "rule out"
+                then_for = _FOR_AFTER.match(low, m.end()) if needs_for else None
+                if not needs_for or then_for:
+                    found[i].append(Mention(m.start(), then_for.end() if then_for else m.end(), 'search'))
+                if kind == 'search':
+                    continue
             found[i].append(Mention(m.start(), m.end(), kind, value, call))
+            if kind == 'subject':
+                subjects.append((i, m.start(), m.end()))
+            elif kind == 'cue' and value[0] == 'generic':
+                generic = True
+        seen = set()
+        for i, a, b in subjects:    # what is said of a subject, near it: read beside the lexicon, claiming nothing
+            for m in self._predicate.finditer(low, max(bounds[i], a - _PREDICATE_BEFORE),
+                                              min(bounds[i + 1], b + _PREDICATE_AFTER)):
+                if m.start() not in seen:
+                    seen.add(m.start())
+                    found[i].append(Mention(m.start(), m.end(), 'predicate', (), self._predicates.lookup(m.group())))
         for f in found:
             f.sort(key=lambda m: m.start)
-        return found
+        return found, generic
 
     def _value_at(self, low: str, at: int, end: int) -> Optional[Tuple[str, Tuple[int, int, str]]]:
         """(call, cue) of a value word that starts at ``at`` ("none", "✗", "yes", "possible"), else None."""
@@ -636,24 +712,24 @@ class FindingsReader:
         if not findings:
             return
         key_start = start
-        separators = list(_SEPARATOR.finditer(low, start, end))
+        separators = _separators(low, start, end)
         for n, sep in enumerate(separators):
-            if low[sep.start()] == '"':     # a JSON key is the quoted string before its colon
-                key_start = max(key_start, low.rfind('"', key_start, sep.start()) + 1)
-            value = self._value_at(low, sep.end(), end)
-            keys = [m for m in findings if key_start <= m.start and m.end <= sep.start() + 1]
-            if value and any(f.start > sep.end() for f in findings if f.kind == 'finding'):
+            if low[sep[0]] == '"':     # a JSON key is the quoted string before its colon
+                key_start = max(key_start, low.rfind('"', key_start, sep[0]) + 1)
+            value = self._value_at(low, sep[1], end)
+            keys = [m for m in findings if key_start <= m.start and m.end <= sep[0] + 1]
+            if value and any(f.start > sep[1] for f in findings if f.kind == 'finding'):
                 keys = [m for m in keys if m.kind != 'subject']      # "Pleura: no effusion" denies the effusion
-            if value and keys and len(words(low[key_start:sep.start()])) <= 8:
+            if value and keys and len(words(low[key_start:sep[0]])) <= 8:
                 for m in keys:
                     m.call, m.cue, m.forced = value[0], value[1], True
-            label = self._key_label(low, key_start, sep.start())
+            label = self._key_label(low, key_start, sep[0])
             if label and not keys:      # "Negative findings: pneumothorax, effusion", '"absent": ["edema"]'
-                stop = _VALUE_END.search(low, sep.end(), separators[n + 1].start() if n + 1 < len(separators) else end)
+                stop = _VALUE_END.search(low, sep[1], separators[n + 1][0] if n + 1 < len(separators) else end)
                 for m in findings:
-                    if sep.end() <= m.start and (stop is None or m.end <= stop.start()) and not m.forced:
+                    if sep[1] <= m.start and (stop is None or m.end <= stop.start()) and not m.forced:
                         m.call, m.cue, m.forced = label[0], label[1], True
-            key_start = sep.end()
+            key_start = sep[1]
         for m in findings:
             if m.forced:
                 continue
@@ -718,16 +794,21 @@ class FindingsReader:
             for i in indices:
                 if i not in decided or call == NEGATIVE:        # a denial wins over a hedge in its window
                     decided[i] = (call, (cue.start, cue.end, why))
+        starts, ends = [f.start for f in free], [f.end for f in free]
+        index = {id(f): i for i, f in enumerate(free)}
+        negations = [c for c in cues if c.value[:2] == ('negation', 'pre')]
+        negation_ends = [c.end for c in negations]
+        denials = [c.start for c in cues if c.value[0] == 'negation']
         for cue in cues:
             kind, direction, why = cue.value
             if kind not in ('negation', 'uncertain'):      # pseudo-negations; hypotheticals and generics done
                 continue
-            after = [i for i, f in enumerate(free) if f.start >= cue.end]
-            before = [i for i, f in enumerate(free) if f.end <= cue.start]
+            after = range(bisect_left(starts, cue.end), len(free))
+            before = range(0, bisect_right(ends, cue.start))
             if direction == 'both' or (direction == 'post' and not before):
                 direction = 'pre' if after else 'post'      # "there is not any pneumothorax", "is likely a"
             call = NEGATIVE if kind == 'negation' else UNCERTAIN
-            if kind == 'uncertain' and self._denied(low, cue, cues):
+            if kind == 'uncertain' and self._denied(low, cue, negations, negation_ends):
                 call, why = NEGATIVE, why + ' inside a negation'     # "no findings to suggest pneumonia"
             if direction == 'clause':
                 mark(range(len(free)), call, why)
@@ -736,10 +817,11 @@ class FindingsReader:
             elif direction == 'pre' and after:
                 if kind == 'negation':
                     if len(words(low[cue.end:free[after[0]].start])) < self._window:
-                        mark([free.index(f) for f in _own_predicates(low, listed(low, free, after[0], 1))], call,
+                        mark([index[id(f)] for f in _own_predicates(low, listed(low, free, after[0], 1))], call,
                              why)
                 else:
-                    stop = next((c.start for c in cues if c.start >= cue.end and c.value[0] == 'negation'), end)
+                    at = bisect_left(denials, cue.end)
+                    stop = denials[at] if at < len(denials) else end
                     mark([i for i in after if free[i].start < stop], call, why)
             elif direction == 'post' and before:
                 last = free[before[-1]]
@@ -747,7 +829,7 @@ class FindingsReader:
                     if kind == 'negation' and any(c.value[0] == 'negation' and last.end <= c.start < cue.start
                                                   for c in cues):
                         call, why = UNCERTAIN, why + ' after a negation: a hedge'   # "cannot be ... ruled out"
-                    mark([free.index(f) for f in listed(low, free, before[-1], -1)], call, why)
+                    mark([index[id(f)] for f in listed(low, free, before[-1], -1)], call, why)
         for i, (a, b) in enumerate(zip(free, free[1:])):
             if _OR.match(low[a.end:b.start]) and i not in decided and i + 1 not in decided:
                 decided[i] = decided[i + 1] = (UNCERTAIN, (a.end, b.start, '"or" between two findings'))
@@ -757,27 +839,70 @@ class FindingsReader:
             elif f.call == UNCERTAIN:
                 f.cue = (f.start, f.end, 'uncertain by itself (vocabulary "uncertain" list)')
 
-    def _denied(self, low: str, cue: Mention, cues: Sequence[Mention]) -> bool:
-        """An uncertainty cue inside a negation's window is denied with it ("does not appear to be ...")."""
-        return any(c.value[:2] == ('negation', 'pre') and c.end <= cue.start
-                   and len(words(low[c.end:cue.start])) < self._window for c in cues)
+    def _denied(self, low: str, cue: Mention, negations: Sequence[Mention], ends: Sequence[int]) -> bool:
+        """An uncertainty cue inside a pre-negation's window is denied with it ("does not appear to be ...");
+        ``negations``: the clause's pre-negation cues, in order, and their ``ends`` (the nearest one decides)."""
+        at = bisect_right(ends, cue.start) - 1
+        return at >= 0 and len(words(low[negations[at].end:cue.start])) < self._window
 
 
-def _option_key(label: re.Match) -> str:
-    return label.group(1) or label.group(2) or label.group(3)
+def _last_sentence(line: str) -> str:
+    """The last sentence of a line ("... in the right lower zone. My ranked differential:")."""
+    body = line.rstrip('.!? \t')
+    return line[max(body.rfind('. '), body.rfind('! '), body.rfind('? ')) + 1:]
 
 
-def _option_runs(labels) -> List[List[re.Match]]:
+def _separators(low: str, start: int, end: int) -> List[Tuple[int, int]]:
+    """(start, end) of each key-value separator of ``low[start:end]``, with the blanks around it and a quote before
+    and after."""
+    out, taken = [], start
+    for core in _SEPARATOR.finditer(low, start, end):
+        a, b = core.span()
+        if a < taken:
+            continue
+        while a > taken and low[a - 1] in _BLANKS:
+            a -= 1
+        if a > taken and low[a - 1] == '"':
+            a -= 1
+        while b < end and low[b] in _BLANKS:
+            b += 1
+        if b < end and low[b] == '"':
+            b += 1
+        taken = b
+        out.append((a, b))
+    return out
+
+
+def _starts_a_sentence(low: str, at: int) -> bool:
+    """Whether only blanks stand between ``at`` and the start of the text, a new line or a sentence's end."""
+    before = low[max(0, at - 40):at].rstrip(' \t')
+    return not before or before[-1] in '.!?\n'
+
+
+def _option_labels(low: str, start: int, end: int) -> Iterator[_Label]:
+    """Option labels: "a) " or "(a) " not inside a word, "(1) ", and "a. " at the start of a line."""
+    for m in _OPTION_LABEL.finditer(low, start, end):
+        key, closing, at = m.group(1), low[m.end() - 1], m.start()
+        before = low[at - 1] if at else '\n'
+        if closing == ')':
+            if before == '(':
+                yield _Label(at - 1, m.end(), key)
+            elif key.isalpha() and not (before.isalnum() or before == '_'):
+                yield _Label(at, m.end(), key)
+        elif key.isalpha() and not low[low.rfind('\n', 0, at) + 1:at].strip(' \t'):
+            yield _Label(at, m.end(), key)
+
+
+def _option_runs(labels: Iterable[_Label]) -> List[List[_Label]]:
     """Runs of at least two option labels in order: a, b, c... or 1, 2, 3..."""
     runs, run = [], []
     for label in labels:
-        key = _option_key(label)
-        if run and ord(key) == ord(_option_key(run[-1])) + 1:
+        if run and ord(label.key) == ord(run[-1].key) + 1:
             run.append(label)
             continue
         if len(run) >= 2:
             runs.append(run)
-        run = [label] if key in ('a', '1') else []
+        run = [label] if label.key in ('a', '1') else []
     return runs + [run] if len(run) >= 2 else runs
 
 
@@ -787,11 +912,22 @@ def _is_list_next(low: str, lines: List[Tuple[int, int]], n: int) -> bool:
     return following is not None and bool(_BULLET.match(low, *following).group().strip())
 
 
+def _covered(spans: List[Mention]):
+    """A test of whether a mention overlaps one of ``spans`` (in text order, not overlapping each other)."""
+    starts = [s.start for s in spans]
+
+    def inside(m: Mention) -> bool:
+        at = bisect_right(starts, m.start) - 1
+        return (at >= 0 and spans[at].end > m.start) or (at + 1 < len(spans) and spans[at + 1].start < m.end)
+    return inside
+
+
 def _drop(mentions: List[Mention], start: int, end: int, cue: Tuple[int, int, str]) -> None:
     """The naming mentions in ``start:end`` say nothing of this image."""
     for m in mentions:
         if m.kind in _NAMING and not m.forced and start <= m.start < end:
             m.call, m.forced, m.cue = None, True, cue
+    mentions.append(Mention(start, end, 'dropped'))
 
 
 def _decision(text: str, bounds: List[int], m: Mention) -> Decision:
@@ -838,19 +974,6 @@ def _own_predicates(low: str, group: List[Mention]) -> List[Mention]:
         if _COMMA_ONLY.match(low[group[i - 1].end:group[i].start]) and _AFFIRMED.match(low, group[i].end):
             return group[:i]
     return group
-
-
-def _search_pattern(phrases: Sequence[str]) -> re.Pattern:
-    """The search cues; one that ends in " for" also matches with up to four words before "for" ("reviewed both
-    bases for")."""
-    parts = []
-    for phrase in sorted(phrases, key=len, reverse=True):
-        words_ = [re.escape(w) for w in phrase.split()]
-        if len(words_) > 1 and words_[-1] == 'for':
-            parts.append(r'\s+'.join(words_[:-1]) + r"(?:\s+[\w'-]+){0,4}?\s+for")
-        else:
-            parts.append(r'\s+'.join(words_))
-    return re.compile(rf"(?<![\w-])(?:{'|'.join(parts)})(?![\w-])")
 
 
 def _as_text(text) -> str:

@@ -106,15 +106,19 @@ class PhraseTable:
         self.entries = entries
         self._stems = sorted(((p[:-1], v) for p, v in entries.items() if p.endswith(STEM)),
                              key=lambda item: len(item[0]), reverse=True)
+        self._seen: Dict[str, object] = {}
 
     def lookup(self, matched: str, default=None):
         found = self.entries.get(matched)
         if found is None:
-            phrase = norm(matched)
-            found = self.entries.get(phrase)
-            if found is None:
-                found = next((v for stem, v in self._stems if phrase.startswith(stem)), default)
-        return found
+            if matched not in self._seen:       # a stem's word or odd spacing: worked out once per text seen
+                phrase = norm(matched)
+                found = self.entries.get(phrase)
+                if found is None:
+                    found = next((v for stem, v in self._stems if phrase.startswith(stem)), None)
+                self._seen[matched] = found
+            found = self._seen[matched]
+        return default if found is None else found
 
 
 def post_negation(vocabulary: Vocabulary) -> re.Pattern:
