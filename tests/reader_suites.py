@@ -29,9 +29,9 @@ BLIND = DATA / 'blind'
 SUITES = {
     'report': [DATA / 'reader_suite_report.jsonl'],
     'llm': [DATA / 'reader_suite_llm.jsonl'],
-    'blind report': [BLIND / f'{name}.{split}.jsonl' for name in ('report_mimic', 'report_deid')
+    'blind report': [BLIND / f'{name}.{split}.jsonl' for name in ('report_mimic', 'report_deid', 'report_intl')
                      for split in ('dev', 'heldout')],
-    'blind llm': [BLIND / f'{name}.{split}.jsonl' for name in ('llm_structured', 'llm_prose')
+    'blind llm': [BLIND / f'{name}.{split}.jsonl' for name in ('llm_structured', 'llm_prose', 'llm_teachers', 'llm_chat')
                   for split in ('dev', 'heldout')],
 }
 NOT_MENTIONED = 'not mentioned'
