@@ -56,8 +56,17 @@ _BULLET = re.compile(r'[ \t]*(?:[-*+•·▪◦>]|\d{1,2}[.)]|\([a-h]\))?[ \t]*'
 # A line that is a heading and nothing else ("**Not seen**", "Possible findings:", "## Absent").
 _HEADING_LINE = re.compile(r'[#\s]*[\w][\w\s/&\'-]{0,50}:?')
 _CLAUSE_PART = re.compile(r'[,:]')
+# A conclusion that calls the whole study normal: the reasoning before it keeps only its denials.
+_NORMAL_STUDY = re.compile(r'\b(?:normal|unremarkable|negative)\s+(?:study|chest|film|radiograph|x-ray|exam|examination|cxr)'
+                           r'\b|\bno (?:other )?(?:acute )?(?:abnormalit|findings?\b)')
+_ENDS_LINE = re.compile(r'[ \t*_#]*(?:\n|$)')
+_SHORT_SECTIONS = frozenset({'comparison', 'comparisons', 'technique', 'procedure', 'examination', 'exam'})
+_SENTENCE_END = re.compile(r'\.(?=\s)|\n')
 _SECTION_END = re.compile(r'\n[ \t]*(?:\n|[-*•]?[ \t]*[a-z][\w /&-]{0,30}:)')
 _QUESTION_MARK = re.compile(r'[ \t]*(?:\[\?\]|\?)(?=[ \t]+\w)')
+# A line that starts with a short key and a colon: "Effusion: costophrenic angles crisp; no effusion".
+_LINE_KEY = re.compile(r'[ \t]*((?:(?!is\b|are\b)[^\s:]+[ \t]+){0,3}[^\s:]+)[ \t]*:[ \t]+\S')
+_EMPHASIZED_KEY = re.compile(r'(^[ \t]*(?:[-*•][ \t]+)?(?:\*\*|__|\*|_)[^*_\n.]{1,40})\.((?:\*\*|__|\*|_))', re.M)
 _BOLD_LINE = re.compile(r'^[ \t]*\*\*[^*\n]{1,80}\*\*[ \t]*:?[ \t]*$', re.M)
 # Between a key and its value: ":", "|", "=", a dash ("Effusion - none", "Atelectasis — likely"); the separator's span
 # takes in the blanks around it and a closing / opening quote ('"edema": false').
@@ -92,16 +101,23 @@ _OPTION_LABEL = re.compile(r"([a-e1-6])[).](?=[ \t])")
 _OPTION_END = re.compile(r'[.?!\n]')
 # How far after a question (in characters) its options may still be found.
 _OPTIONS_REACH = 1500
+# How a question starts (an echoed question, not a hedged statement that ends with "?").
+_QUESTION_START = re.compile(r"\W*(?:\w+\W+){0,2}?(?:is|are|was|were|does|do|did|could|can|should|would|will|may|might|"
+                             r"has|have|any|what|which|how|why|where|when|who)\b")
 # What asks a multiple-choice question.
 _QUESTION_WORDS = ('?', 'which of the following', 'except', 'question', 'option')
 _EXCEPT = re.compile(r"\bexcept\b|\bnot\s+(?:seen|present|shown|supported|a feature)\b|\bleast likely\b")
 _ANSWER = re.compile(r"(?<![\w-])(answer|answer is|pick|choose|chose|select|go with|correct option|correct answer|"
-                     r"leaning toward|lean toward|leaning towards|lean towards)\W{0,4}(?:is\s+)?(?:option\s+)?"
-                     r"\(?([a-e1-6])\)?(?![\w])")
+                     r"leaning toward|lean toward|leaning towards|lean towards|it's|it is)\W{0,4}(?:is\s+)?"
+                     r"(?:option\s+)?(?:\(([a-e1-6])\)|([a-e1-6])(?=[).,;:!]|\s*$))", re.M)
 # Hedge words inside a statement's words ("the mediastinum may be widened").
-_HEDGE = re.compile(r'\b(?:may|might|could|possibly|probably|likely|perhaps|questionably|presumably)\b')
-# "for" within four words after a search verb: "reviewed [both bases] for".
-_FOR_AFTER = re.compile(r"(?:\s+[\w'-]+){0,4}?\s+for(?![\w-])")
+_HEDGE = re.compile(r'\b(?:may|might|could|possibly|probably|likely|perhaps|questionably|presumably|borderline)\b')
+# "for" within six words after a search verb: "looked [carefully at both costophrenic angles] for".
+_FOR_AFTER = re.compile(r"(?:\s+[\w'-]+){0,6}?\s+for(?![\w-])")
+# Where a hedge's reach ends: the evidence it cites.
+_REASON = re.compile(r':|\b(?:given|because|since)\b')
+# Where a differential item's explanation starts: "1. Pneumonia - most likely, given ...".
+_ITEM_EXPLANATION = re.compile(r'\s[—–-]\s|[—–]|:')
 # Kinds of mention that name something (structure, textbook talk and echoed questions decide their calls).
 _NAMING = ('finding', 'statement', 'other', 'subject', 'normal')
 # How far (characters) before and after a subject its predicate may be: "new prominence of the [superior
@@ -110,6 +126,8 @@ _PREDICATE_BEFORE, _PREDICATE_AFTER = 40, 120
 # Between a predicate and the subject after it: "stable [cardiac silhouette]", "prominence of the [mediastinum]",
 # "normal [heart size and] mediastinal contours".
 _BEFORE_SUBJECT = re.compile(r"\s*(?:(?:of|in|the|a|an|and|mildly|slightly|moderately|markedly|overall|left|right)\s+){0,3}")
+# Before a value word: a probability ("~70% likely", "~0%, none"), a label in Chinese ("无 (none)"), a bracket.
+_VALUE_LEAD = re.compile(r"(?:[\u3000-\u9fff\uff00-\uffef]+|\(|[~<>≈]?\s*\d+(?:\.\d+)?\s*%\s*[,;]?|\s+)*")
 # A verdict on what was looked for: "and found none", "- nothing", "there is a small one".
 _FOUND = re.compile(r"(?<![\w-])(?:(nothing|none|negative)|(?:there\s+(?:is|are|was|were)|found|see|saw|shows?|"
                     r"showed)\s+(?:[\w-]+\s+){0,3}?(?:one|ones|it|some))(?![\w-])")
@@ -145,6 +163,16 @@ class _Label:
     key: str
 
 
+@dataclass(frozen=True)
+class _ListHeading:
+    """A line over a list whose items take its call: a differential's header, "Not seen:", "Possible findings"."""
+    call: str
+    cue: Tuple[int, int, str]
+    indent: int
+    nested: bool            # the heading is a list item itself: its items are the deeper ones
+    lead_only: bool         # an item's call reaches up to its explanation (a dash or a colon)
+
+
 @dataclass
 class _Forced:
     start: int
@@ -165,12 +193,14 @@ class FindingsReader:
                 ('pre_resolution', 'negation', 'pre'), ('post_resolution', 'negation', 'post'),
                 ('pre_uncertainty', 'uncertain', 'pre'), ('post_uncertainty', 'uncertain', 'post'),
                 ('around_uncertainty', 'uncertain', 'around'), ('pseudo_negation', 'none', 'pre'),
-                ('hypothetical', 'hypothetical', 'clause'), ('generic', 'generic', 'sentence')):
+                ('hypothetical', 'hypothetical', 'clause'), ('generic', 'generic', 'sentence'),
+                ('refusal', 'generic', 'refusal')):
             for phrase in vocabulary[section]:
                 directions.setdefault((phrase, kind), {})[direction] = section
         for (phrase, kind), found in directions.items():
             # a cue listed both before and after acts on what follows it, else on what precedes it ("resolved")
-            direction = 'both' if {'pre', 'post'} <= set(found) else next(iter(found))
+            direction = 'both' if {'pre', 'post'} <= set(found) else 'refusal' if 'refusal' in found else \
+                next(iter(found))
             entries[phrase] = ('cue', (kind, direction, ' + '.join(found.values())), None)
         for phrase in vocabulary['other_findings']:
             entries[phrase] = ('other', (), POSITIVE)
@@ -221,6 +251,9 @@ class FindingsReader:
         self._mark = re.compile(rf'[ \t]*(?:{alternation(self._marks)})')
         self._pseudo = re.compile(rf"(?:{alternation(vocabulary['pseudo_negation'])})(?![\w-])")
         self._differential_word = re.compile(alternation(vocabulary['differential_headers']))
+        self._generic = re.compile(rf"(?<![\w-])(?:{alternation(vocabulary['generic'])})(?![\w-])")
+        self._inline_differential = re.compile(rf"(?<![\w-])(?:{alternation(vocabulary['differential_headers'])})"
+                                               rf"[^:—–\n]{{0,50}}?(?:\"?:|\s[—–-]\s)\W*(?=\w)")
         # "Differential diagnosis:", "My ranked differential for the left basal opacity:", "**Possibilities**"
         self._differential = re.compile(rf"^\W*(?:[\w'-]+\s+){{0,3}}?(?:{alternation(vocabulary['differential_headers'])})"
                                         rf"\b[^:.?!\n]{{0,70}}?(:)?[\s*#_]*$")
@@ -228,7 +261,8 @@ class FindingsReader:
         self._negated_key = re.compile(rf"(?<![\w-])(?:{alternation(vocabulary['pre_negation'])}|\w+n't)(?![\w-])")
         self._window = vocabulary.negation_window
         headers = alternation(vocabulary['skipped_sections'] + vocabulary['sections'])
-        self._section = re.compile(rf'(?<![\w-])({headers})[ \t]*:')
+        # "INDICATION:", or a heading alone on its line ("## Comparison")
+        self._section = re.compile(rf'(?<![\w-])({headers})[ \t]*(:)?')
         self._skipped = set(vocabulary['skipped_sections'])
 
     # ---- public
@@ -249,12 +283,14 @@ class FindingsReader:
         bounds = sentence_bounds(text)
         decisions = {o: _decision(text, bounds, m) if m else Decision(None) for o, m in deciding.items()}
         ends = list(_THINK_END.finditer(text))
-        if ends:        # say when only the conclusion after a reasoning block was read
+        if ends:        # say where a reasoning trace's call was read
             for o, m in deciding.items():
-                if m is not None and m.start >= ends[-1].end():
+                if m is not None:
+                    where = 'the conclusion after' if m.start >= ends[-1].end() else 'the reasoning (the conclusion ' \
+                        'does not name it) of'
                     d = decisions[o]
-                    decisions[o] = Decision(d.call, d.span, d.cue, d.rule + '; read in the conclusion after the '
-                                            'reasoning block', d.sentence)
+                    decisions[o] = Decision(d.call, d.span, d.cue, f'{d.rule}; read in {where} the reasoning block',
+                                            d.sentence)
         if text.strip():
             decisions[NO_FINDING] = _no_finding(text, bounds, deciding, mentions)
         return decisions
@@ -267,15 +303,27 @@ class FindingsReader:
             return deciding, []
         low = self._skip_sections(_prepare(text))
         bold = frozenset(m.start() for m in _BOLD_LINE.finditer(text))
-        start, end = self._region(low)
-        mentions = self._read_region(low, start, end, bold)
-        for m in mentions:
-            if m.kind not in ('finding', 'statement', 'subject') or m.call is None:
-                continue
-            for observation in m.value:
-                current = deciding[observation]
-                if current is None or RANK[m.call] > RANK[current.call]:
-                    deciding[observation] = m
+        mentions: List[Mention] = []
+        start, end = len(low), len(low)
+        normal = False
+        for region in self._regions(low):       # the conclusion first: it decides what it names
+            before = {o for o, m in deciding.items() if m is not None}
+            read = self._read_region(low, *region, bold)
+            mentions += read
+            start = min(start, region[0])
+            for m in read:
+                if m.kind not in ('finding', 'statement', 'subject') or m.call is None or \
+                        (normal and m.call != NEGATIVE):    # "... </think> Normal study.": no finding stays
+                    continue
+                for observation in m.value:
+                    current = deciding[observation]
+                    if observation not in before and (current is None or RANK[m.call] > RANK[current.call]):
+                        deciding[observation] = m
+            if normal:
+                for m in read:
+                    if m.kind == 'other' and m.call != NEGATIVE:
+                        m.call = None
+            normal = normal or bool(_NORMAL_STUDY.search(low, *region))
         deciding[NO_FINDING] = None
         if not any(deciding.values()):      # whether the text says anything of the image (No Finding)
             mentions += self._normal_words(low, start, end, mentions)
@@ -293,30 +341,30 @@ class FindingsReader:
         positions still point into the original. A skipped section ends at the next header, a blank line or a line
         that starts with a key of its own ("Lungs: ...")."""
         # a header starts a line or follows a sentence ("... prior. COMPARISON: ..."), not "Step 1 - Technique:"
-        headers = [h for h in self._section.finditer(low) if _starts_a_sentence(low, h.start())]
+        headers = [h for h in self._section.finditer(low) if _starts_a_sentence(low, h.start()) and
+                   (h.group(2) or _ENDS_LINE.match(low, h.end()))]
         parts, kept = [], 0
         for header, following in zip(headers, headers[1:] + [None]):
-            if norm(header.group(1)) in self._skipped:
+            name = norm(header.group(1))
+            if name in self._skipped:
                 stop = following.start() if following else len(low)
-                paragraph = _SECTION_END.search(low, header.end(), stop)
-                stop = paragraph.start() if paragraph else stop
+                # a comparison or technique says its piece in a sentence; an indication or history in its line
+                end_of_section = _SENTENCE_END if name in _SHORT_SECTIONS and header.group(2) else _SECTION_END
+                ends = end_of_section.search(low, header.end(), stop)
+                stop = ends.start() if ends else stop
                 parts += [low[kept:header.start()], ' ' * (stop - header.start())]
                 kept = stop
         return ''.join(parts) + low[kept:] if parts else low
 
-    def _region(self, low: str) -> Tuple[int, int]:
-        """The part of the text to read: the conclusion after a reasoning block when it names a finding."""
+    def _regions(self, low: str) -> List[Tuple[int, int]]:
+        """The parts of the text to read, in order of authority: after a reasoning block, its conclusion (which
+        decides what it names), then the reasoning (which decides the rest); else the whole text."""
         ends = list(_THINK_END.finditer(low))
         if ends:
-            after = ends[-1].end()
-            if self._names_a_finding(low, after, len(low)):
-                return after, len(low)
-        start = _THINK_START.search(low)
-        return (start.end() if start else 0), len(low)
-
-    def _names_a_finding(self, low: str, start: int, end: int) -> bool:
-        return any(self._entries.lookup(m.group(), _NT)[0] == 'finding' for m in self._lexicon.finditer(low, start, end)) \
-            or any(statement.pattern.search(low, start, end) for statement in self._statements)
+            opening = _THINK_START.search(low, 0, ends[-1].start())
+            return [(ends[-1].end(), len(low)), (opening.end() if opening else 0, ends[-1].start())]
+        opening = _THINK_START.search(low)
+        return [((opening.end() if opening else 0), len(low))]
 
     def _read_region(self, low: str, start: int, end: int, bold: frozenset = frozenset()) -> List[Mention]:
         forced = sorted(self._structure(low, start, end, bold) + self._options(low, start, end) +
@@ -332,25 +380,32 @@ class FindingsReader:
             if not mentions:
                 continue
             for m in mentions:      # the structure span that holds the mention, if any (one per line or row)
+                if m.kind == 'cue' and any(f.cue[2] == 'status field' and f.cue[0] <= m.start < f.cue[1] for f in forced[
+                        max(0, bisect_right(forced_starts, m.start) - 2):bisect_right(forced_starts, m.start) + 1]):
+                    m.kind = 'spent'        # '"status": "absent"' gave its object's finding its call, and denies no more
+                    continue
                 at = bisect_right(forced_starts, m.start) - 1
-                if at >= 0 and m.kind in _NAMING and m.end <= forced[at].end:
-                    m.call, m.cue, m.forced = forced[at].call, forced[at].cue, True
+                if at >= 0 and m.kind in _NAMING and m.end <= forced[at].end and \
+                        not (m.kind in ('subject', 'statement') and forced[at].cue[2] == 'mark'):
+                    m.call, m.cue, m.forced = forced[at].call, forced[at].cue, True      # ("[x] Heart size normal":
+                    # the mark ticks the statement, which decides)
             if refusal and refusal.end() <= a and not self._image_reference.search(low, a, b):
                 # after "I cannot view images", what is not said of this image is textbook talk
                 _drop(mentions, a, b, (refusal.start(), refusal.end(), 'after a refusal: not a mention'))
             generics = [m for m in mentions if m.kind == 'cue' and m.value[0] == 'generic']
-            if generics and not any(m.kind == 'cue' and m.value[1] == 'clause' and m.value[0] == 'uncertain'
-                                    for m in mentions):
+            if generics and (any(g.value[1] == 'refusal' for g in generics) or not any(
+                    m.kind == 'cue' and m.value[1] == 'clause' and m.value[0] == 'uncertain' for m in mentions)):
                 # Textbook talk and refusals say nothing of this image, between the contrasts around them ("I
                 # cannot view images, but the findings suggest edema"); a parallel contrast ("while",
                 # "whereas") goes on with the same talk.
                 contrasts = [t.start() for t in self._terminators.finditer(low, a, b) if t.group() not in _PARALLEL]
                 for generic in generics:
-                    lo = max([c for c in contrasts if c <= generic.start] + [a])
+                    relative = low.rfind(' which ', a, generic.start)
+                    lo = max([c for c in contrasts if c <= generic.start] + [a, relative])
                     hi = min([c for c in contrasts if c > generic.start] + [b])
                     _drop(mentions, lo, hi, (generic.start, generic.end, 'generic: not a mention'))
             self._key_values(low, a, b, mentions)
-            if low[a:b].rstrip().endswith('?'):
+            if low[a:b].rstrip().endswith('?') and not _tentative(low, a, mentions):
                 following = next((bounds[j] for j in range(i + 1, len(bounds) - 1)
                                   if low[bounds[j]:bounds[j + 1]].strip()), b)
                 answer = self._answer(low, following)
@@ -387,7 +442,8 @@ class FindingsReader:
                 continue
             inside = _HEDGE.search(low, m.start, m.end)
             before = next((c for c in clause if c.kind == 'cue' and c.value[0] == 'uncertain' and
-                           start <= c.start < m.start and c.value[1] in ('pre', 'both', 'clause')), None)
+                           start <= c.start < m.start and c.value[1] in ('pre', 'both', 'clause') and
+                           ':' not in low[c.end:m.start]), None)
             if inside or before:
                 cue = (inside.start(), inside.end()) if inside else (before.start, before.end)
                 m.call, m.cue = UNCERTAIN, (*cue, 'a hedge on the statement')
@@ -420,6 +476,8 @@ class FindingsReader:
             group = listed(low, free, after[0], 1)
             rest_end = next((f.start for f in free if f.start > group[-1].end and f not in group), end)
             verdict = self._verdict(low, clause, group[-1].end, rest_end)
+            if verdict is None and rest_end == end:     # "Apices checked for a pneumothorax; none."
+                verdict = self._answer(low, end) or self._found(low, end)
             for f in group:
                 f.forced = True
                 f.call = verdict[0] if verdict else None
@@ -437,6 +495,14 @@ class FindingsReader:
             call = NEGATIVE if found.group(1) else POSITIVE
             return call, (found.start(), found.end(), 'verdict on what was looked for')
         return None
+
+    def _found(self, low: str, at: int) -> Optional[Tuple[str, Tuple[int, int, str]]]:
+        """A verdict in the sentence that starts at ``at`` ("... effusion; they're sharp, so there is none")."""
+        stop = _SENTENCE_END.search(low, at)
+        found = _FOUND.search(low, at, stop.start() if stop else len(low))
+        if found is None:
+            return None
+        return NEGATIVE if found.group(1) else POSITIVE, (found.start(), found.end(), 'verdict on what was looked for')
 
     def _subjects(self, low: str, clause: List[Mention], start: int, end: int) -> None:
         """A subject (the heart, the mediastinum, the pleura) takes what its clause says of it: a predicate after
@@ -457,7 +523,9 @@ class FindingsReader:
             before = [p for p in predicates[max(0, at - 2):at]
                       if p.end <= m.start and _BEFORE_SUBJECT.fullmatch(low, p.end, m.start)]
             after = next((p for p in predicates[at:] if p.start >= m.end), None)
-            if after is not None and (':' in low[m.end:after.start] or
+            if after is not None and ((':' in low[m.end:after.start] and
+                                       any(m.end <= o.start < after.start for o in clause
+                                           if o.kind in ('subject', 'statement'))) or
                                       any(m.end <= n.start and n.end <= after.start for n in named) or
                                       len(words(low[m.end:after.start])) >= self._window + 2):
                 after = None
@@ -485,7 +553,7 @@ class FindingsReader:
             value = self._value_at(low, field.end(), end)
             opening = low.rfind('{', start, field.start())
             if value and opening >= 0 and '}' not in low[opening:field.start()]:
-                forced.append(_Forced(opening, field.start(), value[0], value[1]))
+                forced.append(_Forced(opening, field.start(), value[0], (*value[1][:2], 'status field')))
         return forced
 
     def _options(self, low: str, start: int, end: int) -> List[_Forced]:
@@ -510,7 +578,7 @@ class FindingsReader:
                 hedged = answer.group(1).startswith('lean')
                 verdict = (UNCERTAIN if hedged else NEGATIVE if except_ else POSITIVE,
                            (answer.start(), answer.end(), 'the option the writer answers with'))
-                answers.setdefault(answer.group(2), verdict)
+                answers.setdefault(answer.group(2) or answer.group(3), verdict)
                 restated = _OPTION_END.search(low, answer.end(), end)      # "Answer: C) Pneumothorax."
                 forced.append(_Forced(answer.end(), restated.start() if restated else end, *verdict))
             for n, label in enumerate(run):
@@ -528,7 +596,7 @@ class FindingsReader:
         where lines that were wholly bold start)."""
         forced: List[_Forced] = []
         header: Optional[List[Tuple[int, int]]] = None
-        differential: Any = False     # or (call, cue) of the list items that follow
+        differential: Optional[_ListHeading] = None     # the heading the list items that follow are under
         lines, pos = [], start
         for line in low[start:end].split('\n'):
             lines.append((pos, pos + len(line)))
@@ -536,7 +604,7 @@ class FindingsReader:
         for n, (a, b) in enumerate(lines):
             stripped = low[a:b].strip()
             if not stripped:
-                differential = False
+                differential = None
                 continue
             if stripped.startswith('|'):
                 cells = _cells(low, a, b)
@@ -548,20 +616,37 @@ class FindingsReader:
                 forced += self._table_row(low, header, cells)
                 continue
             header = None
-            if stripped[-1] not in '.!?' and self._differential_word.search(stripped) and \
-                    self._differential.match(_last_sentence(stripped)):
-                differential = (UNCERTAIN, (a, b, 'item of a differential list'))
-                continue
-            label = self._key_label(low, a, b) if len(stripped) <= 52 and _HEADING_LINE.fullmatch(stripped) else None
-            if label and _is_list_next(low, lines, n):
-                differential = (label[0], (label[1][0], label[1][1], 'item under a heading naming the value'))
-                continue        # "**Not seen**" over "- Pneumothorax", "Possible findings:" over a list
             bullet = _BULLET.match(low, a, b)
-            if differential and bullet.end() > a and bullet.group().strip():
-                forced.append(_Forced(bullet.end(), b, *differential))
+            indent = len(low[a:b]) - len(low[a:b].lstrip())
+            if differential and bullet.group().strip() and (not differential.nested or indent > differential.indent):
+                # a differential's item is uncertain up to its explanation ("1. Pneumonia - most likely, given
+                # the dense consolidation"); an item under a value heading takes the value, all of it
+                lead = _ITEM_EXPLANATION.search(low, bullet.end(), b) if differential.lead_only else None
+                forced.append(_Forced(bullet.end(), lead.start() if lead else b, differential.call, differential.cue))
                 continue
-            differential = False
-            topic = self._topic(low, lines, n, bullet.end(), a in bold)
+            differential = None
+            if self._differential_word.search(stripped):
+                if stripped[-1] not in '.!?' and self._differential.match(_last_sentence(stripped)):
+                    differential = _ListHeading(UNCERTAIN, (a, b, 'item of a differential list'), indent,
+                                                bool(bullet.group().strip()), True)
+                    continue
+                inline = self._inline_differential.search(low, a, b)
+                if inline:      # "Differential: pneumonia, atelectasis or edema", "Differential - (1) ...; (2) ..."
+                    stop = _SENTENCE_END.search(low, inline.end(), b)
+                    forced.append(_Forced(inline.end(), stop.start() if stop else b, UNCERTAIN,
+                                          (inline.start(), inline.end(), 'a differential, inline')))
+                    continue
+            heading = len(stripped) <= 52 and _HEADING_LINE.fullmatch(stripped)
+            if heading and self._generic.search(stripped) and _is_list_next(low, lines, n):
+                differential = _ListHeading(None, (a, b, 'item under a heading of textbook talk'), indent,
+                                            bool(bullet.group().strip()), False)
+                continue        # "Typical findings:" over "1. Pneumonia: lobar consolidation"
+            label = self._key_label(low, a, b) if heading else None
+            if label and _is_list_next(low, lines, n):
+                differential = _ListHeading(label[0], (label[1][0], label[1][1], 'item under a heading naming the '
+                                                       'value'), indent, bool(bullet.group().strip()), False)
+                continue        # "**Not seen**" over "- Pneumothorax", "Possible findings:" over a list
+            topic = self._topic(low, lines, n, bullet.end(), a in bold) or self._topic_key(low, bullet.end(), b)
             if topic:
                 forced.append(topic)
                 continue
@@ -573,8 +658,8 @@ class FindingsReader:
             mark = self._mark.match(low, bullet.end(), b)
             if mark and mark.group().strip():
                 key_end = _key_end(low, mark.end(), b)
-                if self._negated_key.search(low, mark.end(), key_end):
-                    continue        # "✓ No pneumothorax": the check mark ticks the statement, which says no
+                if self._negated_key.search(low, mark.end(), key_end) or low[key_end:key_end + 1] in (':', ' '):
+                    continue        # "✓ No pneumothorax", "☑ Effusion: none": the mark ticks a statement
                 phrase = norm(mark.group())
                 forced.append(_Forced(mark.end(), key_end, self._marks[phrase], (mark.start(), mark.end(), 'mark')))
         return forced
@@ -610,6 +695,21 @@ class FindingsReader:
                 return _Forced(at, b, value[0], (value[1][0], value[1][1], 'value under its topic'))
         return _Forced(at, b, None, (a, b, 'heading: a topic, not a statement')) if heading else None
 
+    def _topic_key(self, low: str, start: int, end: int) -> Optional[_Forced]:
+        """A key that names what its line then says of it is a topic, no statement: "Effusion: angles crisp; no
+        effusion", "Pneumothorax: looked at both apices - no pleural edge, so no pneumothorax"."""
+        key = _LINE_KEY.match(low, start, end)
+        if key is None:
+            return None
+        named = {}
+        for m in self._lexicon.finditer(low, start, end):
+            kind, value, _ = self._exact.get(m.group()) or self._entries.lookup(m.group(), _NT)
+            if kind == 'finding':
+                named.setdefault(m.start() < key.end(1), set()).update(value)
+        if named.get(True, set()) & named.get(False, set()):
+            return _Forced(start, key.end(1), None, (start, key.end(1), 'a key naming the topic of its line'))
+        return None
+
     def _table_row(self, low: str, header: List[Tuple[int, int]], cells: List[Tuple[int, int]]) -> List[_Forced]:
         """The row's first cell takes the call of a cell that holds only a mark under a header that is a value
         ("| | Present | Absent |" with a ✓), or of a cell that holds only a value ("| Effusion | angles sharp |
@@ -626,8 +726,11 @@ class FindingsReader:
                 if self._values.get(cell) == NEGATIVE:     # a ✗ under "Present"
                     call = NEGATIVE
                 out.append(_Forced(key[0], key[1], call, (ha, hb, f'table column "{low[ha:hb].strip()}"')))
-            elif cell in self._values and not self._pseudo.match(cell):
-                out.append(_Forced(key[0], key[1], self._values[cell], (a, b, 'table cell')))
+            else:       # "| No |", "| Yes (1 cm, upper zone) |", "| 否 No |"
+                value = self._value_at(low, a, b)
+                if value and not _WORD_CHAR.match(low, value[1][1]) and \
+                        not any(c.isalnum() for c in low[value[1][1]:b].split('(')[0]):
+                    out.append(_Forced(key[0], key[1], value[0], (a, b, 'table cell')))
         # several cells of one row ("| Effusion | Yes (right) | No (left) |"): the highest call, as across a text
         return [max(out, key=lambda f: RANK[f.call])] if out else []
 
@@ -699,6 +802,7 @@ class FindingsReader:
 
     def _value_at(self, low: str, at: int, end: int) -> Optional[Tuple[str, Tuple[int, int, str]]]:
         """(call, cue) of a value word that starts at ``at`` ("none", "✗", "yes", "possible"), else None."""
+        at = _VALUE_LEAD.match(low, at, end).end()     # "~70% likely", "无 (none)"
         if self._pseudo.match(low, at, end):
             return None
         m = self._value.match(low, at, end)
@@ -723,6 +827,12 @@ class FindingsReader:
             if value and keys and len(words(low[key_start:sep[0]])) <= 8:
                 for m in keys:
                     m.call, m.cue, m.forced = value[0], value[1], True
+                for c in mentions:      # the value's words are spent: "Pneumonia: likely (patchy opacity)",
+                    if value[1][0] <= c.start < value[1][1]:        # "Pleura: not thickened"
+                        if c.kind == 'cue':
+                            c.kind = 'spent'
+                        elif c.kind == 'other':
+                            c.call, c.forced = None, True
             label = self._key_label(low, key_start, sep[0])
             if label and not keys:      # "Negative findings: pneumothorax, effusion", '"absent": ["edema"]'
                 stop = _VALUE_END.search(low, sep[1], separators[n + 1][0] if n + 1 < len(separators) else end)
@@ -810,22 +920,26 @@ class FindingsReader:
             call = NEGATIVE if kind == 'negation' else UNCERTAIN
             if kind == 'uncertain' and self._denied(low, cue, negations, negation_ends):
                 call, why = NEGATIVE, why + ' inside a negation'     # "no findings to suggest pneumonia"
-            if direction == 'clause':
-                mark(range(len(free)), call, why)
+            if direction == 'clause':       # "I can't separate X from Y": from its comma-part on
+                part = max(low.rfind(',', start, cue.start), low.rfind(':', start, cue.start), start)
+                mark([i for i in range(len(free)) if free[i].start >= part], call, why)
             elif direction == 'around':     # the finding on each side of "versus"
                 mark(([before[-1]] if before else []) + ([after[0]] if after else []), call, why)
             elif direction == 'pre' and after:
                 if kind == 'negation':
-                    if len(words(low[cue.end:free[after[0]].start])) < self._window:
+                    gloss = 4 if low[:free[after[0]].start].rstrip().endswith('(') else 0
+                    if len(words(low[cue.end:free[after[0]].start])) < self._window + gloss:
                         mark([index[id(f)] for f in _own_predicates(low, listed(low, free, after[0], 1))], call,
                              why)
                 else:
                     at = bisect_left(denials, cue.end)
                     stop = denials[at] if at < len(denials) else end
+                    reason = _REASON.search(low, cue.end, stop)     # "more like edema than pneumonia: the
+                    stop = reason.start() if reason else stop       # opacities", "possible, given the opacity"
                     mark([i for i in after if free[i].start < stop], call, why)
             elif direction == 'post' and before:
                 last = free[before[-1]]
-                if len(words(low[last.end:cue.start])) < self._window:
+                if len(words(low[last.end:cue.start])) < self._window and ' with ' not in low[last.end:cue.start]:
                     if kind == 'negation' and any(c.value[0] == 'negation' and last.end <= c.start < cue.start
                                                   for c in cues):
                         call, why = UNCERTAIN, why + ' after a negation: a hedge'   # "cannot be ... ruled out"
@@ -875,8 +989,14 @@ def _separators(low: str, start: int, end: int) -> List[Tuple[int, int]]:
 
 def _starts_a_sentence(low: str, at: int) -> bool:
     """Whether only blanks stand between ``at`` and the start of the text, a new line or a sentence's end."""
-    before = low[max(0, at - 40):at].rstrip(' \t')
+    before = low[max(0, at - 40):at].rstrip(' \t#*_')
     return not before or before[-1] in '.!?\n'
+
+
+def _tentative(low: str, start: int, mentions: List[Mention]) -> bool:
+    """A sentence that ends with "?" but is a hedged statement, not a question: "maybe a tiny pneumothorax?"."""
+    return not _QUESTION_START.match(low, start) and any(
+        m.kind == 'cue' and m.value[0] == 'uncertain' and m.value[1] != 'clause' for m in mentions)
 
 
 def _option_labels(low: str, start: int, end: int) -> Iterator[_Label]:
@@ -990,6 +1110,8 @@ def _prepare(text: str) -> str:
     low = text.lower()
     if len(low) != len(text):       # a few characters lower-case to two ("İ"): keep those as they are
         low = ''.join(c if len(c.lower()) != 1 else c.lower() for c in text)
+    if '.*' in low or '._' in low:      # "**Heart.** Normal size.", "_Tubes/lines._ None.": the dot is a colon
+        low = _EMPHASIZED_KEY.sub(lambda m: m.group(1) + ':' + m.group(2), low)
     return low.translate(_EMPHASIS)
 
 
