@@ -36,6 +36,7 @@ Order of work:
 7. Aggregation over the text: positive beats uncertain beats negative. No Finding is negative when another
    observation (Support Devices aside) is positive or uncertain, or an other finding is named; else positive.
 """
+import itertools
 import re
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ RANK = {POSITIVE: 3, UNCERTAIN: 2, NEGATIVE: 1}
 _THINK_END = re.compile(r'</think>|◁/think▷', re.I)
 _THINK_START = re.compile(r'<think>|◁think▷', re.I)
 # (not '#': it marks a markdown heading, see _TOPIC)
-_EMPHASIS = str.maketrans({c: ' ' for c in '*_`'} | {'\u2019': "'", '\u2018': "'", '\u201c': '"', '\u201d': '"'})
+_EMPHASIS = (('*', ' '), ('_', ' '), ('`', ' '), ('\u2019', "'"), ('\u2018', "'"), ('\u201c', '"'), ('\u201d', '"'))
 _BULLET = re.compile(r'[ \t]*(?:[-*+•·▪◦>]|\d{1,2}[.)]|\([a-h]\))?[ \t]*')
 # A line that is a heading and nothing else ("**Not seen**", "Possible findings:", "## Absent").
 _HEADING_LINE = re.compile(r'[#\s]*[\w][\w\s/&\'-]{0,50}:?')
@@ -59,7 +60,6 @@ _CLAUSE_PART = re.compile(r'[,:]')
 # A conclusion that calls the whole study normal: the reasoning before it keeps only its denials.
 _NORMAL_STUDY = re.compile(r'\b(?:normal|unremarkable|negative)\s+(?:study|chest|film|radiograph|x-ray|exam|examination|cxr)'
                            r'\b|\bno (?:other )?(?:acute )?(?:abnormalit|findings?\b)')
-_ENDS_LINE = re.compile(r'[ \t*_#]*(?:\n|$)')
 _SHORT_SECTIONS = frozenset({'comparison', 'comparisons', 'technique', 'procedure', 'examination', 'exam'})
 _SENTENCE_END = re.compile(r'\.(?=\s)|\n')
 _SECTION_END = re.compile(r'\n[ \t]*(?:\n|[-*•]?[ \t]*[a-z][\w /&-]{0,30}:)')
@@ -79,6 +79,7 @@ _STATUS_FIELD = re.compile(r'"(?:status|presence|present|result|assessment|verdi
 # A sub-line that gives its topic's value: "- **Presence:** Yes", "Status: absent".
 _PRESENCE_KEY = re.compile(r'\s*(?:presence|present|status|result|assessment|conclusion|finding|answer|seen|'
                            r'detected|evidence)\s*[:=\-–—]\s*')
+_TOPIC_LENGTH = 70     # a topic line is no longer than this (what _TOPIC can match, with marks and blanks)
 _TOPIC = re.compile(r'[#\s\d.)]*[\w][\w\s/,&()\'-]{0,60}?\s*(:)?\s*$')
 _TABLE_RULE = re.compile(r'^\s*\|?\s*:?-{2,}')
 _OR = re.compile(r'^\W*or\W*(?:[\w-]+\W+){0,2}$')
@@ -262,7 +263,7 @@ class FindingsReader:
         self._window = vocabulary.negation_window
         headers = alternation(vocabulary['skipped_sections'] + vocabulary['sections'])
         # "INDICATION:", or a heading alone on its line ("## Comparison")
-        self._section = re.compile(rf'(?<![\w-])({headers})[ \t]*(:)?')
+        self._section = re.compile(rf'(?<![\w-])({headers})[ \t]*(?:(:)|(?=[ \t*_#]*(?:\n|$)))')
         self._skipped = set(vocabulary['skipped_sections'])
 
     # ---- public
@@ -308,6 +309,8 @@ class FindingsReader:
         normal = False
         for region in self._regions(low):       # the conclusion first: it decides what it names
             before = {o for o, m in deciding.items() if m is not None}
+            if before and not self._may_add(low, region, before):
+                continue        # the reasoning names nothing the conclusion left open
             read = self._read_region(low, *region, bold)
             mentions += read
             start = min(start, region[0])
@@ -341,8 +344,9 @@ class FindingsReader:
         positions still point into the original. A skipped section ends at the next header, a blank line or a line
         that starts with a key of its own ("Lungs: ...")."""
         # a header starts a line or follows a sentence ("... prior. COMPARISON: ..."), not "Step 1 - Technique:"
-        headers = [h for h in self._section.finditer(low) if _starts_a_sentence(low, h.start()) and
-                   (h.group(2) or _ENDS_LINE.match(low, h.end()))]
+        if ':' not in low and '\n' not in low.rstrip():
+            return low      # no header without a colon or a line of its own
+        headers = [h for h in self._section.finditer(low) if _starts_a_sentence(low, h.start())]
         parts, kept = [], 0
         for header, following in zip(headers, headers[1:] + [None]):
             name = norm(header.group(1))
@@ -355,6 +359,14 @@ class FindingsReader:
                 parts += [low[kept:header.start()], ' ' * (stop - header.start())]
                 kept = stop
         return ''.join(parts) + low[kept:] if parts else low
+
+    def _may_add(self, low: str, region: Tuple[int, int], decided: set) -> bool:
+        """Whether ``region`` names an observation outside ``decided``, or an other finding (No Finding)."""
+        for m in self._lexicon.finditer(low, *region):
+            kind, value, _ = self._exact.get(m.group()) or self._entries.lookup(m.group(), _NT)
+            if kind == 'other' or (kind in ('finding', 'subject') and not decided.issuperset(value)):
+                return True
+        return False
 
     def _regions(self, low: str) -> List[Tuple[int, int]]:
         """The parts of the text to read, in order of authority: after a reasoning block, its conclusion (which
@@ -370,6 +382,7 @@ class FindingsReader:
         forced = sorted(self._structure(low, start, end, bold) + self._options(low, start, end) +
                         self._json_status(low, start, end), key=lambda f: f.start)
         forced_starts = [f.start for f in forced]
+        status_values = [f.cue[:2] for f in forced if f.cue[2] == 'status field']
         bounds = sentence_bounds(low, start, end)
         found, generic = self._mentions(low, bounds)
         # a refusal phrase is also a generic cue: look for one only where a generic cue was read
@@ -380,8 +393,7 @@ class FindingsReader:
             if not mentions:
                 continue
             for m in mentions:      # the structure span that holds the mention, if any (one per line or row)
-                if m.kind == 'cue' and any(f.cue[2] == 'status field' and f.cue[0] <= m.start < f.cue[1] for f in forced[
-                        max(0, bisect_right(forced_starts, m.start) - 2):bisect_right(forced_starts, m.start) + 1]):
+                if status_values and m.kind == 'cue' and any(a <= m.start < b for a, b in status_values):
                     m.kind = 'spent'        # '"status": "absent"' gave its object's finding its call, and denies no more
                     continue
                 at = bisect_right(forced_starts, m.start) - 1
@@ -392,7 +404,7 @@ class FindingsReader:
             if refusal and refusal.end() <= a and not self._image_reference.search(low, a, b):
                 # after "I cannot view images", what is not said of this image is textbook talk
                 _drop(mentions, a, b, (refusal.start(), refusal.end(), 'after a refusal: not a mention'))
-            generics = [m for m in mentions if m.kind == 'cue' and m.value[0] == 'generic']
+            generics = [m for m in mentions if m.kind == 'cue' and m.value[0] == 'generic'] if generic else None
             if generics and (any(g.value[1] == 'refusal' for g in generics) or not any(
                     m.kind == 'cue' and m.value[1] == 'clause' and m.value[0] == 'uncertain' for m in mentions)):
                 # Textbook talk and refusals say nothing of this image, between the contrasts around them ("I
@@ -617,8 +629,9 @@ class FindingsReader:
                 continue
             header = None
             bullet = _BULLET.match(low, a, b)
-            indent = len(low[a:b]) - len(low[a:b].lstrip())
-            if differential and bullet.group().strip() and (not differential.nested or indent > differential.indent):
+            indent = b - a - len(low[a:b].lstrip())
+            if differential and bullet.end() > a and bullet.group().strip() and (
+                    not differential.nested or indent > differential.indent):
                 # a differential's item is uncertain up to its explanation ("1. Pneumonia - most likely, given
                 # the dense consolidation"); an item under a value heading takes the value, all of it
                 lead = _ITEM_EXPLANATION.search(low, bullet.end(), b) if differential.lead_only else None
@@ -636,17 +649,18 @@ class FindingsReader:
                     forced.append(_Forced(inline.end(), stop.start() if stop else b, UNCERTAIN,
                                           (inline.start(), inline.end(), 'a differential, inline')))
                     continue
-            heading = len(stripped) <= 52 and _HEADING_LINE.fullmatch(stripped)
-            if heading and self._generic.search(stripped) and _is_list_next(low, lines, n):
+            heading = len(stripped) <= 52 and _HEADING_LINE.fullmatch(stripped) and _is_list_next(low, lines, n)
+            if heading and self._generic.search(stripped):
                 differential = _ListHeading(None, (a, b, 'item under a heading of textbook talk'), indent,
                                             bool(bullet.group().strip()), False)
                 continue        # "Typical findings:" over "1. Pneumonia: lobar consolidation"
             label = self._key_label(low, a, b) if heading else None
-            if label and _is_list_next(low, lines, n):
+            if label:
                 differential = _ListHeading(label[0], (label[1][0], label[1][1], 'item under a heading naming the '
                                                        'value'), indent, bool(bullet.group().strip()), False)
                 continue        # "**Not seen**" over "- Pneumothorax", "Possible findings:" over a list
-            topic = self._topic(low, lines, n, bullet.end(), a in bold) or self._topic_key(low, bullet.end(), b)
+            topic = (b - bullet.end() <= _TOPIC_LENGTH and self._topic(low, lines, n, bullet.end(), a in bold)) or (
+                0 < stripped.find(':') < 45 and self._topic_key(low, bullet.end(), b))
             if topic:
                 forced.append(topic)
                 continue
@@ -676,7 +690,7 @@ class FindingsReader:
         heading = low[a:b].lstrip()[:1] == '#' or key.group(1) or (bold and _is_list_next(low, lines, n))
         indent = len(low[a:b]) - len(low[a:b].lstrip())
         children = []
-        for c, d in lines[n + 1:]:
+        for c, d in itertools.islice(lines, n + 1, None):
             if not low[c:d].strip():
                 continue
             if children and len(low[c:d]) - len(low[c:d].lstrip()) <= indent:
@@ -699,7 +713,7 @@ class FindingsReader:
         """A key that names what its line then says of it is a topic, no statement: "Effusion: angles crisp; no
         effusion", "Pneumothorax: looked at both apices - no pleural edge, so no pneumothorax"."""
         key = _LINE_KEY.match(low, start, end)
-        if key is None:
+        if key is None or not self._lexicon.search(low, key.start(1), key.end(1)):
             return None
         named = {}
         for m in self._lexicon.finditer(low, start, end):
@@ -771,22 +785,24 @@ class FindingsReader:
                 found[i].append(Mention(m.start(), m.end(), 'cue', ('uncertain', 'clause', 'indeterminate')))
         claimed = [list(f) for f in found]      # statements and indeterminate cues win over the words inside them
         subjects, generic = [], False
+        last, exact, search_verbs = len(found) - 1, self._exact, self._search_verbs
         for m in self._lexicon.finditer(low, start, end):
-            i = sentence(m.start())
-            if claimed[i] and any(f.start < m.end() and m.start() < f.end for f in claimed[i]):
+            a, b = m.span()
+            i = min(bisect_right(bounds, a) - 1, last) if last else 0
+            if claimed[i] and any(f.start < b and a < f.end for f in claimed[i]):
                 continue
-            phrase = m.group(0)
-            kind, value, call = self._exact.get(phrase) or self._entries.lookup(phrase, _NT)
-            needs_for = self._search_verbs.get(phrase) if kind in ('search', 'cue') else None
+            phrase = m.group()
+            kind, value, call = exact.get(phrase) or self._entries.lookup(phrase, _NT)
+            needs_for = search_verbs.get(phrase) if kind == 'search' or kind == 'cue' else None
             if needs_for is not None:       # "looked for", "reviewed both bases for", "rule out"
-                then_for = _FOR_AFTER.match(low, m.end()) if needs_for else None
+                then_for = _FOR_AFTER.match(low, b) if needs_for else None
                 if not needs_for or then_for:
-                    found[i].append(Mention(m.start(), then_for.end() if then_for else m.end(), 'search'))
+                    found[i].append(Mention(a, then_for.end() if then_for else b, 'search'))
                 if kind == 'search':
                     continue
-            found[i].append(Mention(m.start(), m.end(), kind, value, call))
+            found[i].append(Mention(a, b, kind, value, call))
             if kind == 'subject':
-                subjects.append((i, m.start(), m.end()))
+                subjects.append((i, a, b))
             elif kind == 'cue' and value[0] == 'generic':
                 generic = True
         seen = set()
@@ -802,7 +818,8 @@ class FindingsReader:
 
     def _value_at(self, low: str, at: int, end: int) -> Optional[Tuple[str, Tuple[int, int, str]]]:
         """(call, cue) of a value word that starts at ``at`` ("none", "✗", "yes", "possible"), else None."""
-        at = _VALUE_LEAD.match(low, at, end).end()     # "~70% likely", "无 (none)"
+        if at < end and not low[at].isalpha() or low[at:at + 1] > '\u3000':     # "~70% likely", "无 (none)"
+            at = _VALUE_LEAD.match(low, at, end).end()
         if self._pseudo.match(low, at, end):
             return None
         m = self._value.match(low, at, end)
@@ -904,15 +921,15 @@ class FindingsReader:
             for i in indices:
                 if i not in decided or call == NEGATIVE:        # a denial wins over a hedge in its window
                     decided[i] = (call, (cue.start, cue.end, why))
-        starts, ends = [f.start for f in free], [f.end for f in free]
-        index = {id(f): i for i, f in enumerate(free)}
-        negations = [c for c in cues if c.value[:2] == ('negation', 'pre')]
-        negation_ends = [c.end for c in negations]
-        denials = [c.start for c in cues if c.value[0] == 'negation']
-        for cue in cues:
+        scoped = [c for c in cues if c.value[0] in ('negation', 'uncertain')]
+        if scoped:
+            starts, ends = [f.start for f in free], [f.end for f in free]
+            index = {id(f): i for i, f in enumerate(free)}
+            negations = [c for c in cues if c.value[:2] == ('negation', 'pre')]
+            negation_ends = [c.end for c in negations]
+            denials = [c.start for c in cues if c.value[0] == 'negation']
+        for cue in scoped:      # (pseudo-negations do nothing; hypotheticals and generics are done)
             kind, direction, why = cue.value
-            if kind not in ('negation', 'uncertain'):      # pseudo-negations; hypotheticals and generics done
-                continue
             after = range(bisect_left(starts, cue.end), len(free))
             before = range(0, bisect_right(ends, cue.start))
             if direction == 'both' or (direction == 'post' and not before):
@@ -927,8 +944,9 @@ class FindingsReader:
                 mark(([before[-1]] if before else []) + ([after[0]] if after else []), call, why)
             elif direction == 'pre' and after:
                 if kind == 'negation':
-                    gloss = 4 if low[:free[after[0]].start].rstrip().endswith('(') else 0
-                    if len(words(low[cue.end:free[after[0]].start])) < self._window + gloss:
+                    at = free[after[0]].start
+                    gloss = 4 if low[max(0, at - 3):at].rstrip().endswith('(') else 0
+                    if len(words(low[cue.end:at])) < self._window + gloss:
                         mark([index[id(f)] for f in _own_predicates(low, listed(low, free, after[0], 1))], call,
                              why)
                 else:
@@ -1028,8 +1046,11 @@ def _option_runs(labels: Iterable[_Label]) -> List[List[_Label]]:
 
 def _is_list_next(low: str, lines: List[Tuple[int, int]], n: int) -> bool:
     """Whether the next non-blank line after line ``n`` is a list item."""
-    following = next(((c, d) for c, d in lines[n + 1:] if low[c:d].strip()), None)
-    return following is not None and bool(_BULLET.match(low, *following).group().strip())
+    for i in range(n + 1, len(lines)):
+        c, d = lines[i]
+        if low[c:d].strip():
+            return bool(_BULLET.match(low, c, d).group().strip())
+    return False
 
 
 def _covered(spans: List[Mention]):
@@ -1112,7 +1133,10 @@ def _prepare(text: str) -> str:
         low = ''.join(c if len(c.lower()) != 1 else c.lower() for c in text)
     if '.*' in low or '._' in low:      # "**Heart.** Normal size.", "_Tubes/lines._ None.": the dot is a colon
         low = _EMPHASIZED_KEY.sub(lambda m: m.group(1) + ':' + m.group(2), low)
-    return low.translate(_EMPHASIS)
+    for char, replacement in _EMPHASIS:     # str.replace per character: far faster than str.translate
+        if char in low:
+            low = low.replace(char, replacement)
+    return low
 
 
 def _cells(low: str, start: int, end: int) -> List[Tuple[int, int]]:
