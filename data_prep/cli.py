@@ -11,6 +11,7 @@ from typing import List, Optional
 from tqdm import tqdm
 
 from clinical_text import FindingsReader, load_vocabulary
+from clinical_text.labels import load_labels_csv, study_key
 from datafiles import (DataError, OutputSet, SourceRow, derived_path, is_local_file, iter_rows, output_set,
                        run_command)
 from datafiles.images import ImagePolicy
@@ -359,7 +360,6 @@ def read_source(name: str, path: str, tally: Tally) -> dict:
     which matches the studies' own questions as data_prep writes them (``sft.eval.jsonl``). A row that cannot be
     read, lacks an id (and a request) or an answer text, or repeats an id is an error naming the file, line and
     field; a repeated request (one per teacher in ``sft.eval.jsonl``) keeps its first answer and is counted."""
-    from .chexpert import study_key
     answers, lines = {}, {}
     for source in tqdm(iter_rows(path), desc=f'reading {path}', unit=' rows', disable=None):
         if source.problem is not None:
@@ -392,7 +392,6 @@ def read_source(name: str, path: str, tally: Tally) -> dict:
 
 def _with_sources(studies, sources: dict, joined: dict):
     """Each study with each --source's answer as one more trace; ``joined[name]`` collects the matched keys."""
-    from .chexpert import study_key
     for study in studies:
         key, fingerprint = study_key(study.head.study_id), None
         extra = []
@@ -415,7 +414,6 @@ def run_report(args) -> None:
     names = [name for name, _ in specs]
     if len(set(names)) != len(names):
         raise DataError(f'--source: a name is given twice: {names}')
-    from .chexpert import load_labels_csv
     from .report import DriftReport, read_studies
     load_vocabulary(args.vocabulary)      # a bad vocabulary file stops the report before any work
     labels = load_labels_csv(args.labels_csv) if args.labels_csv else None

@@ -21,16 +21,17 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from clinical_text.labels import as_calls, load_reference_labels, study_key
 from clinical_text.vocabulary import load_vocabulary
 from datafiles import DataError, dump_row, iter_rows, output_set, run_command
 
-from .clinical_efficacy import compare_markdown_lines, markdown_lines
+from .clinical_efficacy import agreement_markdown_lines, compare_markdown_lines, markdown_lines
 from .compare import GEN_FORMAT, compare, compare_gen, gen_efficacy, load_gen_result
 from .items import DEFAULT_PROMPT, join_answers, read_items, read_report_items, request_row
 from .datasets import UNCERTAIN_POLICIES, build_items, csv_kind
 from .labels import PRESENCE, load_label_set
 from .metrics import DEFAULT_N_BOOT, DEFAULT_SEED
-from .report_gen import text_metrics
+from .report_gen import chexbert_labels, text_metrics
 from .paper import run_paper
 from .loglik import DEFAULT_ANSWER_TEMPLATE, answer_texts, load_model_template, loglik_scores
 from .scoring import GENERATIVE, LOGLIK, score
@@ -121,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     _source_args(gen)
     gen.add_argument('--no-clinical', action='store_true', help='skip the CheXbert / RadGraph checks (clinical '
                      'efficacy labelled by the project\'s findings reader is always computed)')
+    gen.add_argument('--reference-labels', metavar='FILE',
+                     help='labels of the reference reports to score clinical efficacy against, instead of the reader\'s: '
+                     'a CheXpert-style CSV keyed by study_id (e.g. MIMIC-CXR\'s mimic-cxr-2.0.0-chexpert.csv) or id, or '
+                     'JSONL {"id" or "study_id", "labels": {observation: 1/0/-1/null}}; the reader\'s agreement with '
+                     'them is reported beside the F1')
     gen.add_argument('--n-boot', type=int, default=DEFAULT_N_BOOT,
                      help=f'bootstrap resamples for the clinical efficacy intervals (default {DEFAULT_N_BOOT})')
     gen.add_argument('--seed', type=int, default=DEFAULT_SEED)
@@ -341,7 +347,14 @@ def run_report_gen(args) -> None:
         result = {'format': GEN_FORMAT, 'model': name, 'dataset': os.path.abspath(args.dataset),
                   **text_metrics(hypotheses, references, clinical=not args.no_clinical),
                   'missing_answers': missing}
-        result.update(gen_efficacy([item.id for item in items], hypotheses, references, args.n_boot, args.seed))
+        given = _reference_labels(args.reference_labels, items) if args.reference_labels else None
+        chexbert, unavailable = chexbert_labels(references) if not args.no_clinical else (None, 'not asked')
+        result.update(gen_efficacy([item.id for item in items], hypotheses, references, args.n_boot, args.seed,
+                                   given, chexbert))
+        if args.reference_labels:
+            result['reference_labels'] = os.path.abspath(args.reference_labels)
+        if chexbert is None:
+            result['unavailable']['chexbert_labels'] = unavailable
         stem = os.path.join(args.out, file_name(name))
         with outputs.open(stem + '.gen.json') as handle:
             json.dump(result, handle, indent=1, ensure_ascii=False)
@@ -351,9 +364,31 @@ def run_report_gen(args) -> None:
         lines += [f'| {k} | {v:.4f} |' for k, v in result['metrics'].items()]
         lines += [f'| {k} | unavailable: {v} |' for k, v in result['unavailable'].items()]
         lines += [''] + markdown_lines(result['clinical_efficacy'])
+        if 'reference_agreement' in result:
+            lines += [''] + agreement_markdown_lines(
+                f'The reader against the given reference labels ({args.reference_labels})', result['reference_agreement'])
+        if 'chexbert_agreement' in result:
+            lines += [''] + agreement_markdown_lines('The reader against CheXbert on the reference reports',
+                                                     result['chexbert_agreement'])
         with outputs.open(stem + '.gen.md') as handle:
             handle.write('\n'.join(lines) + '\n')
     print('\n'.join(lines))
+
+
+def _reference_labels(path: str, items) -> List[Dict[str, Optional[str]]]:
+    """Each item's given reference labels as calls, found by its study id (data_prep's rows carry one) or its id."""
+    labels = load_reference_labels(path)
+    found, missing = [], []
+    for item in items:
+        keys = [study_key(item.study_id)] if item.study_id else []
+        values = next((labels[k] for k in keys + [item.id, study_key(item.id)] if k in labels), None)
+        if values is None:
+            missing.append(item.study_id or item.id)
+        found.append(as_calls(values or {}))
+    if missing:
+        raise DataError(f'{path}: no labels for {len(missing)} of {len(items)} reports (e.g. {missing[:3]}); the '
+                        f'labels are found by the rows\' study_id, else their id')
+    return found
 
 
 def _answer_samples(ids: List[str], requests: List[Dict], paths: List[str]) -> Dict[str, List[Optional[str]]]:

@@ -30,7 +30,7 @@ MODEL_KEYS = {'model': str, 'adapters': list, 'swift_args': str, 'answers': dict
 SECTION_KEYS = {
     'table1': {'dataset': str, 'image_root': str, 'labels': str, 'skip_missing': bool, 'published': bool,
                'loglik': bool, 'prompt_template': str},
-    'report_generation': {'dataset': str, 'image_root': str},
+    'report_generation': {'dataset': str, 'image_root': str, 'reference_labels': str},
     'consistency': {'dataset': str, 'image_root': str, 'labels': str, 'samples': int, 'temperature': float,
                     'seed': int, 'teachers': str, 'teachers_name': str},
     'students': {'dataset': str, 'image_root': str, 'labels_csv': str, 'args': str},
@@ -281,7 +281,7 @@ def plan(config: PaperConfig, out: str) -> (List[Step], List[str]):
     if section is not None:
         folder = os.path.join(out, 'report_generation')
         common = ['--dataset', section['dataset'], '--out', folder, *boot,
-                  *_optional(section, ('image_root', '--image-root'))]
+                  *_optional(section, ('image_root', '--image-root'), ('reference_labels', '--reference-labels'))]
         family = _scored(config, 'report_generation', skipped, lambda model, source, _: [
             Step('report_generation', f'report generation: {model.name}', 'evaluation',
                  ['report-gen', *source, '--name', model.name, *common],

@@ -23,6 +23,7 @@ from typing import Dict, List, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from clinical_text import CALLS, OBSERVATIONS, read_findings  # noqa: E402
+from clinical_text.stats import binary_kappa  # noqa: E402
 
 DATA = Path(__file__).parent / 'data'
 BLIND = DATA / 'blind'
@@ -71,17 +72,6 @@ def checks(rows: List[Dict]):
             yield row['text'], observation, expected, _class(calls[observation])
 
 
-def kappa(pairs) -> Optional[float]:
-    """Cohen's kappa of two binary raters, None when chance agreement is 1 (nothing to agree on)."""
-    n = len(pairs)
-    if not n:
-        return None
-    observed = sum(a == b for a, b in pairs) / n
-    pa, pb = sum(a for a, _ in pairs) / n, sum(b for _, b in pairs) / n
-    chance = pa * pb + (1 - pa) * (1 - pb)
-    return None if chance == 1 else (observed - chance) / (1 - chance)
-
-
 def measure(rows: List[Dict]) -> Dict:
     """4-class accuracy, present-vs-not accuracy, per-class accuracy and present-vs-not kappa macro."""
     found = list(checks(rows))
@@ -97,7 +87,7 @@ def measure(rows: List[Dict]) -> Dict:
                 continue
             expected = row['labels'].get(observation, NOT_MENTIONED)
             binary[observation].append((expected in PRESENT, calls[observation] in PRESENT))
-    kappas = {o: kappa(p) for o, p in binary.items() if any(e for e, _ in p)}
+    kappas = {o: binary_kappa(p) for o, p in binary.items() if any(e for e, _ in p)}
     defined = [k for k in kappas.values() if k is not None]
     return {
         'calls': len(found),
