@@ -72,7 +72,7 @@ _BOLD_LINE = re.compile(r'^[ \t]*\*\*[^*\n]{1,80}\*\*[ \t]*:?[ \t]*$', re.M)
 # takes in the blanks around it and a closing / opening quote ('"edema": false').
 _SEPARATOR = re.compile(r'[:|=–—]|(?<=\s)-(?=\s)')
 _BLANKS = frozenset(' \t\n\r\f\v')
-_QUESTION_PREFIX = re.compile(r'\W*(?:a|answer|response)?\s*[:\-–—]?\s*')
+_QUESTION_PREFIX = re.compile(r'\W*(?:a|answer|response|i)?\s*[:\-–—]?\s*')
 # A line that is only a key ("pleural effusion:"), or a markdown heading ("# pleural effusion").
 # JSON fields that hold the call of their object's finding: {"finding": "edema", "status": "absent"}
 _STATUS_FIELD = re.compile(r'"(?:status|presence|present|result|assessment|verdict|call|label|value|state)"\s*:\s*"?')
@@ -86,7 +86,7 @@ _OR = re.compile(r'^\W*or\W*(?:[\w-]+\W+){0,2}$')
 _WORD_CHAR = re.compile(r'[\w-]')
 _PARALLEL = ('while', 'whereas')
 _INNER_NOT = re.compile(r"\b(?:not|no)\b|n't\b")
-_NT = ('cue', ('negation', 'pre', "pre_negation (a word ending in n't)"), None)
+_NT = ('cue', ('negation', 'both', "a word ending in n't"), None)
 # A list item with a predicate of its own is not under the negation before the list: "no pneumothorax, small
 # left effusion is present".
 _AFFIRMED = re.compile(r'\s*(?:(?!(?:and|or|nor)\b)[\w-]+\s+){0,2}?(?:is|are)\s+(?:now\s+|again\s+)?(?:present|seen|noted|identified|'
@@ -94,6 +94,8 @@ _AFFIRMED = re.compile(r'\s*(?:(?!(?:and|or|nor)\b)[\w-]+\s+){0,2}?(?:is|are)\s+
 # A key that is a value ("negative findings: ...") reaches its list up to one of these.
 _VALUE_END = re.compile(r'[\]}\n;]')
 _KEY_NOISE = re.compile(r'[\W_]+')
+_SEPARATOR_AFTER = re.compile(r'\s*[—–,:;-]')
+_KEY_LEAD = re.compile(r'(?:checked|reviewed|assessed|evaluated|looked for|examined|seen)(?: and| but)? ')
 _KEY_NOUNS = re.compile(r'(?:(?:radiographic|imaging|chest|x-ray|cxr)\s+)?(?:findings?|observations?|diagnos[ie]s|'
                         r'conditions?|items?|abnormalities|pathology|pathologies)?')
 _COMMA_ONLY = re.compile(r'^[^\w]*,[^\w]*(?:[\w-]+\W+){0,3}$')
@@ -112,7 +114,8 @@ _ANSWER = re.compile(r"(?<![\w-])(answer|answer is|pick|choose|chose|select|go w
                      r"leaning toward|lean toward|leaning towards|lean towards|it's|it is)\W{0,4}(?:is\s+)?"
                      r"(?:option\s+)?(?:\(([a-e1-6])\)|([a-e1-6])(?=[).,;:!]|\s*$))", re.M)
 # Hedge words inside a statement's words ("the mediastinum may be widened").
-_HEDGE = re.compile(r'\b(?:may|might|could|possibly|probably|likely|perhaps|questionably|presumably|borderline)\b')
+_HEDGE = re.compile(r'\b(?:may|might|could|possibly|probably|likely|perhaps|questionably|presumably|borderline|'
+                    r'appears? to be)\b')
 # "for" within six words after a search verb: "looked [carefully at both costophrenic angles] for".
 _FOR_AFTER = re.compile(r"(?:\s+[\w'-]+){0,6}?\s+for(?![\w-])")
 # Where a hedge's reach ends: the evidence it cites.
@@ -130,7 +133,7 @@ _BEFORE_SUBJECT = re.compile(r"\s*(?:(?:of|in|the|a|an|and|mildly|slightly|moder
 # Before a value word: a probability ("~70% likely", "~0%, none"), a label in Chinese ("无 (none)"), a bracket.
 _VALUE_LEAD = re.compile(r"(?:[\u3000-\u9fff\uff00-\uffef]+|\(|[~<>≈]?\s*\d+(?:\.\d+)?\s*%\s*[,;]?|\s+)*")
 # A verdict on what was looked for: "and found none", "- nothing", "there is a small one".
-_FOUND = re.compile(r"(?<![\w-])(?:(nothing|none|negative)|(?:there\s+(?:is|are|was|were)|found|see|saw|shows?|"
+_FOUND = re.compile(r"(?<![\w-])(?:(nothing|none|negative|neither)|(?:there\s+(?:is|are|was|were)|found|see|saw|shows?|"
                     r"showed)\s+(?:[\w-]+\s+){0,3}?(?:one|ones|it|some))(?![\w-])")
 # "a small one cannot be excluded": a cue in a clause without a finding speaks of the last finding before it.
 _ANAPHOR = re.compile(r'\b(?:one|ones|it|this|these|that)\b')
@@ -256,7 +259,7 @@ class FindingsReader:
         self._inline_differential = re.compile(rf"(?<![\w-])(?:{alternation(vocabulary['differential_headers'])})"
                                                rf"[^:—–\n]{{0,50}}?(?:\"?:|\s[—–-]\s)\W*(?=\w)")
         # "Differential diagnosis:", "My ranked differential for the left basal opacity:", "**Possibilities**"
-        self._differential = re.compile(rf"^\W*(?:[\w'-]+\s+){{0,3}}?(?:{alternation(vocabulary['differential_headers'])})"
+        self._differential = re.compile(rf"^\W*(?:[\w'-]+\W+){{0,3}}?(?:{alternation(vocabulary['differential_headers'])})"
                                         rf"\b[^:.?!\n]{{0,70}}?(:)?[\s*#_]*$")
         self._terminators = terminators(vocabulary)
         self._negated_key = re.compile(rf"(?<![\w-])(?:{alternation(vocabulary['pre_negation'])}|\w+n't)(?![\w-])")
@@ -423,6 +426,14 @@ class FindingsReader:
                 answer = self._answer(low, following)
                 if answer is None:
                     mentions.append(Mention(a, b, 'dropped'))
+                elif _SEPARATOR_AFTER.match(low, answer[1][1]):
+                    # "Is there pneumonia? Possibly - there's a faint opacity": the answer hedges no opacity
+                    for j in range(i + 1, len(found)):
+                        for c in found[j]:
+                            if c.kind == 'cue' and answer[1][0] <= c.start < answer[1][1]:
+                                c.kind = 'spent'
+                        if bounds[j + 1] > answer[1][1]:
+                            break
                 for m in mentions:
                     if m.kind in _NAMING and not m.forced:
                         m.forced = True
@@ -485,7 +496,10 @@ class FindingsReader:
             after = [i for i, f in enumerate(free) if f.start >= cue.end]
             if not after or len(words(low[cue.end:free[after[0]].start])) >= self._window:
                 continue
-            group = listed(low, free, after[0], 1)
+            colon = low.find(':', cue.end, end)      # "for the asked findings of X and Y: there's no Y"
+            group = [f for f in listed(low, free, after[0], 1) if colon < 0 or f.start < colon]
+            if not group:
+                continue
             rest_end = next((f.start for f in free if f.start > group[-1].end and f not in group), end)
             verdict = self._verdict(low, clause, group[-1].end, rest_end)
             if verdict is None and rest_end == end:     # "Apices checked for a pneumothorax; none."
@@ -528,7 +542,8 @@ class FindingsReader:
         # ("thickened") or a statement about the next subject ("[heart,] XXXX and mediastinum are normal") counts
         named = [m for m in clause if m.kind in ('finding', 'other')]
         inside = _covered([m for m in clause if m.kind == 'finding'])
-        predicates = [p for p in clause if p.kind == 'predicate' and not inside(p)]
+        finding_starts = [m.start for m in clause if m.kind == 'finding']
+        predicates = [p for p in clause if p.kind == 'predicate' and not inside(p) and not _leads(low, p, finding_starts)]
         starts = [p.start for p in predicates]
         for m in subjects:
             at = bisect_right(starts, m.start)
@@ -718,6 +733,8 @@ class FindingsReader:
         named = {}
         for m in self._lexicon.finditer(low, start, end):
             kind, value, _ = self._exact.get(m.group()) or self._entries.lookup(m.group(), _NT)
+            if kind == 'cue' and m.start() < key.end(1):
+                return None     # "Possible early heart failure: ..." is a statement, no topic
             if kind == 'finding':
                 named.setdefault(m.start() < key.end(1), set()).update(value)
         if named.get(True, set()) & named.get(False, set()):
@@ -872,6 +889,9 @@ class FindingsReader:
         if not key or len(key) > 40:
             return None
         m = self._value.match(key)
+        if m is None:       # "checked and absent", "reviewed and not present": the value closes the key
+            lead = _KEY_LEAD.match(key)
+            m = self._value.match(key, lead.end()) if lead else None
         if not m or _KEY_NOUNS.fullmatch(key[m.end():].strip()) is None:
             return None
         at = low.index(m.group(), start, end) if m.group() in low[start:end] else start
@@ -908,6 +928,8 @@ class FindingsReader:
                 lo = max(low.rfind(',', start, cue.start), start)
                 stop = _CLAUSE_PART.search(low, cue.end, end)     # "So for your question: there is no ..."
                 hi = stop.start() if stop else end
+                if low[cue.end:cue.end + 4].lstrip(' *_').startswith(':'):
+                    hi = end        # "What's asked: edema and a big heart": the question's own words
                 hedges = [c.end for c in cues if c.value[0] == 'uncertain' and lo <= c.start and c.end <= cue.start]
                 for f in free:      # "correlation for pneumonia is recommended": the hedge stays
                     if lo <= f.start < hi and not any(h <= f.start for h in hedges):
@@ -1051,6 +1073,15 @@ def _is_list_next(low: str, lines: List[Tuple[int, int]], n: int) -> bool:
         if low[c:d].strip():
             return bool(_BULLET.match(low, c, d).group().strip())
     return False
+
+
+def _leads(low: str, predicate: Mention, finding_starts: List[int]) -> bool:
+    """Whether a finding follows the predicate within three words: "large [left pleural] effusion"."""
+    at = bisect_left(finding_starts, predicate.end)
+    if at == len(finding_starts):
+        return False
+    between = low[predicate.end:finding_starts[at]]
+    return len(words(between)) < 3 and ',' not in between
 
 
 def _covered(spans: List[Mention]):

@@ -165,10 +165,79 @@ CONVENTIONS = [
 ]
 
 
-@pytest.mark.parametrize('text, expected', CONVENTIONS)
+# The shapes issue 28 reported as misread on text nobody here wrote (new sentences of those shapes; all calls that
+# are not listed must be "not mentioned").
+ASSERTED_NOT_NAMED = [
+    # what the writer looked for, checked, was asked or offered as options
+    ('I reviewed both bases for an effusion and the angles are crisp, so there is none.',
+     {'Pleural Effusion': 'negative'}),
+    ('I looked at the left base for an effusion and there is a small one.', {'Pleural Effusion': 'positive'}),
+    ('Apices checked for a pneumothorax; none.', {'Pneumothorax': 'negative'}),
+    ('I checked both apices for a pneumothorax and went over the bases.', {}),
+    ('Reviewed and not present: edema (no Kerley lines), nodules (none seen), fractures.',
+     {'Edema': 'negative', 'Lung Lesion': 'negative', 'Fracture': 'negative'}),
+    ('Which is seen? A) Pneumothorax B) Consolidation C) Effusion - no\nAnswer: A',
+     {'Pneumothorax': 'positive', 'Pleural Effusion': 'negative'}),
+    ('All of the following are seen EXCEPT: A) Effusion B) Pneumothorax C) Atelectasis. Answer: B',
+     {'Pneumothorax': 'negative'}),
+    ('[{"finding": "edema", "status": "absent"}, {"finding": "pneumothorax", "status": "present"}]',
+     {'Edema': 'negative', 'Pneumothorax': 'positive'}),
+    ('No hardware.', {'Support Devices': 'negative'}),
+    ('_Tubes/lines._ None.', {'Support Devices': 'negative'}),
+    ('No pacer, catheters or drains are seen.', {'Support Devices': 'negative'}),
+    ('There is nothing to suggest air around the lung (pneumothorax).', {'Pneumothorax': 'negative'}),
+    ('IMPRESSION: Resolved right upper lobe pneumonia.', {'Pneumonia': 'negative'}),
+    # differentials and comparisons
+    ('Differential:\n1. Pneumonia - most likely, given the dense consolidation\n2. Atelectasis with mucus plugging\n'
+     '3. Edema - cannot be excluded', {'Pneumonia': 'uncertain', 'Consolidation': 'positive',
+                                       'Atelectasis': 'uncertain', 'Edema': 'uncertain'}),
+    ('Atelectasis vs pneumonia.', {'Atelectasis': 'uncertain', 'Pneumonia': 'uncertain'}),
+    ("I can't separate atelectasis from consolidation.", {'Atelectasis': 'uncertain', 'Consolidation': 'uncertain'}),
+    ('Bilateral opacities. I lean toward edema.', {'Lung Opacity': 'positive', 'Edema': 'uncertain'}),
+    ('This looks more like edema than pneumonia.', {'Edema': 'uncertain', 'Pneumonia': 'uncertain'}),
+    ('It favours pneumonia; atelectasis must also be considered.',
+     {'Pneumonia': 'uncertain', 'Atelectasis': 'uncertain'}),
+    ('A pattern commonly associated with pulmonary edema.', {'Edema': 'uncertain'}),
+    ('Effusion vs pleural thickening at the left base.', {'Pleural Effusion': 'uncertain', 'Pleural Other': 'uncertain'}),
+    # negatives said of the heart, the mediastinum, the pleura
+    ('The heart does not appear big.', {'Cardiomegaly': 'negative'}),
+    ('The mediastinum is of normal width.', {'Enlarged Cardiomediastinum': 'negative'}),
+    ('Pleura not thickened.', {'Pleural Other': 'negative'}),
+    ('The heart, XXXX and lungs are unremarkable.', {'Cardiomegaly': 'negative'}),
+    ('Cardiac silhouette of normal size and shape.', {'Cardiomegaly': 'negative'}),
+    ('Normal heart contour.', {'Cardiomegaly': 'negative'}),
+    ('A lead projects over the heart.', {'Support Devices': 'positive'}),
+    # positives and hedges
+    ('Unchanged mediastinal silhouette.', {'Enlarged Cardiomediastinum': 'uncertain'}),
+    ('Prominence of the superior mediastinum.', {'Enlarged Cardiomediastinum': 'positive'}),
+    ('A left-sided catheter ending in the SVC.', {'Support Devices': 'positive'}),
+    ('Surgical clips in the left axilla.', {'Support Devices': 'positive'}),
+    ('Sternal wires are intact.', {'Support Devices': 'positive'}),
+    ('Spinal fusion hardware.', {'Support Devices': 'positive'}),
+    ('Findings consistent with congestive heart failure.', {'Edema': 'positive', 'Cardiomegaly': 'uncertain'}),
+    # a reasoning block decides what its conclusion does not name
+    ('<think>Heart normal. Maybe a small effusion?</think>\nNo pleural effusion.',
+     {'Cardiomegaly': 'negative', 'Pleural Effusion': 'negative'}),
+]
+
+
+@pytest.mark.parametrize('text, expected', CONVENTIONS + ASSERTED_NOT_NAMED)
 def test_conventions(text, expected):
     calls = read_findings(text)
     assert {o: c for o, c in calls.items() if c and o != 'No Finding'} == expected
+
+
+@pytest.mark.parametrize('text, call', [
+    ('Heart size is normal. Degenerative spurring of the thoracic spine.', 'negative'),
+    ('Lungs clear. Calcified aortic knob.', 'negative'),
+    ('Atherosclerotic change of the aorta. No effusion.', 'negative'),
+    ('Vertebral endplate change. Lungs are clear.', 'negative'),
+    ('Lungs are clear. ET tube in good position.', 'positive'),
+    ("I can't see the image, so I cannot tell you whether there is a pneumothorax.", None),
+    ('Images are not available for interpretation at this time.', None),
+])
+def test_no_finding_from_other_findings_and_texts_that_say_nothing(text, call):
+    assert read_findings(text)['No Finding'] == call
 
 
 @pytest.mark.parametrize('text, call', [
