@@ -504,6 +504,8 @@ class FindingsReader:
             verdict = self._verdict(low, clause, group[-1].end, rest_end)
             if verdict is None and rest_end == end:     # "Apices checked for a pneumothorax; none."
                 verdict = self._answer(low, end) or self._found(low, end)
+                if verdict:
+                    verdict = verdict[0], (*verdict[1][:2], 'verdict on what was looked for')
             for f in group:
                 f.forced = True
                 f.call = verdict[0] if verdict else None

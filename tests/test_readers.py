@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 # margin for the suites' size); the dev parts must clear them too.
 BARS = {'llm': {'accuracy': 0.95, 'present_vs_not': 0.97}, 'report': {'kappa_macro': 0.85},
         'blind report': {'accuracy': 0.95, 'present_vs_not': 0.98},
-        'blind llm': {'accuracy': 0.92, 'present_vs_not': 0.96}}
+        'blind llm': {'accuracy': 0.93, 'present_vs_not': 0.96}}
 
 
 @pytest.mark.parametrize('style', sorted(BARS))
