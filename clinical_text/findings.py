@@ -58,8 +58,9 @@ _BULLET = re.compile(r'[ \t]*(?:[-*+•·▪◦>]|\d{1,2}[.)]|\([a-h]\))?[ \t]*'
 _HEADING_LINE = re.compile(r'[#\s]*[\w][\w\s/&\'-]{0,50}:?')
 _CLAUSE_PART = re.compile(r'[,:]')
 # A conclusion that calls the whole study normal: the reasoning before it keeps only its denials.
-_NORMAL_STUDY = re.compile(r'\b(?:normal|unremarkable|negative)\s+(?:study|chest|film|radiograph|x-ray|exam|examination|cxr)'
-                           r'\b|\bno (?:other )?(?:acute )?(?:abnormalit|findings?\b)')
+_NORMAL_STUDY = re.compile(r'\b(?:normal|unremarkable|negative)\s+'
+                           r'(?:study|chest|film|radiograph|x-ray|exam|examination|cxr)\b|'
+                           r'\bno (?:other )?(?:acute )?(?:abnormalit|findings?\b)')
 _SHORT_SECTIONS = frozenset({'comparison', 'comparisons', 'technique', 'procedure', 'examination', 'exam'})
 _SENTENCE_END = re.compile(r'\.(?=\s)|\n')
 _SECTION_END = re.compile(r'\n[ \t]*(?:\n|[-*•]?[ \t]*[a-z][\w /&-]{0,30}:)')
@@ -89,7 +90,8 @@ _INNER_NOT = re.compile(r"\b(?:not|no)\b|n't\b")
 _NT = ('cue', ('negation', 'both', "a word ending in n't"), None)
 # A list item with a predicate of its own is not under the negation before the list: "no pneumothorax, small
 # left effusion is present".
-_AFFIRMED = re.compile(r'\s*(?:(?!(?:and|or|nor)\b)[\w-]+\s+){0,2}?(?:is|are)\s+(?:now\s+|again\s+)?(?:present|seen|noted|identified|'
+_AFFIRMED = re.compile(r'\s*(?:(?!(?:and|or|nor)\b)[\w-]+\s+){0,2}?(?:is|are)\s+(?:now\s+|again\s+)?'
+                       r'(?:present|seen|noted|identified|'
                        r'demonstrated|evident|visible|appreciated)\b')
 # A key that is a value ("negative findings: ...") reaches its list up to one of these.
 _VALUE_END = re.compile(r'[\]}\n;]')
@@ -129,7 +131,8 @@ _NAMING = ('finding', 'statement', 'other', 'subject', 'normal')
 _PREDICATE_BEFORE, _PREDICATE_AFTER = 40, 120
 # Between a predicate and the subject after it: "stable [cardiac silhouette]", "prominence of the [mediastinum]",
 # "normal [heart size and] mediastinal contours".
-_BEFORE_SUBJECT = re.compile(r"\s*(?:(?:of|in|the|a|an|and|mildly|slightly|moderately|markedly|overall|left|right)\s+){0,3}")
+_BEFORE_SUBJECT = re.compile(r"\s*(?:(?:of|in|the|a|an|and|mildly|slightly|moderately|markedly|overall|left|right)"
+                             r"\s+){0,3}")
 # Before a value word: a probability ("~70% likely", "~0%, none"), a label in Chinese ("无 (none)"), a bracket.
 _VALUE_LEAD = re.compile(r"(?:[\u3000-\u9fff\uff00-\uffef]+|\(|[~<>≈]?\s*\d+(?:\.\d+)?\s*%\s*[,;]?|\s+)*")
 # A verdict on what was looked for: "and found none", "- nothing", "there is a small one".
@@ -259,7 +262,8 @@ class FindingsReader:
         self._inline_differential = re.compile(rf"(?<![\w-])(?:{alternation(vocabulary['differential_headers'])})"
                                                rf"[^:—–\n]{{0,50}}?(?:\"?:|\s[—–-]\s)\W*(?=\w)")
         # "Differential diagnosis:", "My ranked differential for the left basal opacity:", "**Possibilities**"
-        self._differential = re.compile(rf"^\W*(?:[\w'-]+\W+){{0,3}}?(?:{alternation(vocabulary['differential_headers'])})"
+        headers = alternation(vocabulary['differential_headers'])
+        self._differential = re.compile(rf"^\W*(?:[\w'-]+\W+){{0,3}}?(?:{headers})"
                                         rf"\b[^:.?!\n]{{0,70}}?(:)?[\s*#_]*$")
         self._terminators = terminators(vocabulary)
         self._negated_key = re.compile(rf"(?<![\w-])(?:{alternation(vocabulary['pre_negation'])}|\w+n't)(?![\w-])")
@@ -338,7 +342,8 @@ class FindingsReader:
     def _normal_words(self, low: str, start: int, end: int, mentions: List[Mention]) -> List[Mention]:
         """Words of a normal study ("clear", "unremarkable") outside textbook talk, refusals and questions."""
         dropped = [m for m in mentions if m.kind == 'dropped']
-        return [Mention(m.start(), m.end(), 'normal', (), POSITIVE) for m in self._normal_study.finditer(low, start, end)
+        return [Mention(m.start(), m.end(), 'normal', (), POSITIVE)
+                for m in self._normal_study.finditer(low, start, end)
                 if not any(d.start <= m.start() < d.end for d in dropped)]
 
     # ---- text regions
@@ -397,7 +402,7 @@ class FindingsReader:
                 continue
             for m in mentions:      # the structure span that holds the mention, if any (one per line or row)
                 if status_values and m.kind == 'cue' and any(a <= m.start < b for a, b in status_values):
-                    m.kind = 'spent'        # '"status": "absent"' gave its object's finding its call, and denies no more
+                    m.kind = 'spent'        # '"status": "absent"' gave its object's finding its call, denies no more
                     continue
                 at = bisect_right(forced_starts, m.start) - 1
                 if at >= 0 and m.kind in _NAMING and m.end <= forced[at].end and \
@@ -545,7 +550,8 @@ class FindingsReader:
         named = [m for m in clause if m.kind in ('finding', 'other')]
         inside = _covered([m for m in clause if m.kind == 'finding'])
         finding_starts = [m.start for m in clause if m.kind == 'finding']
-        predicates = [p for p in clause if p.kind == 'predicate' and not inside(p) and not _leads(low, p, finding_starts)]
+        predicates = [p for p in clause if p.kind == 'predicate' and not inside(p) and
+                      not _leads(low, p, finding_starts)]
         starts = [p.start for p in predicates]
         for m in subjects:
             at = bisect_right(starts, m.start)

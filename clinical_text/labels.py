@@ -5,17 +5,16 @@
   (with or without MIMIC's "s" prefix: 50414267 = s50414267) or ``id``, and a column per observation among the 14
   CheXpert observations (any of them; the ones absent are unlabelled); 1 positive, 0 negative, -1 uncertain, blank
   not mentioned (1.0 / 0.0 / -1.0, true / false and positive / negative / uncertain too).
-- JSONL: one object per text, ``{"id": ...}`` or ``{"study_id": ...}``, with the labels under ``"labels"``
+- JSONL (or JSON, parquet: any file ``datafiles.iter_rows`` reads): one object per text, ``{"id": ...}`` or ``{"study_id": ...}``, with the labels under ``"labels"``
   (``{"Edema": 1, "Pneumothorax": 0}``) or as top-level observation keys; null for not mentioned.
 
 Every problem names the file, the line and the column or field.
 """
 import csv
-import json
 import os
 from typing import Dict, Mapping, Optional, Sequence
 
-from datafiles import DataError
+from datafiles import DataError, iter_rows
 from datafiles.labels import label_value
 
 from .vocabulary import NEGATIVE, OBSERVATIONS, POSITIVE, UNCERTAIN
@@ -76,35 +75,28 @@ def load_reference_labels(path: str) -> Dict[str, Dict[str, float]]:
     if not os.path.isfile(path):
         raise DataError(f'{path}: labels file not found')
     labels: Dict[str, Dict[str, float]] = {}
-    with open(path, encoding='utf-8') as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f'{path}: line {line_no}'
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f'{where}: not valid JSON ({e.msg} at column {e.colno})') from None
-            if not isinstance(row, dict):
-                raise DataError(f'{where}: expected a JSON object, found {type(row).__name__}')
-            field = next((k for k in ('id', 'study_id') if k in row), None)
-            if field is None or row[field] in (None, ''):
-                raise DataError(f'{where}: field \'id\': missing (or give \'study_id\')')
-            key = study_key(row[field]) if field == 'study_id' else str(row[field])
-            if key in labels:
-                raise DataError(f'{where}: field {field!r}: {key} listed twice')
-            given = row.get('labels', {k: v for k, v in row.items() if k in OBSERVATIONS})
-            if not isinstance(given, dict):
-                raise DataError(f'{where}: field \'labels\': expected an object of observation: label')
-            unknown = sorted(set(given) - set(OBSERVATIONS))
-            if unknown:
-                raise DataError(f'{where}: field \'labels\': {unknown} are not CheXpert observations')
-            values = {}
-            for observation, cell in given.items():
-                value = _value(cell, f'{where}: field \'labels.{observation}\'')
-                if value is not None:
-                    values[observation] = value
-            labels[key] = values
+    for source in iter_rows(path):
+        where, row = source.where, source.row
+        if source.problem:
+            raise DataError(f'{where}: {source.problem}')
+        field = next((k for k in ('id', 'study_id') if k in row), None)
+        if field is None or row[field] in (None, ''):
+            raise DataError(f'{where}: field \'id\': missing (or give \'study_id\')')
+        key = study_key(row[field]) if field == 'study_id' else str(row[field])
+        if key in labels:
+            raise DataError(f'{where}: field {field!r}: {key} listed twice')
+        given = row.get('labels', {k: v for k, v in row.items() if k in OBSERVATIONS})
+        if not isinstance(given, dict):
+            raise DataError(f'{where}: field \'labels\': expected an object of observation: label')
+        unknown = sorted(set(given) - set(OBSERVATIONS))
+        if unknown:
+            raise DataError(f'{where}: field \'labels\': {unknown} are not CheXpert observations')
+        values = {}
+        for observation, cell in given.items():
+            value = _value(cell, f'{where}: field \'labels.{observation}\'')
+            if value is not None:
+                values[observation] = value
+        labels[key] = values
     if not labels:
         raise DataError(f'{path}: no labels')
     return labels

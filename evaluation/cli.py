@@ -123,8 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument('--no-clinical', action='store_true', help='skip the CheXbert / RadGraph checks (clinical '
                      'efficacy labelled by the project\'s findings reader is always computed)')
     gen.add_argument('--reference-labels', metavar='FILE',
-                     help='labels of the reference reports to score clinical efficacy against, instead of the reader\'s: '
-                     'a CheXpert-style CSV keyed by study_id (e.g. MIMIC-CXR\'s mimic-cxr-2.0.0-chexpert.csv) or id, or '
+                     help='labels of the reference reports to score clinical efficacy against, instead of the '
+                     'reader\'s: a CheXpert-style CSV keyed by study_id (e.g. MIMIC-CXR\'s mimic-cxr-2.0.0-chexpert.csv) '
+                     'or id, or '
                      'JSONL {"id" or "study_id", "labels": {observation: 1/0/-1/null}}; the reader\'s agreement with '
                      'them is reported beside the F1')
     gen.add_argument('--n-boot', type=int, default=DEFAULT_N_BOOT,
@@ -365,8 +366,8 @@ def run_report_gen(args) -> None:
         lines += [f'| {k} | unavailable: {v} |' for k, v in result['unavailable'].items()]
         lines += [''] + markdown_lines(result['clinical_efficacy'])
         if 'reference_agreement' in result:
-            lines += [''] + agreement_markdown_lines(
-                f'The reader against the given reference labels ({args.reference_labels})', result['reference_agreement'])
+            title = f'The reader against the given reference labels ({args.reference_labels})'
+            lines += [''] + agreement_markdown_lines(title, result['reference_agreement'])
         if 'chexbert_agreement' in result:
             lines += [''] + agreement_markdown_lines('The reader against CheXbert on the reference reports',
                                                      result['chexbert_agreement'])

@@ -120,7 +120,8 @@ def agreement(read: Sequence[Mapping], given: Sequence[Mapping], binary_only: bo
         raise ValueError(f'need the same, non-zero number of read and given labels: {len(read)} vs {len(given)}')
     rows: Dict[str, Any] = {}
     for obs in OBSERVATIONS:
-        pairs = [((r.get(obs) in (POSITIVE, UNCERTAIN)), (g.get(obs) in (POSITIVE, UNCERTAIN))) for r, g in zip(read, given)]
+        pairs = [(r.get(obs) in (POSITIVE, UNCERTAIN), g.get(obs) in (POSITIVE, UNCERTAIN))
+                 for r, g in zip(read, given)]
         row = {'n': len(pairs), 'given_present': sum(g for _, g in pairs),
                'present_agreement': sum(a == b for a, b in pairs) / len(pairs), 'kappa': binary_kappa(pairs)}
         if not binary_only:
@@ -140,14 +141,16 @@ def agreement_markdown_lines(title: str, block: Mapping) -> List[str]:
     four = 'four_class_agreement' in block['macro']
     lines = [f'### {title}', '', f'{block["n"]} reference reports; present = positive or uncertain; means over the '
              f'observations the labels hold present at least once.', '',
-             '| observation | given present | present-vs-not agreement | kappa |' + (' 4-class agreement |' if four else ''),
+             '| observation | given present | present-vs-not agreement | kappa |' +
+             (' 4-class agreement |' if four else ''),
              '|---|---|---|---|' + ('---|' if four else '')]
 
     def number(value):
         return '-' if value is None else f'{value:.3f}'
     for obs, row in block['observations'].items():
-        lines.append(f'| {obs} | {row["given_present"]} | {number(row["present_agreement"])} | {number(row["kappa"])} |' +
-                     (f' {number(row["four_class_agreement"])} |' if four else ''))
+        cells = [str(row['given_present']), number(row['present_agreement']), number(row['kappa'])]
+        cells += [number(row['four_class_agreement'])] if four else []
+        lines.append(f'| {obs} | ' + ' | '.join(cells) + ' |')
     macro = block['macro']
     lines.append(f'| **mean** | | {number(macro["present_agreement"])} | {number(macro["kappa"])} |' +
                  (f' {number(macro["four_class_agreement"])} |' if four else ''))

@@ -32,8 +32,8 @@ SUITES = {
     'llm': [DATA / 'reader_suite_llm.jsonl'],
     'blind report': [BLIND / f'{name}.{split}.jsonl' for name in ('report_mimic', 'report_deid', 'report_intl')
                      for split in ('dev', 'heldout')],
-    'blind llm': [BLIND / f'{name}.{split}.jsonl' for name in ('llm_structured', 'llm_prose', 'llm_teachers', 'llm_chat',
-                                                                 'llm_reasoning', 'llm_short')
+    'blind llm': [BLIND / f'{name}.{split}.jsonl'
+                  for name in ('llm_structured', 'llm_prose', 'llm_teachers', 'llm_chat', 'llm_reasoning', 'llm_short')
                   for split in ('dev', 'heldout')],
 }
 NOT_MENTIONED = 'not mentioned'

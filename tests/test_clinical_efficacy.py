@@ -260,5 +260,5 @@ def test_reference_labels_errors_name_file_line_field(tmp_path, content, message
     from datafiles import DataError
     path = tmp_path / 'labels.jsonl'
     path.write_text(content)
-    with pytest.raises(DataError, match=re.escape(f'{path}: {message}')):
+    with pytest.raises(DataError, match=re.escape(f'{path} {message}')):
         load_reference_labels(str(path))

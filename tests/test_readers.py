@@ -198,7 +198,8 @@ ASSERTED_NOT_NAMED = [
     ('It favours pneumonia; atelectasis must also be considered.',
      {'Pneumonia': 'uncertain', 'Atelectasis': 'uncertain'}),
     ('A pattern commonly associated with pulmonary edema.', {'Edema': 'uncertain'}),
-    ('Effusion vs pleural thickening at the left base.', {'Pleural Effusion': 'uncertain', 'Pleural Other': 'uncertain'}),
+    ('Effusion vs pleural thickening at the left base.',
+     {'Pleural Effusion': 'uncertain', 'Pleural Other': 'uncertain'}),
     # negatives said of the heart, the mediastinum, the pleura
     ('The heart does not appear big.', {'Cardiomegaly': 'negative'}),
     ('The mediastinum is of normal width.', {'Enlarged Cardiomediastinum': 'negative'}),
