@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from evaluation.paper import load_config, plan
-from data_prep.sources import DataError
+from datafiles import DataError
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / 'sample_data'

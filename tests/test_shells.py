@@ -14,7 +14,7 @@ import pytest
 
 from conftest import REPO
 from cxr_data import SAMPLE_FILE
-from data_prep.stages import request_fingerprint
+from datafiles.swift_rows import request_fingerprint
 
 SHELLS = REPO / 'shells'
 LAUNCHERS = ['SFT-Qwen2.5.sh', 'merge-SFT.sh', 'consensus-Qwen2.5.sh', 'APO-Qwen2.5.sh', 'pipeline.sh', 'paper.sh']
