@@ -8,8 +8,8 @@
 (``rlhf_main``, ``sft_main``, ``infer_main``: what ``swift rlhf / sft / infer`` run in their child process) one after
 the other in this process, on the CPU in float32, with no --model_type or --template (ms-swift detects both):
 
-1. ``swift rlhf --rlhf_type apo`` with LoRA on rows with K = 1, 3 and 2 rejected answers (and an image each for a
-   vision family): once with the fast paths as they choose themselves (the default), once with
+1. ``swift rlhf --rlhf_type apo`` with LoRA for two steps on one batch of two rows with K = 2 and 1 rejected answers
+   (and an image each for a vision family): once with the fast paths as they choose themselves (the default), once with
    ``--apo_shared_prefix false --apo_lean_logps false`` (the plain path: K + 1 full sequences, full logits);
 2. the same with full tuning (the reference model a copy) for the Qwen families;
 3. ``swift sft`` with LoRA on the chosen answers, saving the adapter;
@@ -223,10 +223,19 @@ def run_family(name: str, out: Path, model: Optional[str] = None) -> Dict[str, A
             record['errors'][stage] = f'{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ""}'
             traceback.print_exc()
             continue
-        record.update(result) if stage == 'sft_infer' else record.setdefault('apo', {}).__setitem__(stage, result)
+        if stage == 'sft_infer':
+            record.update(result)
+        else:
+            record.setdefault('apo', {})[stage] = result
     record['seconds'] = round(time.time() - started, 1)
-    (out / f'{name}.json').write_text(json.dumps(record, indent=2) + '\n')
+    _write_atomically(out / f'{name}.json', json.dumps(record, indent=2) + '\n')
     return record
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + '.tmp')
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -313,9 +322,7 @@ def write_table(path: Path, table: str) -> None:
     """Replace the table between the markers of ``path`` (a temporary file, then a rename)."""
     document = path.read_text()
     start, end = document.index(TABLE_BEGIN) + len(TABLE_BEGIN), document.index(TABLE_END)
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(document[:start] + table + document[end:])
-    tmp.replace(path)
+    _write_atomically(path, document[:start] + table + document[end:])
 
 
 if __name__ == '__main__':
