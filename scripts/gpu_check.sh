@@ -26,7 +26,7 @@ OVERLAY=(ms-swift trl peft datasets modelscope modelscope-hub qwen-vl-utils addi
          importlib-metadata json-repair multiprocess pydantic pydantic-core annotated-types typing-inspection
          typing-extensions cffi cryptography pycparser)
 
-OUT=results/gpu_check DEVICE=cuda FULL=() PROFILE= FAMILY=qwen2.5-vl
+OUT=results/gpu_check DEVICE=cuda FULL=() PROFILE='' FAMILY=qwen2.5-vl
 while [ $# -gt 0 ]; do
   case $1 in
     --out) OUT=$2; shift 2 ;;

@@ -88,6 +88,16 @@ def test_family_model_loads_through_ms_swift_and_runs_its_template(name, family_
     assert 'None.' in answer  # thinking templates (Qwen3, Qwen3.5, GLM-4.5V) put an empty think block first
 
 
+@pytest.mark.parametrize('name', list(FAMILIES))
+def test_a_released_checkpoint_of_each_family_is_detected_as_that_family(name):
+    """ms-swift detects a hub id (or a folder of that name) by its name: `BASE_MODEL=<hub id>` needs no
+    --model_type or --template, and gets the model type and template the tiny model of the family runs with."""
+    from swift.model.model_meta import get_matched_model_meta
+    family = FAMILIES[name]
+    meta = get_matched_model_meta(family.hub_example)
+    assert (meta.model_type, meta.template) == (family.model_type, family.template), family.hub_example
+
+
 def test_builder_cli_lists_every_family_and_builds_one(tmp_path):
     listing = subprocess.run([sys.executable, str(REPO / 'tools' / 'tiny_models.py'), '--list'], capture_output=True,
                              text=True, check=True).stdout

@@ -148,10 +148,10 @@ def test_consensus_lists_pending_requests_then_infers_then_merges(workdir):
     assert pending[1:] == ['-m', 'data_prep', 'pending', '--requests', './data/consensus_requests.jsonl',
                            '--results', './data/consensus.jsonl', '--parts', './data/consensus.parts',
                            '--out', './data/consensus.pending.jsonl', '--shards', '1']
-    assert infer[:4] == ['env', 'CUDA_VISIBLE_DEVICES=0', swift, 'infer']
+    assert infer[:5] == ['env', 'CUDA_VISIBLE_DEVICES=0', 'MAX_PIXELS=12845056', swift, 'infer']  # the paper's budget
     part = infer[infer.index('--result_path') + 1]
     assert part.startswith('./data/consensus.parts/') and part.endswith('-0.jsonl')
-    assert infer[4:] == ['--model', './output/sft-merged', '--val_dataset', './data/consensus.pending.shard0.jsonl',
+    assert infer[5:] == ['--model', './output/sft-merged', '--val_dataset', './data/consensus.pending.shard0.jsonl',
                          '--result_path', part, '--infer_backend', 'vllm', '--max_new_tokens', '2048',
                          '--temperature', '0', '--write_batch_size', '64', '--vllm_tensor_parallel_size', '1',
                          '--seed', '4']
