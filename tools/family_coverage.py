@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -206,16 +207,18 @@ def run_family(name: str, out: Path, model: Optional[str] = None) -> Dict[str, A
     work = out / name
     model = model or str(build_model(work / 'model', family))
     paths = write_rows(work / 'data', family.vision)
+    runs = work / 'runs'
+    shutil.rmtree(runs, ignore_errors=True)  # an earlier call's outputs (ms-swift would resume or append to them)
     record: Dict[str, Any] = {'family': name, 'title': family.title, 'model_type': family.model_type,
                               'template': family.template, 'architecture': family.architecture,
                               'hub_example': family.hub_example, 'vision': family.vision, 'errors': {}}
     started = time.time()
     flags = list(family.lora_flags)
     record['lora_flags'] = flags
-    stages = [('lora', lambda: apo_runs(model, paths, work, 'lora', flags))]
+    stages = [('lora', lambda: apo_runs(model, paths, runs, 'lora', flags))]
     if family.qwen:
-        stages.append(('full', lambda: apo_runs(model, paths, work, 'full', [])))
-    stages.append(('sft_infer', lambda: sft_and_infer(model, paths, work, flags)))
+        stages.append(('full', lambda: apo_runs(model, paths, runs, 'full', [])))
+    stages.append(('sft_infer', lambda: sft_and_infer(model, paths, runs, flags)))
     for stage, run in stages:
         try:
             result = run()

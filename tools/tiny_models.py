@@ -170,6 +170,7 @@ QWEN2_5_CHAT_TEMPLATE = (
     "{%- if add_generation_prompt %}\n"
     "    {{- '<|im_start|>assistant\\n' }}\n"
     "{%- endif %}\n")
+QWEN2_CHAT_TEMPLATE = _chatml_template(default_system='You are a helpful assistant.')
 QWEN3_VL_CHAT_TEMPLATE = _chatml_template(_QWEN_VL_IMAGE, _QWEN_VL_VIDEO)
 # Qwen3 / Qwen3.5 answer in thinking mode by default: the generation prompt opens the think block.
 QWEN3_CHAT_TEMPLATE = _chatml_template()
@@ -219,6 +220,8 @@ _QWEN3_ADDED = tuple(_in_order(_QWEN2_SPECIALS + _QWEN3_EXTRA, QWEN_FIRST_SPECIA
 QWEN2_5_VL_TOKENIZER = TokenizerSpec(_QWEN2_ADDED, QWEN2_5_VL_CHAT_TEMPLATE, eos='<|im_end|>', pad='<|endoftext|>')
 QWEN2_5_TOKENIZER = TokenizerSpec(_QWEN2_ADDED, QWEN2_5_CHAT_TEMPLATE, eos='<|im_end|>', pad='<|endoftext|>',
                                   model_max_length=131072)
+QWEN2_TOKENIZER = TokenizerSpec(_QWEN2_ADDED, QWEN2_CHAT_TEMPLATE, eos='<|im_end|>', pad='<|endoftext|>',
+                                model_max_length=32768)
 QWEN3_VL_TOKENIZER = TokenizerSpec(_QWEN3_ADDED, QWEN3_VL_CHAT_TEMPLATE, eos='<|im_end|>', pad='<|endoftext|>',
                                    model_max_length=262144)
 QWEN3_TOKENIZER = TokenizerSpec(_QWEN3_ADDED, QWEN3_CHAT_TEMPLATE, eos='<|im_end|>', pad='<|endoftext|>',
@@ -705,7 +708,8 @@ def _glm4v_processor(tokenizer, spec: TokenizerSpec, pixels: Tuple[int, int]):
 def _qwen2_text_settings(moe: bool):
 
     def settings(size: Dict[str, Any]) -> Dict[str, Any]:
-        text = _text_settings(QWEN2_5_TOKENIZER, size['hidden_size'], size['num_layers'], VOCAB_SIZE)
+        spec = QWEN2_TOKENIZER if moe else QWEN2_5_TOKENIZER  # the same ids; Qwen2-MoE's chat is Qwen2's
+        text = _text_settings(spec, size['hidden_size'], size['num_layers'], VOCAB_SIZE)
         text.update(rope_parameters={'rope_type': 'default', 'rope_theta': 1000000.0}, tie_word_embeddings=True,
                     use_sliding_window=False, sliding_window=32768, max_window_layers=size['num_layers'])
         text.pop('head_dim')
@@ -765,7 +769,7 @@ FAMILIES: Dict[str, Family] = {f.name: f for f in [
            lora_flags=('--lora_dropout', '0')),
     Family('qwen2.5', 'Qwen2.5 (text)', 'qwen2', 'qwen2_5', 'Qwen2ForCausalLM', QWEN2_5_TOKENIZER,
            _qwen2_text_settings(moe=False), qwen=True, hub_example='Qwen/Qwen2.5-7B-Instruct'),
-    Family('qwen2-moe', 'Qwen2-MoE (text)', 'qwen2_moe', 'qwen2_5', 'Qwen2MoeForCausalLM', QWEN2_5_TOKENIZER,
+    Family('qwen2-moe', 'Qwen2-MoE (text)', 'qwen2_moe', 'qwen', 'Qwen2MoeForCausalLM', QWEN2_TOKENIZER,
            _qwen2_text_settings(moe=True), qwen=True, hub_example='Qwen/Qwen2-57B-A14B-Instruct'),
     Family('qwen3', 'Qwen3 (text)', 'qwen3', 'qwen3', 'Qwen3ForCausalLM', QWEN3_TOKENIZER, _qwen3_text_settings,
            qwen=True, hub_example='Qwen/Qwen3-8B'),

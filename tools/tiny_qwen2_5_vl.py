@@ -27,7 +27,7 @@ def build_tiny_text_model(out_dir, seed: int = 0, hidden_size: int = 64, num_lay
 
 def build_tiny_moe_model(out_dir, seed: int = 0, hidden_size: int = 64, num_layers: int = 2) -> Path:
     """A Qwen2-MoE, every layer sparse: 4 routed experts (2 per token) plus the shared expert
-    (``--model_type qwen2_moe --template qwen2_5``)."""
+    (``--model_type qwen2_moe --template qwen``, Qwen2-57B-A14B-Instruct's)."""
     return build_model(out_dir, 'qwen2-moe', seed=seed, size={'hidden_size': hidden_size, 'num_layers': num_layers})
 
 
