@@ -1,16 +1,20 @@
-"""Qwen2.5-VL-7B-scale benchmark of the real ``swift rlhf`` CLI: APO fast, APO plain and stock pairwise DPO.
+"""7B-scale benchmark of the real ``swift rlhf`` CLI: APO fast, APO plain and stock pairwise DPO, on Qwen2.5-VL-7B
+(the paper's student) or the model users pick today: ``--family qwen3-vl`` (Qwen3-VL-8B) or ``--family qwen3.5``
+(Qwen3.5-9B, Gated DeltaNet layers beside full attention).
 
 One command (from the repository root, after ``bash scripts/setup.sh``; one 80 GB GPU, no internet):
 
     .venv/bin/python benchmarks/bench_7b_cli.py --device cuda --out results/7b          # add --full for ZeRO-3
+    .venv/bin/python benchmarks/bench_7b_cli.py --family qwen3-vl --device cuda --out results/8b
     .venv/bin/python benchmarks/bench_7b_cli.py --scale tiny --device cpu --out /tmp/b7  # the same, tiny, CPU
 
 What it does:
-1. Builds Qwen2.5-VL-7B-Instruct's architecture from its published config with random weights
-   (tools/tiny_qwen2_5_vl.py ``--preset qwen2.5-vl-7b``: 8.29e9 parameters, initialised in bf16 on the GPU,
-   ~16.6 GB of safetensors under ``--model-dir``, reused when present). ``--scale tiny``: the tests' tiny model.
-2. Writes CXR-MAX-shaped rows: a random image giving ~1,000 image tokens (868 x 868 pixels under
-   MAX_PIXELS = 868^2: 961 tokens), a question, K = 7 rejected answers and one chosen answer of ~350 tokens each
+1. Builds the family's published architecture with random weights (tools/tiny_models.py ``--preset``:
+   qwen2.5-vl-7b 8.29e9 parameters, qwen3-vl-8b 8.77e9, qwen3.5-9b 9.41e9; initialised in bf16 on the GPU, ~17-19 GB
+   of safetensors under ``--model-dir``, reused when present). ``--scale tiny``: the family's tiny test model.
+2. Writes CXR-MAX-shaped rows: a random image giving ~1,000 image tokens (31 x 31 merged patches: 868 x 868 pixels
+   at Qwen2.5-VL's patch 14, 992 x 992 at Qwen3's patch 16, under a matching MAX_PIXELS), a question, K = 7 rejected
+   answers and one chosen answer of ~350 tokens each
    (the tokenizer is byte-level, so one ASCII character is one token). APO rows hold the K answers; the DPO rows
    are the same prompts split into K pairwise rows (chosen, rejected k).
 3. Runs each variant as its own ``swift rlhf`` process (``python -m swift_plugin rlhf``: works installed or not),
@@ -38,7 +42,9 @@ Measurements (per variant; the raw numbers are in ``OUT/results.json``, each run
     forward(T, H, S) = 2 N_lm T + 2 N_head H + 4 layers d_attn S    (T tokens, H answer tokens through the
         head, S attended (query, key) pairs, causal; a packed answer sees the prompt and itself)
     vision(image) = 2 N_vit n + 2 N_merger n/4 + 4 d_vit S_vit        (n patches; the ViT is frozen; S_vit:
-        n^2 per full-attention block, n x 64 per windowed block)
+        n^2 per full-attention block, n x 64 per windowed block; Qwen3's deepstack mergers count as mergers)
+    (Qwen3.5: "layers" in the attention term are its full-attention layers; the gated delta rule's own FLOPs, under
+    1% of a linear-attention layer's projections at 9B shapes, are left out)
     LoRA:  reference forward + policy forward + policy backward of the activation gradients through the
            frozen weights (2 N_lm T + 2 N_head H + 8 layers d_attn S) + 6 N_lora T, + 2 vision per image
     full:  the same with a backward of 4 N_lm T + 4 N_head H + 8 layers d_attn S (weight gradients too)
@@ -67,12 +73,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = Path(__file__).resolve().with_name('step_stats_plugin.py')
-BUILDER = REPO / 'tools' / 'tiny_qwen2_5_vl.py'
+BUILDER = REPO / 'tools' / 'tiny_models.py'
+sys.path.insert(0, str(REPO / 'tools'))
+from tiny_models import FAMILIES, family_config  # noqa: E402
 
-# Model and row shapes. The 7B rows follow CXR-MAX; the tiny ones only have to run everything quickly.
+# The family's published architecture at the 7b scale (tools/tiny_models.py presets).
+PRESETS = {'qwen2.5-vl': 'qwen2.5-vl-7b', 'qwen3-vl': 'qwen3-vl-8b', 'qwen3.5': 'qwen3.5-9b'}
+# Model and row shapes. The 7B rows follow CXR-MAX; the tiny ones only have to run everything quickly. The image is
+# image_tokens x image_tokens merged patches.
 SCALES = {
-    '7b': dict(builder_args=['--preset', 'qwen2.5-vl-7b'], image_side=868, question_tokens=100, answer_tokens=350),
-    'tiny': dict(builder_args=[], image_side=112, question_tokens=40, answer_tokens=40),
+    '7b': dict(image_tokens=31, question_tokens=100, answer_tokens=350),
+    'tiny': dict(image_tokens=4, question_tokens=40, answer_tokens=40),
 }
 VARIANTS = {
     'a': ('APO fast paths', 'apo', {}),
@@ -88,6 +99,8 @@ GIB = 2**30
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--device', choices=['cuda', 'cpu'], default='cuda')
+    parser.add_argument('--family', choices=list(PRESETS), default='qwen2.5-vl',
+                        help='the model family (its published architecture at the 7b scale)')
     parser.add_argument('--scale', choices=list(SCALES), help='default: 7b on cuda, tiny on cpu')
     parser.add_argument('--out', type=Path, required=True, help='results, logs, runs, data (and the model)')
     parser.add_argument('--model-dir', type=Path, help='default: OUT/model-SCALE (built once, then reused)')
@@ -95,7 +108,8 @@ def parse_args(argv=None):
     parser.add_argument('--batch-sizes', default='1,2', help='per-device batch sizes (rows) for LoRA')
     parser.add_argument('--full', action='store_true', help='also full tuning with --deepspeed zero3, batch 1')
     parser.add_argument('--k', type=int, default=7, help='rejected answers per prompt')
-    parser.add_argument('--image-side', type=int, help='pixels (multiple of 28); (side/28)^2 image tokens')
+    parser.add_argument('--image-side', type=int, help='pixels, a multiple of patch x merge (28 for Qwen2.5-VL, 32 for '
+                        'Qwen3); (side / (patch x merge))^2 image tokens')
     parser.add_argument('--question-tokens', type=int)
     parser.add_argument('--answer-tokens', type=int, help='tokens per answer, <|im_end|> included')
     parser.add_argument('--warmup', type=int, default=2, help='optimizer steps left out of the timing')
@@ -114,16 +128,26 @@ def parse_args(argv=None):
     for key, value in SCALES[args.scale].items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
+    vision = family_config(args.family).vision_config
+    args.image_factor = vision.patch_size * vision.spatial_merge_size  # pixels per merged image token, per side
+    if args.image_side is None:
+        args.image_side = args.image_tokens * args.image_factor
     if args.peak_tflops is None and args.device == 'cuda':
         args.peak_tflops = 989.0
     args.out = args.out.absolute()
-    args.model_dir = (args.model_dir or args.out / f'model-{args.scale}').absolute()
+    args.model_dir = (args.model_dir or args.out / f'model-{args.family}-{args.scale}').absolute()
     args.batch_sizes = [int(b) for b in args.batch_sizes.split(',')]
     if set(args.variants) - set(VARIANTS):
         parser.error(f'--variants: unknown {sorted(set(args.variants) - set(VARIANTS))}')
-    if args.image_side % 28:
-        parser.error('--image-side must be a multiple of 28')
+    if args.image_side % args.image_factor:
+        parser.error(f'--image-side must be a multiple of {args.image_factor} for {args.family}')
     return args
+
+
+def image_budget(args) -> dict:
+    """The environment that gives the benchmark's image its (side / factor)^2 tokens under ms-swift's Qwen-VL
+    preprocessing, whatever the family's patch size (IMAGE_MAX_TOKEN_NUM would otherwise come from the caller)."""
+    return {'MAX_PIXELS': str(args.image_side**2), 'IMAGE_MAX_TOKEN_NUM': str((args.image_side // args.image_factor)**2)}
 
 
 def child_env(**extra):
@@ -142,9 +166,9 @@ def build_model(args):
         free = shutil.disk_usage(args.model_dir.parent if args.model_dir.parent.exists() else args.out).free
         print(f'building the random 7B model in {args.model_dir} (~16.6 GB; {free / 1e9:.0f} GB free)', file=sys.stderr)
     dtype = 'bfloat16' if args.device == 'cuda' else 'float32'
-    cmd = [sys.executable, str(BUILDER), str(args.model_dir), *SCALES[args.scale]['builder_args']]
+    cmd = [sys.executable, str(BUILDER), str(args.model_dir), '--family', args.family]
     if args.scale != 'tiny':
-        cmd += ['--dtype', dtype, '--device', args.device]
+        cmd += ['--preset', PRESETS[args.family], '--dtype', dtype, '--device', args.device]
     subprocess.run(cmd, check=True, env=child_env(), stdout=subprocess.DEVNULL)
 
 
@@ -190,7 +214,7 @@ def measure_shapes(args, dpo_data: Path):
     code = ('import json, sys; from bench_7b_cli import encode_pair; '
             'print(json.dumps(encode_pair(sys.argv[1], sys.argv[2])))')
     proc = subprocess.run([sys.executable, '-c', code, str(args.model_dir), str(dpo_data)], capture_output=True,
-                          text=True, cwd=Path(__file__).parent, env=child_env(MAX_PIXELS=str(args.image_side**2)))
+                          text=True, cwd=Path(__file__).parent, env=child_env(**image_budget(args)))
     if proc.returncode != 0:
         sys.exit(f'encoding a row with ms-swift\'s template failed:\n{proc.stderr[-4000:]}')
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -202,8 +226,9 @@ def encode_pair(model_dir: str, dpo_data: str):
 
     with open(dpo_data, encoding='utf-8') as f:
         row = json.loads(f.readline())
-    _, processor = get_model_processor(model_dir, model_type='qwen2_5_vl', load_model=False)
-    template = get_template(processor, template_type='qwen2_5_vl')
+    _, processor = get_model_processor(model_dir, load_model=False)
+    template_type = json.loads((Path(model_dir) / 'args.json').read_text())['template']  # the builder names it
+    template = get_template(processor, template_type=template_type)
     template.set_mode('rlhf')
     encoded = template.encode(row)
     labels = encoded['chosen_labels']
@@ -226,7 +251,7 @@ def model_sizes(model_dir: Path, lora_rank: int = 8):
             size = math.prod(shape)
             counts['total'] += size
             if 'visual' in name:
-                counts['merger' if '.merger.' in name else 'vit'] += size
+                counts['merger' if 'merger' in name else 'vit'] += size
             elif 'lm_head' in name:
                 counts['head'] += size
             elif 'embed_tokens' in name:
@@ -237,10 +262,13 @@ def model_sizes(model_dir: Path, lora_rank: int = 8):
                     counts['lora'] += lora_rank * sum(shape)
     if not counts['head']:  # tied embeddings
         counts['head'] = counts['embed']
-    return dict(counts, layers=text['num_hidden_layers'], d_attn=text['num_attention_heads'] * text.get(
-        'head_dim', text['hidden_size'] // text['num_attention_heads']), d_vit=vision['hidden_size'],
-                vit_depth=vision['depth'], vit_full=len(vision['fullatt_block_indexes']),
-                window_patches=(vision['window_size'] // vision['patch_size'])**2)
+    layer_types = text.get('layer_types') or ['full_attention'] * text['num_hidden_layers']
+    windowed = 'window_size' in vision  # Qwen2.5-VL: windowed blocks but for fullatt_block_indexes
+    return dict(counts, layers=layer_types.count('full_attention'), d_attn=text['num_attention_heads'] * (text.get(
+        'head_dim') or text['hidden_size'] // text['num_attention_heads']), d_vit=vision['hidden_size'],
+                vit_depth=vision['depth'],
+                vit_full=len(vision['fullatt_block_indexes']) if windowed else vision['depth'],
+                window_patches=(vision['window_size'] // vision['patch_size'])**2 if windowed else 0)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -278,7 +306,7 @@ def swift_command(args, variant, tuning, batch, data, run_dir):
     """The ``swift rlhf`` command line of one run and the environment variables it sets."""
     _, rlhf_type, env = VARIANTS[variant]
     cmd = [sys.executable, '-m', 'swift_plugin', 'rlhf', '--rlhf_type', rlhf_type, '--model', str(args.model_dir),
-           '--model_type', 'qwen2_5_vl', '--template', 'qwen2_5_vl', '--check_model', 'false',
+           '--check_model', 'false',
            '--dataset', str(data), '--split_dataset_ratio', '0', '--max_length', '4096',
            '--per_device_train_batch_size', str(batch), '--gradient_accumulation_steps', '1',
            '--max_steps', str(args.warmup + args.steps), '--learning_rate', '1e-5', '--beta', '0.1',
@@ -291,7 +319,7 @@ def swift_command(args, variant, tuning, batch, data, run_dir):
         cmd += ['--torch_dtype', 'bfloat16', '--dataloader_num_workers', '2']
     else:
         cmd += ['--torch_dtype', 'float32', '--fp16', 'false', '--bf16', 'false', '--dataloader_num_workers', '0']
-    env = {'MAX_PIXELS': str(args.image_side**2), **env}
+    env = {**image_budget(args), **env}
     if tuning == 'full':
         env.update(NPROC_PER_NODE='1', MASTER_PORT=os.environ.get('MASTER_PORT', '29561'))
     return cmd, env
@@ -446,7 +474,7 @@ def markdown(args, results, ratios, checks, shapes, sizes) -> str:
     device = next((r['device_name'] for r in results if 'device_name' in r), args.device)
     cuda = any('peak_allocated' in r for r in results)
     lines = [
-        f'Model: Qwen2.5-VL ({args.scale}), {sizes["total"] / 1e9:.3g}e9 random parameters, '
+        f'Model: {FAMILIES[args.family].title} ({args.scale}), {sizes["total"] / 1e9:.3g}e9 random parameters, '
         f'{"bf16" if args.device == "cuda" else "float32"}, sdpa, gradient checkpointing; device: {device}.',
         f'Rows: P = {P} prompt tokens ({shapes["patches"] // 4} image tokens), K = {K} rejected + 1 chosen answers '
         f'of R = {R} tokens; useful tokens per prompt P + (K+1)R = {P + (K + 1) * R}.',

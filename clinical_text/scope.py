@@ -11,8 +11,9 @@ from .vocabulary import Vocabulary
 
 INDETERMINATE = re.compile(
     r"\b(?:cannot|can ?not|can't|could not|unable to|impossible to|not possible to|difficult to|hard to)\s+"
-    r"(?:be\s+)?(?:reliably\s+|confidently\s+|accurately\s+|truly\s+)?(?:determine[ds]?|assess(?:ed)?|tell|say|"
-    r"evaluate[ds]?|compare[ds]?|establish(?:ed)?|judge[ds]?|be sure|be certain|know)\b|\bindeterminate\b|"
+    r"(?:be\s+)?(?:reliably\s+|confidently\s+|accurately\s+|truly\s+|clearly\s+)?(?:determine[ds]?|assess(?:ed)?|"
+    r"tell|say|evaluate[ds]?|compare[ds]?|establish(?:ed)?|judge[ds]?|be sure|be certain|know|separate[ds]?|"
+    r"distinguish(?:ed)?|differentiate[ds]?)\b|\bindeterminate\b|"
     r"\bundetermined\b|\bnot enough information\b|\binsufficient information\b|\bnot (?:certain|sure)\b|"
     r"\buncertain\b|\bunclear\b")
 SENTENCE_SPLIT = re.compile(r'[;!?\n]|\.(?!\d)')
@@ -72,9 +73,13 @@ def listed(text: str, findings: Sequence, first: int, step: int) -> List:
     return chosen
 
 
+STEM = '*'
+
+
 def alternation(phrases: Iterable[str]) -> str:
     """One regex for all phrases, longest first, factored as a trie (the engine then tries a handful of branches
-    at each word instead of every phrase); a space matches any run of white space."""
+    at each word instead of every phrase); a space matches any run of white space, and a phrase that ends in
+    ``*`` is a stem: it matches the rest of the word too ("atelecta*": atelectasis, atelectatic)."""
     trie: Dict = {}
     for phrase in phrases:
         node = trie
@@ -83,13 +88,37 @@ def alternation(phrases: Iterable[str]) -> str:
         node[''] = {}
 
     def pattern(node: Dict) -> str:
-        branches = [(r'\s+' if char == ' ' else re.escape(char)) + pattern(child)
+        branches = [(r'\s+' if char == ' ' else r'[\w-]*' if char == STEM and not child.keys() - {''} else
+                     re.escape(char)) + pattern(child)
                     for char, child in sorted(node.items(), reverse=True) if char]
         if not branches:
             return ''
         body = branches[0] if len(branches) == 1 else '(?:' + '|'.join(branches) + ')'
         return f'(?:{body})?' if '' in node else body
     return pattern(trie)
+
+
+class PhraseTable:
+    """What each phrase of an alternation stands for: ``lookup`` takes the text a match covered and finds its
+    phrase, exactly or as the longest stem it starts with."""
+
+    def __init__(self, entries: Dict[str, object]):
+        self.entries = entries
+        self._stems = sorted(((p[:-1], v) for p, v in entries.items() if p.endswith(STEM)),
+                             key=lambda item: len(item[0]), reverse=True)
+        self._seen: Dict[str, object] = {}
+
+    def lookup(self, matched: str, default=None):
+        found = self.entries.get(matched)
+        if found is None:
+            if matched not in self._seen:       # a stem's word or odd spacing: worked out once per text seen
+                phrase = norm(matched)
+                found = self.entries.get(phrase)
+                if found is None:
+                    found = next((v for stem, v in self._stems if phrase.startswith(stem)), None)
+                self._seen[matched] = found
+            found = self._seen[matched]
+        return default if found is None else found
 
 
 def post_negation(vocabulary: Vocabulary) -> re.Pattern:

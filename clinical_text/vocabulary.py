@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Dict, List, Optional, Tuple
 
+from datafiles import DataError
+
 OBSERVATIONS = ('Atelectasis', 'Cardiomegaly', 'Consolidation', 'Edema', 'Enlarged Cardiomediastinum', 'Fracture',
                 'Lung Lesion', 'Lung Opacity', 'Pleural Effusion', 'Pleural Other', 'Pneumonia', 'Pneumothorax',
                 'Support Devices', 'No Finding')
@@ -24,13 +26,15 @@ CALLS = (POSITIVE, NEGATIVE, UNCERTAIN)
 BUILTIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'vocabulary.yaml')
 PHRASE_LISTS = ('pre_negation', 'post_negation', 'pre_resolution', 'post_resolution', 'pre_uncertainty',
                 'post_uncertainty', 'around_uncertainty', 'pseudo_negation', 'terminators', 'hypothetical', 'generic',
-                'other_findings', 'differential_headers', 'skipped_sections', 'sections')
-OBSERVATION_LISTS = ('mention', 'unmention', 'uncertain', 'signs')
+                'other_findings', 'differential_headers', 'skipped_sections', 'sections', 'search', 'refusal',
+                'image_reference', 'normal_study')
+OBSERVATION_LISTS = ('mention', 'unmention', 'uncertain', 'signs', 'subject', 'uncertain_from')
 VALUE_CLASSES = (NEGATIVE, UNCERTAIN, POSITIVE)
-SECTIONS = ('negation_window', 'observations', *PHRASE_LISTS, 'values', 'macros', 'statements', 'replace')
+SECTIONS = ('negation_window', 'observations', *PHRASE_LISTS, 'values', 'predicates', 'macros', 'statements',
+            'replace')
 
 
-class VocabularyError(ValueError):
+class VocabularyError(DataError):
     """A vocabulary file that cannot be used; the message names the file and the field."""
 
 
@@ -48,6 +52,7 @@ class Vocabulary:
     observations: Dict[str, Dict[str, Tuple[str, ...]]]     # observation -> mention / unmention / uncertain / signs
     phrases: Dict[str, Tuple[str, ...]]                     # PHRASE_LISTS -> phrases
     values: Dict[str, Tuple[str, ...]]                      # negative / uncertain / positive -> value words
+    predicates: Dict[str, Tuple[str, ...]]                  # negative / uncertain / positive -> said of a subject
     statements: Tuple[Statement, ...]
 
     def terms(self, observation: str, kind: str = 'mention') -> Tuple[str, ...]:
@@ -134,13 +139,15 @@ def _merge(base: Dict, data: Any, where: str) -> Dict:
             current = observations.setdefault(name, {})
             current[kind] = _merge_list(current.get(kind, []), _strings(phrases, where, field), field in replace)
     out['observations'] = observations
-    values = dict(base.get('values', {}))
-    for cls, phrases in _mapping(data.get('values', {}), where, 'values').items():
-        if cls not in VALUE_CLASSES:
-            raise VocabularyError(f'{where}: field \'values.{cls}\': unknown class; known: {", ".join(VALUE_CLASSES)}')
-        values[cls] = _merge_list(values.get(cls, []), _strings(phrases, where, f'values.{cls}'),
-                                  f'values.{cls}' in replace)
-    out['values'] = values
+    for section in ('values', 'predicates'):
+        classes = dict(base.get(section, {}))
+        for cls, phrases in _mapping(data.get(section, {}), where, section).items():
+            if cls not in VALUE_CLASSES:
+                raise VocabularyError(f'{where}: field \'{section}.{cls}\': unknown class; known: '
+                                      f'{", ".join(VALUE_CLASSES)}')
+            classes[cls] = _merge_list(classes.get(cls, []), _strings(phrases, where, f'{section}.{cls}'),
+                                       f'{section}.{cls}' in replace)
+        out[section] = classes
     macros = dict(base.get('macros', {}))
     for name, pattern in _mapping(data.get('macros', {}), where, 'macros').items():
         if not isinstance(pattern, str):
@@ -192,7 +199,8 @@ def _compile(data: Dict, source: str) -> Vocabulary:
                     for name, lists in data['observations'].items()}
     return Vocabulary(source, data['negation_window'], observations,
                       {section: tuple(data.get(section, ())) for section in PHRASE_LISTS},
-                      {cls: tuple(data['values'].get(cls, ())) for cls in VALUE_CLASSES}, tuple(statements))
+                      {cls: tuple(data['values'].get(cls, ())) for cls in VALUE_CLASSES},
+                      {cls: tuple(data['predicates'].get(cls, ())) for cls in VALUE_CLASSES}, tuple(statements))
 
 
 @lru_cache(maxsize=None)

@@ -10,16 +10,20 @@ from typing import List, Optional
 
 from tqdm import tqdm
 
-from clinical_text import FindingsReader, VocabularyError, load_vocabulary
+from clinical_text import FindingsReader, load_vocabulary
+from clinical_text.labels import load_labels_csv, study_key
+from datafiles import (DataError, OutputSet, SourceRow, derived_path, is_local_file, iter_rows, output_set,
+                       run_command)
+from datafiles.images import ImagePolicy
+from datafiles.swift_rows import request_fingerprint
 
 from .columns import PER_STUDY, PER_TRACE, ColumnMapping, load_mapping_file, merge, parse_pairs
-from .outputs import OutputSet, Tally, derived_path, output_set, rejects_row, write_rows
-from .records import ImagePolicy, Trace
+from .outputs import Tally, rejects_row, write_rows
+from .records import Trace
 from .report import CONSENSUS
 from .results import merge_parts, write_pending
-from .sources import DataError, SourceRow, is_local_file, iter_rows
 from .stages import (EVAL, TRAIN, ConsensusTemplate, apo_row, consensus_problem, consensus_request, kept_traces,
-                     request_fingerprint, sft_rows, split_of, user_turn)
+                     sft_rows, split_of, user_turn)
 from .studies import StudyReader
 
 
@@ -356,7 +360,6 @@ def read_source(name: str, path: str, tally: Tally) -> dict:
     which matches the studies' own questions as data_prep writes them (``sft.eval.jsonl``). A row that cannot be
     read, lacks an id (and a request) or an answer text, or repeats an id is an error naming the file, line and
     field; a repeated request (one per teacher in ``sft.eval.jsonl``) keeps its first answer and is counted."""
-    from .chexpert import study_key
     answers, lines = {}, {}
     for source in tqdm(iter_rows(path), desc=f'reading {path}', unit=' rows', disable=None):
         if source.problem is not None:
@@ -389,7 +392,6 @@ def read_source(name: str, path: str, tally: Tally) -> dict:
 
 def _with_sources(studies, sources: dict, joined: dict):
     """Each study with each --source's answer as one more trace; ``joined[name]`` collects the matched keys."""
-    from .chexpert import study_key
     for study in studies:
         key, fingerprint = study_key(study.head.study_id), None
         extra = []
@@ -412,7 +414,6 @@ def run_report(args) -> None:
     names = [name for name, _ in specs]
     if len(set(names)) != len(names):
         raise DataError(f'--source: a name is given twice: {names}')
-    from .chexpert import load_labels_csv
     from .report import DriftReport, read_studies
     load_vocabulary(args.vocabulary)      # a bad vocabulary file stops the report before any work
     labels = load_labels_csv(args.labels_csv) if args.labels_csv else None
@@ -468,18 +469,6 @@ def run_findings(args) -> None:
         cue = f'cue "{d.cue}"' if d.cue else 'no cue'
         print(f'{observation:27} {call:10} {cue} ({d.rule})' + (f'; span "{d.span}"' if d.span else '') +
               (f' in: {d.sentence}' if d.sentence else ''))
-
-
-def run_command(parser: argparse.ArgumentParser, program: str, argv: Optional[List[str]]) -> int:
-    """Parse, run the chosen subcommand, and turn a DataError (or a bad vocabulary file) into a one-line message
-    and exit code 2."""
-    args = parser.parse_args(argv)
-    try:
-        args.run(args)
-    except (DataError, VocabularyError) as e:
-        print(f'{program} {args.command}: error: {e}', file=sys.stderr)
-        return 2
-    return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -30,7 +30,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
-from .sources import DataError
+from datafiles import DataError
+
 from .text import OBSERVATIONS, normalise_name
 
 PER_TRACE, PER_STUDY = 'per-trace', 'per-study'

@@ -9,14 +9,13 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
+from datafiles import SourceRow, field_error
+from datafiles.images import ImagePolicy, image_paths, resolve_image
+from datafiles.labels import is_positive, label_value
+
 from .columns import PER_STUDY, ColumnMapping, teacher_and_trace_keys
-from .sources import SourceRow, field_error
 
 _MIMIC_IDS = re.compile(r'(?:^|/)p(\d{6,})/s(\d{6,})(?:/|$)')
-_POSITIVE = {'1', '1.0', 'true', 'yes', 'positive', 'present'}
-_NEGATIVE = {'0', '0.0', 'false', 'no', 'negative', 'absent'}
-_UNCERTAIN = {'-1', '-1.0', 'uncertain'}
-_BLANK = {'', 'nan', 'none', 'null'}
 
 
 @dataclass(frozen=True)
@@ -41,12 +40,6 @@ class Study:
     head: StudyHead
     traces: Tuple[Trace, ...]
     where: str
-
-
-@dataclass(frozen=True)
-class ImagePolicy:
-    root: str
-    allow_outside_root: bool = False
 
 
 def normalise_study_row(source: SourceRow, mapping: ColumnMapping, images: ImagePolicy) -> Study:
@@ -143,64 +136,10 @@ def _text(value, where, field) -> str:
     return value
 
 
-def image_paths(row, where, column) -> list:
-    """A row's image path(s) as written: a path, a list of paths, or {'path': ...} dicts (HF Image)."""
-    value = row.get(column)
-    if value is None:
-        raise field_error(where, column, 'missing', 'missing field')
-    items = value if isinstance(value, list) else [value]
-    paths = []
-    for i, item in enumerate(items):
-        field = column if not isinstance(value, list) else f'{column}[{i}]'
-        if isinstance(item, dict) and isinstance(item.get('path'), str):
-            item = item['path']
-        if not isinstance(item, str) or not item.strip():
-            kind = 'embedded image bytes' if isinstance(item, dict) else type(item).__name__
-            raise field_error(where, field, f'expected an image path, found {kind}', 'wrong type')
-        paths.append(item.strip())
-    if not paths:
-        raise field_error(where, column, 'expected a path or a non-empty list of paths', 'missing field')
-    return paths
-
-
-def resolve_image(path: str, policy: ImagePolicy, where: str, field: str) -> str:
-    """The absolute path of an image under the image root; paths that leave the root need permission.
-    Symbolic links (in the root and the path) are followed before the check, so a link cannot lead out."""
-    root = os.path.abspath(policy.root)
-    resolved = os.path.normpath(os.path.join(root, path))
-    if not policy.allow_outside_root:
-        if not _inside(resolved, root):
-            how = 'is absolute' if os.path.isabs(path) else 'leaves the image root'
-        elif not _inside(os.path.realpath(resolved), os.path.realpath(root)):
-            how = f'leads out of the image root through a symbolic link (to {os.path.realpath(resolved)})'
-        else:
-            return resolved
-        raise field_error(where, field, f'image path {path!r} {how} ({root}); pass --allow-outside-image-root '
-                          f'if that is intended', 'image outside root')
-    return resolved
-
-
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
-def check_image(path: str, where: str, field: str) -> None:
-    """The image exists and decodes."""
-    from PIL import Image
-    if not os.path.isfile(path):
-        raise field_error(where, field, f'image not found: {path}', 'image missing')
-    try:
-        with Image.open(path) as image:
-            image.load()
-    except Exception as e:  # PIL raises many types for broken files
-        raise field_error(where, field, f'image does not decode: {path} ({type(e).__name__}: {e})',
-                          'image unreadable') from None
-
-
 def _labels(row: Dict[str, Any], mapping: ColumnMapping, where: str) -> Tuple[str, ...]:
     """Positive observations, from a labels column (list, dict or delimited text) or CheXpert columns."""
     if mapping.label_columns:
-        return tuple(obs for obs, column in mapping.label_columns.items() if _positive(row.get(column)))
+        return tuple(obs for obs, column in mapping.label_columns.items() if is_positive(row.get(column)))
     if mapping.labels is None:
         return ()
     value = row.get(mapping.labels)
@@ -211,7 +150,7 @@ def _labels(row: Dict[str, Any], mapping: ColumnMapping, where: str) -> Tuple[st
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return tuple(v.strip() for v in value if v.strip())
     if isinstance(value, dict):
-        return tuple(name for name, v in value.items() if _positive(v))
+        return tuple(name for name, v in value.items() if is_positive(v))
     raise field_error(where, mapping.labels, f'expected a list, dict or text of labels, found {type(value).__name__}',
                       'wrong type')
 
@@ -232,15 +171,3 @@ def _label_values(row: Dict[str, Any], mapping: ColumnMapping, where: str) -> Tu
         if number is not None:
             values.append((observation, number))
     return tuple(values)
-
-
-def label_value(value) -> Optional[float]:
-    """1.0 positive, 0.0 negative, -1.0 uncertain, None blank; ValueError for anything else."""
-    text = '' if value is None else str(value).strip().lower()
-    if isinstance(value, (list, dict)) or text not in _POSITIVE | _NEGATIVE | _UNCERTAIN | _BLANK:
-        raise ValueError(value)
-    return 1.0 if text in _POSITIVE else 0.0 if text in _NEGATIVE else -1.0 if text in _UNCERTAIN else None
-
-
-def _positive(value) -> bool:
-    return value is not None and not isinstance(value, (list, dict)) and str(value).strip().lower() in _POSITIVE

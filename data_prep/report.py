@@ -24,10 +24,12 @@ from functools import lru_cache, partial
 from itertools import combinations, islice
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from .chexpert import study_key
 from clinical_text import NEGATIVE, POSITIVE, UNCERTAIN, FindingsReader, load_vocabulary
-from clinical_text.stats import mcnemar_from_counts
-from .outputs import OutputSet, Tally
+from clinical_text.labels import study_key
+from clinical_text.stats import cohen_kappa, mcnemar_from_counts
+from datafiles import OutputSet
+
+from .outputs import Tally
 from .records import Study
 from .text import OBSERVATIONS, content_words, is_empty, is_refusal, jaccard, observations_in
 
@@ -306,17 +308,6 @@ def wilson(successes: int, n: int, z: float = Z95) -> Optional[List[float]]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
-
-
-def cohen_kappa(table: Sequence[Sequence[int]]) -> Optional[float]:
-    """Cohen's kappa of a square table of counts (rows: rater A's class, columns: B's); None when chance
-    agreement is 1 (both raters always gave the same one class) or the table is empty."""
-    n = sum(map(sum, table))
-    if not n:
-        return None
-    observed = sum(table[i][i] for i in range(len(table))) / n
-    chance = sum(sum(table[i]) * sum(row[i] for row in table) for i in range(len(table))) / (n * n)
-    return None if chance == 1 else (observed - chance) / (1 - chance)
 
 
 def _ratio(a: int, b: int) -> Optional[float]:

@@ -11,9 +11,10 @@ import glob
 import os
 from typing import Dict, Iterator, List, Optional
 
-from .outputs import Tally, derived_path, output_set, write_rows
-from .sources import DataError, SourceRow, jsonl_row
-from .stages import request_fingerprint
+from datafiles import DataError, SourceRow, derived_path, jsonl_row, output_set
+from datafiles.swift_rows import request_fingerprint
+
+from .outputs import Tally, write_rows
 
 
 def _is_result(row: Dict) -> bool:

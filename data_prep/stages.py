@@ -14,8 +14,9 @@ import string
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from datafiles import DataError
+
 from .records import Study, Trace
-from .sources import DataError
 from .text import drop_reason, is_refusal, normalise_whitespace
 
 TRAIN, EVAL = 'train', 'eval'
@@ -78,15 +79,6 @@ def consensus_request(study: Study, traces: Sequence[Trace], template: Consensus
     random.Random(f'{seed}:{study.head.study_id}').shuffle(order)
     return {'messages': [user_turn(study, template.render(study.head.question, order))],
             'images': list(study.head.images), 'study_id': study.head.study_id}
-
-
-def request_fingerprint(row: Dict) -> str:
-    """What ``swift infer`` keeps of a request (its user turn and image paths), hashed. ms-swift drops
-    unknown columns such as ``study_id`` from its result file, so answers are joined back on this."""
-    messages = row.get('messages') or []
-    user = next((m.get('content') for m in messages if isinstance(m, dict) and m.get('role') == 'user'), None)
-    images = [image.get('path') if isinstance(image, dict) else image for image in row.get('images') or []]
-    return hashlib.sha256(repr((user, images)).encode()).hexdigest()
 
 
 def apo_row(study: Study, consensus: str, drop_refusals: bool) -> Tuple[Optional[Dict], List[str]]:

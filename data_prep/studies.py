@@ -13,10 +13,12 @@ from typing import Callable, Iterator, Optional
 
 from tqdm import tqdm
 
+from datafiles import DataError, SourceRow, describe, iter_rows
+from datafiles.images import ImagePolicy, check_image
+
 from .columns import PER_TRACE, ColumnMapping, detect
 from .outputs import Tally
-from .records import ImagePolicy, Study, StudyHead, Trace, check_image, normalise_study_row, normalise_trace_row
-from .sources import DataError, SourceRow, describe, iter_rows
+from .records import Study, StudyHead, Trace, normalise_study_row, normalise_trace_row
 
 SAMPLE_ROWS = 200
 

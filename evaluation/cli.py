@@ -14,7 +14,6 @@
 import argparse
 import json
 import os
-import re
 import shlex
 import shutil
 import sys
@@ -22,23 +21,22 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from clinical_text.labels import as_calls, load_reference_labels, study_key
 from clinical_text.vocabulary import load_vocabulary
-from data_prep.cli import run_command
-from data_prep.outputs import dump_row, output_set
-from data_prep.sources import DataError, iter_rows
+from datafiles import DataError, dump_row, iter_rows, output_set, run_command
 
-from .clinical_efficacy import compare_markdown_lines, markdown_lines
+from .clinical_efficacy import agreement_markdown_lines, compare_markdown_lines, markdown_lines
 from .compare import GEN_FORMAT, compare, compare_gen, gen_efficacy, load_gen_result
 from .items import DEFAULT_PROMPT, join_answers, read_items, read_report_items, request_row
 from .datasets import UNCERTAIN_POLICIES, build_items, csv_kind
 from .labels import PRESENCE, load_label_set
 from .metrics import DEFAULT_N_BOOT, DEFAULT_SEED
-from .report_gen import text_metrics
+from .report_gen import chexbert_labels, text_metrics
 from .paper import run_paper
 from .loglik import DEFAULT_ANSWER_TEMPLATE, answer_texts, load_model_template, loglik_scores
 from .scoring import GENERATIVE, LOGLIK, score
 from .swift_infer import run_swift_infer
-from .table import bar_chart, compare_markdown, load_result, markdown
+from .table import bar_chart, compare_markdown, file_name, load_result, markdown
 
 
 def _source_args(parser: argparse.ArgumentParser) -> None:
@@ -124,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     _source_args(gen)
     gen.add_argument('--no-clinical', action='store_true', help='skip the CheXbert / RadGraph checks (clinical '
                      'efficacy labelled by the project\'s findings reader is always computed)')
+    gen.add_argument('--reference-labels', metavar='FILE',
+                     help='labels of the reference reports to score clinical efficacy against, instead of the '
+                     'reader\'s: a CheXpert-style CSV keyed by study_id (e.g. MIMIC-CXR\'s mimic-cxr-2.0.0-chexpert.csv) '
+                     'or id, or '
+                     'JSONL {"id" or "study_id", "labels": {observation: 1/0/-1/null}}; the reader\'s agreement with '
+                     'them is reported beside the F1')
     gen.add_argument('--n-boot', type=int, default=DEFAULT_N_BOOT,
                      help=f'bootstrap resamples for the clinical efficacy intervals (default {DEFAULT_N_BOOT})')
     gen.add_argument('--seed', type=int, default=DEFAULT_SEED)
@@ -158,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     paper.add_argument('--config', required=True, help='YAML file: models, answer files, datasets per family '
                        '(documented example: evaluation/paper.example.yaml)')
     paper.add_argument('--out', required=True, help='output folder: paper.md, charts, one folder per family')
-    paper.set_defaults(run=run_paper)
+    paper.set_defaults(run=run_paper, evaluation_parser=build_parser)
     return parser
 
 
@@ -202,10 +206,6 @@ def _name(args) -> str:
     if args.model and name.startswith('checkpoint-'):
         name = f'{path.parent.name}-{name}'
     return name
-
-
-def _file_name(name: str) -> str:
-    return re.sub(r'[^\w.+-]+', '_', name).strip('._') or 'model'
 
 
 def _answers(args, outputs, name: str, ids: List[str], requests: List[Dict]) -> Dict[str, Optional[str]]:
@@ -264,7 +264,7 @@ def run_classify(args) -> None:
         source = {'dataset': os.path.abspath(args.dataset), 'model': args.model, 'adapters': args.adapters,
                   'answers': args.answers, 'prompt_template': args.prompt_template}
         if loglik:
-            with outputs.open(os.path.join(args.out, f'{_file_name(name)}.requests.jsonl')) as handle:
+            with outputs.open(os.path.join(args.out, f'{file_name(name)}.requests.jsonl')) as handle:
                 handle.writelines(dump_row(row) for row in requests)
             texts = answer_texts(items, args.answer_template)
             model, template = load_model_template(args.model, args.adapters, shlex.split(args.swift_args))
@@ -272,10 +272,10 @@ def run_classify(args) -> None:
             source['answer_template'] = args.answer_template
             result = score(items, {}, label_set, name, args.n_boot, args.seed, source, class_scores=scores)
         else:
-            answers = _answers(args, outputs, _file_name(name), [item.id for item in items], requests)
+            answers = _answers(args, outputs, file_name(name), [item.id for item in items], requests)
             source['vocabulary'] = args.vocabulary
             result = score(items, answers, label_set, name, args.n_boot, args.seed, source, vocabulary=vocabulary)
-        stem = os.path.join(args.out, _file_name(name) + ('.loglik' if loglik else ''))
+        stem = os.path.join(args.out, file_name(name) + ('.loglik' if loglik else ''))
         with outputs.open(stem + '.json') as handle:
             json.dump(result, handle, indent=1, ensure_ascii=False)
             handle.write('\n')
@@ -341,15 +341,22 @@ def run_report_gen(args) -> None:
     name = _name(args)
     requests = [item.request for item in items]
     with output_set() as outputs:
-        answers = _answers(args, outputs, _file_name(name), [item.id for item in items], requests)
+        answers = _answers(args, outputs, file_name(name), [item.id for item in items], requests)
         missing = [item.id for item in items if answers[item.id] is None]
         hypotheses = [answers[item.id] or '' for item in items]
         references = [item.reference for item in items]
         result = {'format': GEN_FORMAT, 'model': name, 'dataset': os.path.abspath(args.dataset),
                   **text_metrics(hypotheses, references, clinical=not args.no_clinical),
                   'missing_answers': missing}
-        result.update(gen_efficacy([item.id for item in items], hypotheses, references, args.n_boot, args.seed))
-        stem = os.path.join(args.out, _file_name(name))
+        given = _reference_labels(args.reference_labels, items) if args.reference_labels else None
+        chexbert, unavailable = chexbert_labels(references) if not args.no_clinical else (None, 'not asked')
+        result.update(gen_efficacy([item.id for item in items], hypotheses, references, args.n_boot, args.seed,
+                                   given, chexbert))
+        if args.reference_labels:
+            result['reference_labels'] = os.path.abspath(args.reference_labels)
+        if chexbert is None:
+            result['unavailable']['chexbert_labels'] = unavailable
+        stem = os.path.join(args.out, file_name(name))
         with outputs.open(stem + '.gen.json') as handle:
             json.dump(result, handle, indent=1, ensure_ascii=False)
             handle.write('\n')
@@ -358,9 +365,31 @@ def run_report_gen(args) -> None:
         lines += [f'| {k} | {v:.4f} |' for k, v in result['metrics'].items()]
         lines += [f'| {k} | unavailable: {v} |' for k, v in result['unavailable'].items()]
         lines += [''] + markdown_lines(result['clinical_efficacy'])
+        if 'reference_agreement' in result:
+            title = f'The reader against the given reference labels ({args.reference_labels})'
+            lines += [''] + agreement_markdown_lines(title, result['reference_agreement'])
+        if 'chexbert_agreement' in result:
+            lines += [''] + agreement_markdown_lines('The reader against CheXbert on the reference reports',
+                                                     result['chexbert_agreement'])
         with outputs.open(stem + '.gen.md') as handle:
             handle.write('\n'.join(lines) + '\n')
     print('\n'.join(lines))
+
+
+def _reference_labels(path: str, items) -> List[Dict[str, Optional[str]]]:
+    """Each item's given reference labels as calls, found by its study id (data_prep's rows carry one) or its id."""
+    labels = load_reference_labels(path)
+    found, missing = [], []
+    for item in items:
+        keys = [study_key(item.study_id)] if item.study_id else []
+        values = next((labels[k] for k in keys + [item.id, study_key(item.id)] if k in labels), None)
+        if values is None:
+            missing.append(item.study_id or item.id)
+        found.append(as_calls(values or {}))
+    if missing:
+        raise DataError(f'{path}: no labels for {len(missing)} of {len(items)} reports (e.g. {missing[:3]}); the '
+                        f'labels are found by the rows\' study_id, else their id')
+    return found
 
 
 def _answer_samples(ids: List[str], requests: List[Dict], paths: List[str]) -> Dict[str, List[Optional[str]]]:
@@ -389,7 +418,7 @@ def consistency_infer_commands(args, requests_path: str, scratch: str):
 def _run_teachers(args) -> None:
     from data_prep.columns import ColumnMapping
     from data_prep.outputs import Tally
-    from data_prep.records import ImagePolicy
+    from datafiles.images import ImagePolicy
     from data_prep.studies import StudyReader
     from .consistency import teacher_consistency, teacher_markdown
     root = os.path.abspath(args.image_root or os.path.dirname(os.path.abspath(args.teachers)))
@@ -397,7 +426,7 @@ def _run_teachers(args) -> None:
                          Tally('consistency'))
     result = teacher_consistency(reader)
     result['source'] = {'teachers': os.path.abspath(args.teachers)}
-    stem = os.path.join(args.out, _file_name(args.name or Path(args.teachers).stem) + '.teachers.consistency')
+    stem = os.path.join(args.out, file_name(args.name or Path(args.teachers).stem) + '.teachers.consistency')
     text = teacher_markdown(result)
     with output_set() as outputs:
         with outputs.open(stem + '.json') as handle:
@@ -424,7 +453,7 @@ def run_consistency(args) -> None:
     requests = [request_row(item, args.prompt_template) for item in items]
     name = args.name or (_name(argparse.Namespace(name=None, model=args.model, answers=None)) if args.model
                          else Path(args.answers[0]).stem)
-    stem = os.path.join(args.out, _file_name(name) + '.consistency')
+    stem = os.path.join(args.out, file_name(name) + '.consistency')
     with output_set() as outputs:
         if args.model:
             os.makedirs(args.out, exist_ok=True)

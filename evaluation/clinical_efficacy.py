@@ -1,6 +1,11 @@
-"""Clinical efficacy of generated reports, offline: the generated and the reference report are both labelled by
-the project's own findings reader (``clinical_text.findings``, CheXpert conventions; NOT CheXbert) over the 14
-CheXpert observations, and the generated labels are scored against the reference labels.
+"""Clinical efficacy of generated reports, offline: the generated reports are labelled by the project's own
+findings reader (``clinical_text.findings``, CheXpert conventions; NOT CheXbert) over the 14 CheXpert
+observations, and scored against the reference labels: the reference reports read by the same reader, or labels
+given with ``report-gen --reference-labels FILE`` (hand labels, MIMIC-CXR's CheXpert labels).
+
+- Beside every CE table where labels are given (and CheXbert's where its weights are present): the reader's
+  agreement with them on the reference reports, per observation: present-vs-not agreement and Cohen's kappa (and
+  the 4-class agreement where the labels have classes), so that the labeller's error is read next to the F1.
 
 - Positive = the reader calls the observation ``positive``. ``negative`` and not mentioned are negative.
   ``uncertain`` is counted both ways, in two separate sets of figures: ``uncertain_as_positive`` and
@@ -19,10 +24,12 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from clinical_text import OBSERVATIONS, POSITIVE, UNCERTAIN, reader
+from clinical_text.stats import binary_kappa
 
 from .metrics import DEFAULT_N_BOOT, DEFAULT_SEED, bootstrap_p_value, bootstrap_weights, interval
 
 LABELLER = "labelled by the project's findings reader (clinical_text, CheXpert conventions; not CheXbert)"
+GIVEN = "generated reports labelled by the project's findings reader, references by the given labels"
 COMMON_5 = ('Atelectasis', 'Cardiomegaly', 'Consolidation', 'Edema', 'Pleural Effusion')
 SETS = {'14': tuple(OBSERVATIONS), '5': COMMON_5}
 POLICIES = ('uncertain_as_positive', 'uncertain_as_negative')
@@ -72,14 +79,14 @@ def _set_scores(counts: Dict[str, np.ndarray], weights: Optional[np.ndarray], co
 
 
 def efficacy(hyp_labels: Sequence[Mapping], ref_labels: Sequence[Mapping], n_boot: int = DEFAULT_N_BOOT,
-             seed: int = DEFAULT_SEED) -> Dict[str, Any]:
+             seed: int = DEFAULT_SEED, labeller: str = LABELLER) -> Dict[str, Any]:
     """Clinical efficacy of generated labels against reference labels (``hyp_labels[i]`` answers
     ``ref_labels[i]``), under both uncertainty policies, with bootstrap intervals."""
     if len(hyp_labels) != len(ref_labels) or not hyp_labels:
         raise ValueError(f'need the same, non-zero number of generated and reference reports: '
                          f'{len(hyp_labels)} vs {len(ref_labels)}')
     weights = bootstrap_weights(len(hyp_labels), n_boot, seed) if n_boot else None
-    result: Dict[str, Any] = {'labeller': LABELLER, 'n': len(hyp_labels), 'n_boot': n_boot, 'seed': seed,
+    result: Dict[str, Any] = {'labeller': labeller, 'n': len(hyp_labels), 'n_boot': n_boot, 'seed': seed,
                               'sets': {k: list(v) for k, v in SETS.items()}}
     for policy in POLICIES:
         counts = _counts(binary(hyp_labels, policy), binary(ref_labels, policy))
@@ -102,6 +109,52 @@ def efficacy(hyp_labels: Sequence[Mapping], ref_labels: Sequence[Mapping], n_boo
         block['observations'] = per_obs
         result[policy] = block
     return result
+
+
+def agreement(read: Sequence[Mapping], given: Sequence[Mapping], binary_only: bool = False) -> Dict[str, Any]:
+    """The reader's calls ``read`` against labels ``given`` for the same texts, per observation: present-vs-not
+    agreement (positive or uncertain = present; not mentioned = absent) and Cohen's kappa of it (None when one
+    rater has a single class), the 4-class agreement (unless ``binary_only``: a labeller without classes), and
+    their means over the observations the labels hold present at least once."""
+    if len(read) != len(given) or not read:
+        raise ValueError(f'need the same, non-zero number of read and given labels: {len(read)} vs {len(given)}')
+    rows: Dict[str, Any] = {}
+    for obs in OBSERVATIONS:
+        pairs = [(r.get(obs) in (POSITIVE, UNCERTAIN), g.get(obs) in (POSITIVE, UNCERTAIN))
+                 for r, g in zip(read, given)]
+        row = {'n': len(pairs), 'given_present': sum(g for _, g in pairs),
+               'present_agreement': sum(a == b for a, b in pairs) / len(pairs), 'kappa': binary_kappa(pairs)}
+        if not binary_only:
+            row['four_class_agreement'] = sum(r.get(obs) == g.get(obs) for r, g in zip(read, given)) / len(pairs)
+        rows[obs] = row
+    present = [row for row in rows.values() if row['given_present']]
+    kappas = [row['kappa'] for row in present if row['kappa'] is not None]
+    macro = {'present_agreement': float(np.mean([row['present_agreement'] for row in present])) if present else None,
+             'kappa': float(np.mean(kappas)) if kappas else None}
+    if not binary_only and present:
+        macro['four_class_agreement'] = float(np.mean([row['four_class_agreement'] for row in present]))
+    return {'observations': rows, 'macro': macro, 'n': len(read)}
+
+
+def agreement_markdown_lines(title: str, block: Mapping) -> List[str]:
+    """An agreement block as Markdown: the labeller's error, to be read next to the F1 it affects."""
+    four = 'four_class_agreement' in block['macro']
+    lines = [f'### {title}', '', f'{block["n"]} reference reports; present = positive or uncertain; means over the '
+             f'observations the labels hold present at least once.', '',
+             '| observation | given present | present-vs-not agreement | kappa |' +
+             (' 4-class agreement |' if four else ''),
+             '|---|---|---|---|' + ('---|' if four else '')]
+
+    def number(value):
+        return '-' if value is None else f'{value:.3f}'
+    for obs, row in block['observations'].items():
+        cells = [str(row['given_present']), number(row['present_agreement']), number(row['kappa'])]
+        cells += [number(row['four_class_agreement'])] if four else []
+        lines.append(f'| {obs} | ' + ' | '.join(cells) + ' |')
+    macro = block['macro']
+    lines.append(f'| **mean** | | {number(macro["present_agreement"])} | {number(macro["kappa"])} |' +
+                 (f' {number(macro["four_class_agreement"])} |' if four else ''))
+    return lines
 
 
 def compare_efficacy(a_hyp: Sequence[Mapping], b_hyp: Sequence[Mapping], ref: Sequence[Mapping],

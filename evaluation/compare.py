@@ -1,11 +1,11 @@
 """Two result JSONs on the same items -> a paired comparison: McNemar's exact test per observation and over
 all items, and a paired bootstrap of the difference in Avg (mean over observations). Two report-generation
 results on the same reports -> a paired bootstrap of each clinical efficacy statistic (``compare_gen``)."""
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
-from data_prep.sources import DataError
+from datafiles import DataError
 
-from .clinical_efficacy import compare_efficacy, efficacy, label_reports
+from .clinical_efficacy import GIVEN, LABELLER, agreement, compare_efficacy, efficacy, label_reports
 from .metrics import DEFAULT_N_BOOT, DEFAULT_SEED, accuracy, mcnemar_exact, paired_bootstrap
 from .table import read_result_file
 
@@ -39,12 +39,21 @@ GEN_FORMAT = 'swift-apo/report-gen/v1'
 
 
 def gen_efficacy(ids: Sequence[str], hypotheses: Sequence[str], references: Sequence[str],
-                 n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED) -> Dict[str, Any]:
+                 n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED, given: Optional[Sequence[Mapping]] = None,
+                 chexbert: Optional[Sequence[Mapping]] = None) -> Dict[str, Any]:
     """The report-gen result's clinical efficacy block and its per-report labels (kept so that ``compare`` can
-    pair two models' reports without reading them again)."""
-    hyp, ref = label_reports(hypotheses), label_reports(references)
-    return {'clinical_efficacy': efficacy(hyp, ref, n_boot, seed),
-            'labels': [{'id': i, 'generated': h, 'reference': r} for i, h, r in zip(ids, hyp, ref)]}
+    pair two models' reports without reading them again). With ``given`` reference labels, those are the
+    reference and the reader's agreement with them on the reference reports is reported beside; with
+    ``chexbert`` labels of the reference reports, the reader's agreement with CheXbert too."""
+    hyp, read = label_reports(hypotheses), label_reports(references)
+    ref = read if given is None else list(given)
+    result = {'clinical_efficacy': efficacy(hyp, ref, n_boot, seed, LABELLER if given is None else GIVEN),
+              'labels': [{'id': i, 'generated': h, 'reference': r} for i, h, r in zip(ids, hyp, ref)]}
+    if given is not None:
+        result['reference_agreement'] = agreement(read, ref)
+    if chexbert is not None:
+        result['chexbert_agreement'] = agreement(read, chexbert, binary_only=True)
+    return result
 
 
 def load_gen_result(path: str) -> Dict[str, Any]:

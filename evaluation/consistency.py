@@ -8,14 +8,11 @@
   observation out ("negative") while its final answer presupposes it (``worsening``, ``present``), or affirms it
   ("positive") while the answer is ``absent``.
 """
-import json
-import os
-import re
 from collections import Counter, defaultdict
 from typing import Dict, List, Optional, Sequence
 
 from clinical_text.findings import read_findings
-from data_prep.sources import DataError, field_error
+from datafiles import field_error
 
 from .items import Item, _rows
 from .parser import _MARKER, _clean, parse_answer

@@ -4,7 +4,7 @@
   study_id, previous_study_id, subject_id`` and ``<observation>_progression`` (consolidation, edema,
   pleural_effusion, pneumonia, pneumothorax) holding improving / stable / worsening or empty. Images are found
   under a MIMIC-CXR-JPG root as ``files/pXX/pXXXXXXXX/sSSSSSSSS/<dicom_id>.jpg``; a ``dicom_id`` may also be
-  given as such a path (relative to the root). One item per (image pair, labelled observation), id
+  given as such a path (relative to the root), with or without the ``.jpg``. One item per (image pair, labelled observation), id
   ``<dicom_id>:<column prefix>``, images ``[prior, current]``.
 - A labelled image CSV in the CheXpert / NIH layout (``--labels-csv CSV``): a ``Path`` column (relative to the
   image root) and observation columns holding 1 / 0 / -1 / blank (parsed as data_prep's chexpert reader does).
@@ -18,8 +18,8 @@ import csv
 import os
 from typing import Dict, Iterator, List, Optional, Tuple
 
-from data_prep.records import label_value
-from data_prep.sources import DataError
+from datafiles import DataError
+from datafiles.labels import label_value
 
 from .labels import MS_CXR_T_OBSERVATIONS, PRESENCE, PRESENCE_CLASSES
 
@@ -62,9 +62,11 @@ def csv_kind(path: str) -> Optional[str]:
 
 
 def mimic_image(image_root: str, subject_id: str, study_id: str, dicom_id: str) -> str:
-    """Path (relative to the MIMIC-CXR-JPG root) of one image; a dicom_id given as a path is kept as it is."""
+    """Path (relative to the MIMIC-CXR-JPG root) of one image. A dicom_id given as a path is kept as it is, with
+    ".jpg" added when it has no extension (``files/p10/p10000032/s50000002/<dicom_id>``, as some releases write it)."""
     if '/' in dicom_id or dicom_id.lower().endswith('.jpg'):
-        return dicom_id.lstrip('/') if not os.path.isabs(dicom_id) else os.path.relpath(dicom_id, image_root)
+        path = dicom_id.lstrip('/') if not os.path.isabs(dicom_id) else os.path.relpath(dicom_id, image_root)
+        return path if os.path.splitext(path)[1] else path + '.jpg'
     subject = subject_id[1:] if subject_id[:1] in 'pP' else subject_id
     study = study_id[1:] if study_id[:1] in 'sS' else study_id
     return f'files/p{subject[:2]}/p{subject}/s{study}/{dicom_id}.jpg'

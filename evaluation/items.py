@@ -19,9 +19,9 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-from data_prep.records import ImagePolicy, image_paths, resolve_image
-from data_prep.sources import DataError, field_error, iter_rows
-from data_prep.stages import request_fingerprint
+from datafiles import DataError, field_error, iter_rows
+from datafiles.images import ImagePolicy, image_paths, resolve_image
+from datafiles.swift_rows import request_fingerprint
 
 from .labels import LabelSet, with_choices
 
@@ -168,6 +168,7 @@ class ReportItem:
     where: str
     request: Dict[str, Any]       # what swift infer is given: the turns before the reference, the images
     reference: str
+    study_id: Optional[str] = None  # the row's study (data_prep's rows carry it): the key of reference labels
 
 
 def read_report_items(path: str, image_root: Optional[str] = None,
@@ -201,7 +202,8 @@ def read_report_items(path: str, image_root: Optional[str] = None,
             reference = _text(row, where, 'reference' if 'reference' in row or 'report' not in row else 'report')
             request = {'messages': [{'role': 'user', 'content': '<image>' * len(images) + question}],
                        'images': images}
-        items.append(ReportItem(item_id, where, request, reference))
+        study = row.get('study_id')
+        items.append(ReportItem(item_id, where, request, reference, None if study in (None, '') else str(study)))
     if not items:
         raise DataError(f'{path}: no items')
     return items

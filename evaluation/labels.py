@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from data_prep.sources import DataError
+from datafiles import DataError
 
 # Words that mean each temporal class, besides the class name itself. Matching is on whole words,
 # case-insensitive, longest phrase first (so "no change" is one phrase, not a negation of "change"). A term

@@ -11,7 +11,7 @@ text's tokens (the tokenizer's, no special tokens, no end-of-turn token) are app
 import copy
 from typing import Dict, List, Sequence, Tuple
 
-from data_prep.sources import DataError
+from datafiles import DataError
 
 from .items import Item
 

@@ -28,7 +28,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, List, Optional, Tuple
 
-from clinical_text.scope import INDETERMINATE, VERBS, alternation, listed, norm, post_negation, sentence_bounds, words
+from clinical_text.scope import (INDETERMINATE, VERBS, PhraseTable, alternation, listed, norm, post_negation,
+                                 sentence_bounds, words)
 from clinical_text.vocabulary import OBSERVATIONS, Vocabulary, default_vocabulary
 
 from .labels import CHANGE_WORDS, OTHER_FINDINGS, SHARED_MENTIONS, WEAK_TERMS, LabelSet
@@ -79,7 +80,7 @@ class Reading:
 @dataclass(frozen=True)
 class Lexicon:
     pattern: re.Pattern
-    entries: Dict[str, Tuple[str, object, bool]]        # normalised phrase -> (kind, value, weak)
+    entries: PhraseTable                                # phrase -> (kind, value, weak)
     window: int                                         # the vocabulary's negation window
     post_negation: re.Pattern                           # "... is not seen" after a mention
     contrast: re.Pattern                                # a segment that starts with a terminator ("but")
@@ -128,7 +129,7 @@ def lexicon(label_set: LabelSet, classes: Tuple[str, ...], vocabulary: Optional[
                 entries[norm(word)] = ('term', cls, False)      # a class word wins over any other meaning
         ends = alternation(vocabulary['terminators'])
         _CACHE[key] = (label_set, vocabulary, Lexicon(
-            re.compile(rf"(?<![\w-])(?:{alternation(entries)}|\w+n't)(?![\w-])"), entries,
+            re.compile(rf"(?<![\w-])(?:{alternation(entries)}|\w+n't)(?![\w-])"), PhraseTable(entries),
             vocabulary.negation_window, post_negation(vocabulary), re.compile(rf'\W*(?:{ends})(?![\w-])'),
             re.compile(rf'[,()]|(?<![\w-])(?:{ends}|with)(?![\w-])')))    # "with": "stable X with new Y"
     return _CACHE[key][2]
@@ -143,10 +144,11 @@ def _mentions(text: str, start: int, end: int, lex: Lexicon) -> List[Mention]:
         if any(m.start < match.end() and match.start() < m.end for m in found):
             continue
         phrase = norm(match.group(0))
-        if phrase not in lex.entries:           # a word ending in n't
+        entry = lex.entries.lookup(phrase)
+        if entry is None:           # a word ending in n't
             found.append(Mention(match.start(), match.end(), 'cue', "n't"))
             continue
-        kind, value, weak = lex.entries[phrase]
+        kind, value, weak = entry
         if phrase == 'new' and _NEW_IMAGE.match(text, match.end(), end):
             continue
         found.append(Mention(match.start(), match.end(), kind, phrase if kind == 'cue' else value, weak))

@@ -8,17 +8,20 @@ result is up to date (same command, no newer input: ``stale_reason``) is not run
 the report itself are redone every time: they only read result files. The config format is documented in
 docs/evaluation.md and, key by key, in ``evaluation/paper.example.yaml``.
 """
+import argparse
 import json
 import os
 import shlex
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import yaml
 from tqdm import tqdm
 
-from data_prep.sources import DataError
+from datafiles import DataError
+
+from .table import file_name
 
 FAMILIES = ('table1', 'report_generation', 'consistency', 'students', 'generalization')
 TOP_KEYS = {'swift_args': str, 'infer_backend': str, 'max_new_tokens': int, 'n_boot': int, 'seed': int,
@@ -27,7 +30,7 @@ MODEL_KEYS = {'model': str, 'adapters': list, 'swift_args': str, 'answers': dict
 SECTION_KEYS = {
     'table1': {'dataset': str, 'image_root': str, 'labels': str, 'skip_missing': bool, 'published': bool,
                'loglik': bool, 'prompt_template': str},
-    'report_generation': {'dataset': str, 'image_root': str},
+    'report_generation': {'dataset': str, 'image_root': str, 'reference_labels': str},
     'consistency': {'dataset': str, 'image_root': str, 'labels': str, 'samples': int, 'temperature': float,
                     'seed': int, 'teachers': str, 'teachers_name': str},
     'students': {'dataset': str, 'image_root': str, 'labels_csv': str, 'args': str},
@@ -192,11 +195,6 @@ def load_config(path: str) -> PaperConfig:
 
 # ---- the steps ------------------------------------------------------------------------------------------------
 
-def file_name(name: str) -> str:
-    from .cli import _file_name
-    return _file_name(name)
-
-
 def _source(config: PaperConfig, model: ModelSpec, answers: Optional[Any]) -> Optional[List[str]]:
     """The flags that give a subcommand this model's answers: its answers file(s) for the family, else the model
     through swift infer, else None (the model is not scored in this family)."""
@@ -283,7 +281,7 @@ def plan(config: PaperConfig, out: str) -> (List[Step], List[str]):
     if section is not None:
         folder = os.path.join(out, 'report_generation')
         common = ['--dataset', section['dataset'], '--out', folder, *boot,
-                  *_optional(section, ('image_root', '--image-root'))]
+                  *_optional(section, ('image_root', '--image-root'), ('reference_labels', '--reference-labels'))]
         family = _scored(config, 'report_generation', skipped, lambda model, source, _: [
             Step('report_generation', f'report generation: {model.name}', 'evaluation',
                  ['report-gen', *source, '--name', model.name, *common],
@@ -387,10 +385,12 @@ def stale_reason(step: Step, recorded: Dict[str, str]) -> Optional[str]:
     return f'{newer[0]} is newer than its result, redone' if newer else None
 
 
-def run_step(step: Step) -> None:
+def run_step(step: Step, evaluation_parser: Callable[[], argparse.ArgumentParser]) -> None:
+    """Run one step in this process; ``evaluation_parser`` builds evaluation's own command line (passed in by the
+    command line, which imports this module, not the other way round)."""
     if step.program == 'evaluation':
-        from .cli import build_parser
-    else:
+        build_parser = evaluation_parser
+    else:       # the drift report with students: data_prep's command, run as its user would
         from data_prep.cli import build_parser
     args = build_parser().parse_args(step.argv)
     try:
@@ -400,7 +400,7 @@ def run_step(step: Step) -> None:
 
 
 def _record(out: str, recorded: Dict[str, str]) -> None:
-    from data_prep.outputs import output_set
+    from datafiles import output_set
     with output_set() as outputs:
         with outputs.open(os.path.join(out, STEPS_FILE)) as handle:
             json.dump(recorded, handle, indent=1)
@@ -427,7 +427,7 @@ def run_paper(args) -> None:
             print(f'== {step.title}: done before, kept ({step.output})', file=sys.stderr)
             continue
         print(f'== {step.title} ({reason}): {step.command}', file=sys.stderr)
-        run_step(step)
+        run_step(step, args.evaluation_parser)
         if step.output:
             recorded[step.output] = step.command
             _record(out, recorded)

@@ -6,7 +6,7 @@ import os
 import re
 from typing import Dict, List, Optional, Sequence
 
-from data_prep.outputs import output_set
+from datafiles import output_set
 
 from .clinical_efficacy import POLICIES
 
@@ -109,6 +109,12 @@ def _report_generation(steps, out: str, outputs, baseline: str) -> List[str]:
     unavailable = sorted({k for r in results for k in r.get('unavailable', {})})
     if unavailable:
         lines += ['', f'n/a: {", ".join(unavailable)} (unavailable here; the reason is in each `.gen.json`).']
+    for key, whom in (('reference_agreement', 'the given reference labels'), ('chexbert_agreement', 'CheXbert')):
+        if key in results[0]:   # the labeller's error, to read next to the F1 (per observation: each `.gen.md`)
+            macro = results[0][key]['macro']
+            lines += ['', f'The reader against {whom} on the reference reports: present-vs-not agreement '
+                      f'{_num(macro["present_agreement"])}, kappa {_num(macro["kappa"])} (means over the '
+                      f'observations present in them).']
     chart = os.path.join(out, 'report_generation.png')
     groups = [f'{k.replace("_f1", "")} F1 ({s})' for s, k in stats]
     series = []

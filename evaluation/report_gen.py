@@ -13,7 +13,7 @@
 import importlib.util
 import os
 import warnings
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 BLEU_WEIGHTS = {1: (1.0,), 2: (0.5, 0.5), 3: (1 / 3,) * 3, 4: (0.25,) * 4}
 CHEXBERT_WEIGHTS = os.path.join(os.path.expanduser('~'), '.cache', 'chexbert', 'chexbert.pth')
@@ -59,12 +59,20 @@ def meteor(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     return float(sum(scores) / len(scores))
 
 
-def chexbert_f1(hypotheses: Sequence[str], references: Sequence[str]) -> Tuple[Dict[str, float], str]:
+def chexbert_problem() -> str:
+    """'' when CheXbert can run here (the f1chexbert package and its weights), else why not."""
     if importlib.util.find_spec('f1chexbert') is None:
-        return {}, ('package f1chexbert is not installed (pip install f1chexbert; it also needs the CheXbert '
-                    f'weights at {CHEXBERT_WEIGHTS}, which it downloads on first use and cannot be fetched here)')
+        return ('package f1chexbert is not installed (pip install f1chexbert; it also needs the CheXbert '
+                f'weights at {CHEXBERT_WEIGHTS}, which it downloads on first use and cannot be fetched here)')
     if not os.path.isfile(CHEXBERT_WEIGHTS):
-        return {}, f'f1chexbert is installed but its weights {CHEXBERT_WEIGHTS} are missing (cannot be downloaded here)'
+        return f'f1chexbert is installed but its weights {CHEXBERT_WEIGHTS} are missing (cannot be downloaded here)'
+    return ''
+
+
+def chexbert_f1(hypotheses: Sequence[str], references: Sequence[str]) -> Tuple[Dict[str, float], str]:
+    problem = chexbert_problem()
+    if problem:
+        return {}, problem
     try:
         from f1chexbert import F1CheXbert
         _, _, report, report_5 = F1CheXbert()(hyps=list(hypotheses), refs=list(references))
@@ -72,6 +80,25 @@ def chexbert_f1(hypotheses: Sequence[str], references: Sequence[str]) -> Tuple[D
                 'chexbert_f1_micro_14': float(report['micro avg']['f1-score'])}, ''
     except Exception as e:  # third-party model loading: report, don't fail
         return {}, f'f1chexbert failed: {type(e).__name__}: {e}'
+
+
+def chexbert_labels(texts: Sequence[str]) -> Tuple[Optional[List[Dict[str, Optional[str]]]], str]:
+    """CheXbert's labels of ``texts`` as the reader's calls (present = 'positive', absent = 'negative', blank =
+    None: f1chexbert's "rrg" mode counts uncertain as present), or None and why it is unavailable."""
+    problem = chexbert_problem()
+    if problem:
+        return None, problem
+    try:
+        from f1chexbert import F1CheXbert
+        labeller = F1CheXbert()
+        calls = []
+        for text in texts:
+            row = labeller.get_label(text or '', mode='rrg')
+            calls.append({obs: None if value == '' else 'positive' if value else 'negative'
+                          for obs, value in zip(labeller.target_names, row)})
+        return calls, ''
+    except Exception as e:  # third-party model loading: report, don't fail
+        return None, f'f1chexbert failed: {type(e).__name__}: {e}'
 
 
 def radgraph_f1(hypotheses: Sequence[str], references: Sequence[str]) -> Tuple[Dict[str, float], str]:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from data_prep.sources import DataError
+from datafiles import DataError
 
 INFER_VENV = Path(__file__).resolve().parent.parent / '.venv-infer'
 

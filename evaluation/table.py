@@ -9,12 +9,18 @@ A cell reads ``0.84 [0.72, 0.94] (42/50)``: accuracy, 95% bootstrap interval, co
 published value only; they are the paper's figures on the full MS-CXR-T, not computed here.
 """
 import json
+import re
 from typing import Any, Dict, List, Optional, Sequence
 
-from data_prep.sources import DataError
+from datafiles import DataError
 
 from .published import OBSERVATIONS as PUBLISHED_OBSERVATIONS, PUBLISHED, SOURCE as PUBLISHED_SOURCE
 from .scoring import LOGLIK, RESULT_FORMAT
+
+
+def file_name(name: str) -> str:
+    """A model's name as the stem of its result files."""
+    return re.sub(r'[^\w.+-]+', '_', name).strip('._') or 'model'
 
 AVG = 'Avg'
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Does swift-apo work on this GPU stack, and how fast is it? One command, one results folder, about 8 minutes
 # on one H100/H200:
-#   bash scripts/gpu_check.sh [--full] [--profile] [--out DIR]   # DIR default results/gpu_check
+#   bash scripts/gpu_check.sh [--full] [--profile] [--family F] [--out DIR]   # DIR default results/gpu_check
+#     --family qwen3-vl (Qwen3-VL-8B) or qwen3.5 (Qwen3.5-9B) instead of the paper's Qwen2.5-VL-7B in the 7B bench
 #   bash scripts/gpu_check.sh --cpu --out /tmp/gc       # the same at tiny scale on the CPU (tries the script)
 #   bash scripts/gpu_check.sh --fetch-wheels DIR        # download the overlay wheels (below) for an offline machine
 #
@@ -25,15 +26,16 @@ OVERLAY=(ms-swift trl peft datasets modelscope modelscope-hub qwen-vl-utils addi
          importlib-metadata json-repair multiprocess pydantic pydantic-core annotated-types typing-inspection
          typing-extensions cffi cryptography pycparser)
 
-OUT=results/gpu_check DEVICE=cuda FULL=() PROFILE=
+OUT=results/gpu_check DEVICE=cuda FULL=() PROFILE='' FAMILY=qwen2.5-vl
 while [ $# -gt 0 ]; do
   case $1 in
     --out) OUT=$2; shift 2 ;;
     --full) FULL=(--full); shift ;;
     --profile) PROFILE=1; shift ;;
+    --family) FAMILY=$2; shift 2 ;;
     --cpu) DEVICE=cpu; shift ;;
     --fetch-wheels) FETCH=$2; shift 2 ;;
-    *) echo "usage: bash scripts/gpu_check.sh [--full] [--profile] [--cpu] [--out DIR] | --fetch-wheels DIR" >&2
+    *) echo "usage: bash scripts/gpu_check.sh [--full] [--profile] [--cpu] [--family F] [--out DIR] | --fetch-wheels DIR" >&2
        exit 2 ;;
   esac
 done
@@ -106,17 +108,18 @@ log "gpu_check on $(hostname), $DEVICE, python $PYTHON, results in $OUT"
 if [ "$DEVICE" = cuda ]; then
   cxr_max_shape=()  # the benchmark's defaults: P ~ 1,000 tokens (961 image), K = 7 answers of 350
   long_shape=(--prompt-tokens 500 --answer-tokens 3500)
-  b7=(--device cuda --variants abc --batch-sizes "1,2" --warmup 1 --steps 2 --peak-tflops "${PEAK_TFLOPS:-989}" "${FULL[@]}")
+  b7=(--device cuda --family "$FAMILY" --variants abc --batch-sizes "1,2" --warmup 1 --steps 2
+      --peak-tflops "${PEAK_TFLOPS:-989}" "${FULL[@]}")
   kernel_common=(--device cuda --warmup 1 --steps 3)
 else  # the tiny stand-in: flash has no CPU kernel and flex no CPU backward, so both report why they did not run
   cxr_max_shape=(--prompt-tokens 200 --answer-tokens 40)
   long_shape=(--prompt-tokens 100 --answer-tokens 400)
-  b7=(--device cpu --scale tiny --variants abc --batch-sizes "1,2" --warmup 1 --steps 1)
+  b7=(--device cpu --family "$FAMILY" --scale tiny --variants abc --batch-sizes "1,2" --warmup 1 --steps 1)
   kernel_common=(--device cpu --hidden-size 64 --num-layers 2 --vision-depth 1 --image-side 112 --warmup 0 --steps 1
                  --one-process)
 fi
 
-# The 7B model (16.6 GB of random bf16 weights) builds in the background while env.txt and the tests run.
+# The 7B-scale model (17-19 GB of random bf16 weights) builds in the background while env.txt and the tests run.
 if [ ! -e "$OUT/.done-b7" ]; then
   "$PYTHON" benchmarks/bench_7b_cli.py "${b7[@]}" --out "$OUT/b7" --build-only >"$OUT/b7_build.log" 2>&1 &
   BUILD=$!
@@ -135,13 +138,13 @@ reserve=$([ -n "$PROFILE" ] && echo 100 || echo 15)  # seconds kept for what fol
 stage b7 $(( $(left) - reserve )) "$OUT/b7.log" "$OUT/b7.log" \
   "$PYTHON" benchmarks/bench_7b_cli.py "${b7[@]}" --out "$OUT/b7" --resume
 if [ -n "$PROFILE" ]; then  # the (a) layout's step on the bench's model: 7B on cuda, tiny on the CPU
-  model=$OUT/b7/model-$([ "$DEVICE" = cuda ] && echo 7b || echo tiny)
+  model=$OUT/b7/model-$FAMILY-$([ "$DEVICE" = cuda ] && echo 7b || echo tiny)
   stage profile 90 "$OUT/profile.md" "$OUT/profile.md" "$PYTHON" benchmarks/bench_shared_prefix.py "${kernel_common[@]}" \
     "${cxr_max_shape[@]}" --variants C --attn "$([ "$DEVICE" = cuda ] && echo flash || echo dense)" --model "$model" --profile
 fi
 
 {
-  echo "# swift-apo GPU check, $(date -u +%F), $DEVICE"
+  echo "# swift-apo GPU check, $(date -u +%F), $DEVICE, $FAMILY"
   echo; echo '## Stack'; echo '```'
   grep -E '^(python |torch |transformers |ms-swift |peft |trl |GPU |swift-apo |  )' "$OUT/env.txt"
   echo '```'; echo; echo '## CUDA tests'; echo '```'

@@ -62,10 +62,16 @@ training_flags() {
   [ -z "$DEEPSPEED" ] || TRAINING_FLAGS+=(--deepspeed "$DEEPSPEED")
 }
 
-# The launch variables ms-swift reads (torchrun's), passed on only when set.
+# The image budget, the paper's by default: MAX_PIXELS 12845056 is Qwen2.5-VL's own limit (16384 tokens of 28 x 28
+# pixels); ms-swift turns MAX_PIXELS into the token limit of every Qwen-style family (Qwen2-VL .. Qwen3-VL, Qwen3.5,
+# patch 14 or 16), so each sees the same pixels. InternVL: MAX_NUM tiles of 448 x 448 (its default 12); Gemma 3,
+# LLaVA-OneVision and GLM-4.1V resize in their own processors (docs/models.md).
+export MAX_PIXELS=${MAX_PIXELS:-12845056}
+
+# The launch variables ms-swift reads (torchrun's, the image budget), passed on only when set.
 launch_env() {
   local name
-  for name in NPROC_PER_NODE NNODES NODE_RANK MASTER_ADDR MASTER_PORT CUDA_VISIBLE_DEVICES MAX_PIXELS; do
+  for name in NPROC_PER_NODE NNODES NODE_RANK MASTER_ADDR MASTER_PORT CUDA_VISIBLE_DEVICES MAX_PIXELS MAX_NUM; do
     [ -n "${!name:-}" ] && printf '%s=%s\n' "$name" "${!name}"
   done
   return 0

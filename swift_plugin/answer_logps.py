@@ -30,9 +30,10 @@ from swift.template import Template
 from swift.utils import get_logger
 
 from .lean_logps import DEFAULT_CHUNK_SIZE, logps_and_mean_logits, token_logps
+from .linear_attention import LinearSegments, linear_attention_problem
 from .options import APOArguments
 from .prefix_attention import checked_flex_for, checked_varlen_kernel_for, install_prefix_attention
-from .shared_prefix import pack_shared_prefix, plain_answer_tokens
+from .shared_prefix import image_rule_for, pack_shared_prefix, plain_answer_tokens
 
 logger = get_logger()
 _MASK_ATTENTION = ('sdpa', 'eager')
@@ -132,9 +133,14 @@ def _pack(hf_model, batch, labels, num_rejected, model_kwargs, requested_kernel=
     text = config.get_text_config()
     attention = text._attn_implementation
     layer_types = set(getattr(text, 'layer_types', None) or ['full_attention'])
-    if layer_types != {'full_attention'}:
+    others = layer_types - {'full_attention', 'linear_attention'}
+    if others:
         # transformers passes a prepared 4D mask to sliding-window layers unchanged: their window would be lost.
-        return None, f'the model has {sorted(layer_types - {"full_attention"})} layers (only full attention packs)'
+        return None, f'the model has {sorted(others)} layers (only full and linear attention pack)'
+    if 'linear_attention' in layer_types:
+        problem = linear_attention_problem(hf_model)
+        if problem:
+            return None, f'its linear-attention layers cannot run packed ({problem})'
     flash_kernel, flash_why = _flash_for(hf_model, requested_kernel, attention, labels.device)
     flex = _flex_for(hf_model, requested_kernel, attention, labels.device)
     kernel, why = prefix_kernel(requested_kernel, attention, (flash_kernel is not None, flash_why), flex)
@@ -145,16 +151,19 @@ def _pack(hf_model, batch, labels, num_rejected, model_kwargs, requested_kernel=
     if kernel in ('flash', 'flex'):
         install_prefix_attention()
     logger.info_once(f'APO shared-prefix kernel: {why}.')
-    vision = getattr(config, 'vision_config', None)
-    return pack_shared_prefix(
+    packed, why = pack_shared_prefix(
         batch,
         labels,
         num_rejected,
-        image_token_id=getattr(config, 'image_token_id', None),
-        image_merge_size=getattr(vision, 'spatial_merge_size', None),
+        images=image_rule_for(config, batch),
         mask_dtype=hf_model.dtype if attention == 'eager' else None,
         kernel=kernel,
         varlen_kernel=flash_kernel)
+    if packed is not None and 'linear_attention' in layer_types:
+        # hybrid models take a mask per layer type: the block mask for attention, the segments for the recurrence
+        mask = packed.inputs['attention_mask']
+        packed.inputs['attention_mask'] = {'full_attention': mask, 'linear_attention': LinearSegments.of(packed.segments)}
+    return packed, why
 
 
 def _lean_reason(hf_model, unwrapped_model) -> str:

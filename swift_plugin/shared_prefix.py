@@ -31,7 +31,8 @@ from torch.nn.attention.flex_attention import BlockMask
 
 IGNORE_INDEX = -100
 _PER_TOKEN_KEYS = ('input_ids', 'mm_token_type_ids')
-_KNOWN_KEYS = set(_PER_TOKEN_KEYS) | {'attention_mask', 'position_ids', 'pixel_values', 'image_grid_thw'}
+_IMAGE_META_KEYS = ('image_grid_thw', 'image_sizes')
+_KNOWN_KEYS = set(_PER_TOKEN_KEYS) | set(_IMAGE_META_KEYS) | {'attention_mask', 'position_ids', 'pixel_values'}
 
 
 @dataclass
@@ -51,6 +52,7 @@ class AnswerTokens:
 class PackedBatch:
     inputs: Dict[str, Any]
     tokens: AnswerTokens
+    segments: torch.Tensor  # [rows, length]: 0 the prompt, j > 0 answer j, -1 padding
 
 
 def plain_answer_tokens(labels: torch.Tensor) -> AnswerTokens:
@@ -201,28 +203,95 @@ def varlen_prefix_mask(segments: torch.Tensor, kernel: Callable[..., torch.Tenso
     return VarlenPrefixMask.carrying(prefix_varlen_layout(segments), kernel, *segments.shape)
 
 
-def _image_spans(input_ids, real, grid, image_token_id, merge_size) -> Tuple[Optional[List[Tuple[int, int]]], str]:
-    """Which images (indices into image_grid_thw) each sequence owns; ms-swift concatenates them in sequence order."""
-    tokens_per_image = (grid.prod(-1) // merge_size**2).tolist()
-    spans, image = [], 0
-    for needed in ((input_ids == image_token_id) & real).sum(1).tolist():
-        first = image
-        while needed > 0 and image < len(tokens_per_image):
-            needed -= tokens_per_image[image]
-            image += 1
-        if needed != 0:
-            return None, 'image placeholder tokens do not match image_grid_thw'
-        spans.append((first, image))
-    if image != len(tokens_per_image):
-        return None, 'image_grid_thw has images no sequence uses'
-    return spans, ''
+@dataclass(frozen=True)
+class ImageRule:
+    """How a family's image inputs line up with its image placeholder tokens. The image inputs of a batch are the
+    images of its sequences concatenated in sequence order; a rule says which rows of ``pixel_values`` (and of
+    ``meta_key``, the per-image sizes) belong to a sequence, from its placeholder tokens:
+
+    * 'grid' (Qwen2-VL .. Qwen3.5, GLM-4.xV): ``pixel_values`` holds patches, ``image_grid_thw`` one (t, h, w) per
+      image, and an image has t h w / ``tokens_per_row`` placeholders (``tokens_per_row``: the merge size squared);
+    * 'tokens' (InternVL tiles, Gemma 3 images): a ``pixel_values`` row per ``tokens_per_row`` placeholders;
+    * 'run' (LLaVA-OneVision): one run of placeholders and one ``meta_key`` row (its size) per image, and
+      ``rows_per_image(size)`` rows of ``pixel_values`` (its any-resolution crops), or one when ``pixel_values`` has
+      a row per image.
+    """
+    token_id: int
+    unit: str
+    tokens_per_row: int = 1
+    meta_key: Optional[str] = None
+    rows_per_image: Optional[Callable[[torch.Tensor], int]] = None
+
+
+def image_rule_for(config, batch: Dict[str, Any]) -> Optional[ImageRule]:
+    """The ``ImageRule`` of a transformers model config for this batch, or None when no known layout fits."""
+    token_id = getattr(config, 'image_token_id', None)
+    vision = getattr(config, 'vision_config', None)
+    if token_id is None or vision is None:
+        return None
+    if batch.get('image_grid_thw') is not None:
+        merge = getattr(vision, 'spatial_merge_size', None)
+        return ImageRule(token_id, 'grid', merge**2, 'image_grid_thw') if merge else None
+    if batch.get('image_sizes') is not None and getattr(config, 'image_grid_pinpoints', None):
+        from transformers.models.llava_onevision.modeling_llava_onevision import image_size_to_num_patches
+
+        def crops(size):
+            return image_size_to_num_patches(size, config.image_grid_pinpoints, vision.image_size)
+
+        return ImageRule(token_id, 'run', meta_key='image_sizes', rows_per_image=crops)
+    if getattr(config, 'mm_tokens_per_image', None):
+        return ImageRule(token_id, 'tokens', config.mm_tokens_per_image)
+    if getattr(config, 'downsample_ratio', None) and getattr(vision, 'image_size', None):
+        # InternVL: a tile's patches, pixel-shuffled by downsample_ratio (the processor's image_seq_length)
+        side, patch = (v[0] if isinstance(v, (list, tuple)) else v for v in (vision.image_size, vision.patch_size))
+        return ImageRule(token_id, 'tokens', int((side // patch)**2 * config.downsample_ratio**2))
+    return None
+
+
+def _image_rows(input_ids, real, batch, rule: ImageRule) -> Tuple[Optional[List[Tuple[slice, slice]]], str]:
+    """Per sequence, its rows of ``pixel_values`` and of the rule's meta key, or (None, why not)."""
+    placeholders = (input_ids == rule.token_id) & real
+    counts = placeholders.sum(1).tolist()
+    pixel_rows = batch['pixel_values'].shape[0]
+    meta = batch.get(rule.meta_key) if rule.meta_key else None
+    if rule.unit == 'grid':
+        tokens_per_image = (meta.prod(-1) // rule.tokens_per_row).tolist()
+        patch_offsets = [0] + list(accumulate(meta.prod(-1).tolist()))
+        images, image = [], 0
+        for needed in counts:
+            first = image
+            while needed > 0 and image < len(tokens_per_image):
+                needed -= tokens_per_image[image]
+                image += 1
+            if needed != 0:
+                return None, f'image placeholder tokens do not match {rule.meta_key}'
+            images.append((first, image))
+        if image != len(tokens_per_image):
+            return None, f'{rule.meta_key} has images no sequence uses'
+        return [(slice(patch_offsets[a], patch_offsets[b]), slice(a, b)) for a, b in images], ''
+    if rule.unit == 'tokens':
+        if any(n % rule.tokens_per_row for n in counts):
+            return None, f'a sequence has image placeholders that are no whole number of {rule.tokens_per_row}-token rows'
+        rows = [n // rule.tokens_per_row for n in counts]
+        meta_offsets = None
+    else:  # 'run': one image per run of placeholders
+        starts = placeholders & ~torch.nn.functional.pad(placeholders[:, :-1], (1, 0), value=False)
+        meta_offsets = [0] + list(accumulate(starts.sum(1).tolist()))
+        if meta_offsets[-1] != meta.shape[0]:
+            return None, f'image placeholder runs do not match the {meta.shape[0]} rows of {rule.meta_key}'
+        per_image = [1] * meta.shape[0] if pixel_rows == meta.shape[0] else [rule.rows_per_image(m) for m in meta]
+        rows = [sum(per_image[a:b]) for a, b in zip(meta_offsets, meta_offsets[1:])]
+    offsets = [0] + list(accumulate(rows))
+    if offsets[-1] != pixel_rows:
+        return None, f'image placeholder tokens do not match the {pixel_rows} rows of pixel_values'
+    meta_offsets = meta_offsets or offsets
+    return [(slice(a, b), slice(c, d)) for a, b, c, d in zip(offsets, offsets[1:], meta_offsets, meta_offsets[1:])], ''
 
 
 def pack_shared_prefix(batch: Dict[str, Any],
                        labels: torch.Tensor,
                        num_rejected: torch.Tensor,
-                       image_token_id: Optional[int] = None,
-                       image_merge_size: Optional[int] = None,
+                       images: Optional[ImageRule] = None,
                        mask_dtype: Optional[torch.dtype] = None,
                        kernel: str = 'dense',
                        varlen_kernel: Optional[Callable[..., torch.Tensor]] = None
@@ -233,8 +302,8 @@ def pack_shared_prefix(batch: Dict[str, Any],
         batch: the model inputs of the plain batch (without labels).
         labels: [sequences, length], unshifted; -100 outside the answers.
         num_rejected: [B] rejected sequences per row.
-        image_token_id, image_merge_size: how image placeholders map to ``image_grid_thw`` rows
-            (Qwen2-VL family); needed only when the batch has ``pixel_values``.
+        images: how the batch's image inputs map to its image placeholder tokens (``image_rule_for``); needed
+            only when the batch has ``pixel_values``. Each sequence's images go into its row once.
         kernel: the attention mask's form: 'dense' (4D tensor), 'flex' (``BlockMask``) or 'flash'
             (``VarlenPrefixMask`` running ``varlen_kernel``).
         mask_dtype: for 'dense', None for a bool mask (sdpa), a float dtype for an additive one (eager).
@@ -244,8 +313,13 @@ def pack_shared_prefix(batch: Dict[str, Any],
     unknown = sorted(k for k, v in batch.items() if v is not None and k not in _KNOWN_KEYS)
     if unknown:
         return None, f'the batch has inputs {unknown} that packing cannot lay out'
-    input_ids = batch['input_ids']
+    input_ids = batch.get('input_ids')
+    if input_ids is None:
+        return None, 'the batch has no input_ids (only inputs_embeds)'
     num_seqs, length = input_ids.shape
+    misshapen = sorted(k for k in _PER_TOKEN_KEYS if batch.get(k) is not None and batch[k].shape != input_ids.shape)
+    if misshapen:
+        return None, f'the batch has {misshapen} of another shape than input_ids {list(input_ids.shape)}'
     device = input_ids.device
     attention_mask = batch.get('attention_mask')
     if attention_mask is not None and attention_mask.dim() != 2:
@@ -269,22 +343,20 @@ def pack_shared_prefix(batch: Dict[str, Any],
 
     pixel_values = batch.get('pixel_values')
     if pixel_values is not None:
-        grid = batch.get('image_grid_thw')
-        if grid is None or image_token_id is None or image_merge_size is None:
-            return None, 'the batch has pixel_values but no image_grid_thw / image token id / merge size'
-        spans, reason = _image_spans(input_ids, real, grid, image_token_id, image_merge_size)
-        if spans is None:
+        if images is None:
+            return None, 'the batch has pixel_values in a layout packing does not know'
+        rows_of, reason = _image_rows(input_ids, real, batch, images)
+        if rows_of is None:
             return None, reason
-        patch_offsets = [0] + list(accumulate(grid.prod(-1).tolist()))
 
         def images_of(i):
-            first, last = spans[i]
-            return pixel_values[patch_offsets[first]:patch_offsets[last]], grid[first:last]
+            pixel_rows, meta_rows = rows_of[i]
+            return [pixel_values[pixel_rows]] + ([batch[images.meta_key][meta_rows]] if images.meta_key else [])
 
     num_rows = num_rejected.shape[0]
     first_rejected = [num_rows + o for o in accumulate([0] + num_rejected.tolist()[:-1])]
     row_of, answer_offset, prompt_lengths = [0] * num_seqs, [0] * num_seqs, []
-    row_sources, row_segments, row_pixels, row_grids = [], [], [], []
+    row_sources, row_segments, row_images = [], [], []
     for r in range(num_rows):
         members = [r] + list(range(first_rejected[r], first_rejected[r] + int(num_rejected[r])))
         s, a = starts[r], answer_starts[r]
@@ -300,12 +372,10 @@ def pack_shared_prefix(batch: Dict[str, Any],
             if pixel_values is not None and not all(map(torch.equal, images_of(i), images_of(r))):
                 return None, f'row {r}: its sequences carry different images'
         if pixel_values is not None:
-            in_answers = any(bool((input_ids[i, answer_starts[i]:ends[i]] == image_token_id).any()) for i in members)
+            in_answers = any(bool((input_ids[i, answer_starts[i]:ends[i]] == images.token_id).any()) for i in members)
             if in_answers:
                 return None, f'row {r}: an answer holds image tokens'
-            pixels, grids = images_of(r)
-            row_pixels.append(pixels)
-            row_grids.append(grids)
+            row_images.append(images_of(r))
         sources = [r * length + torch.arange(s, a, device=device)]
         segments = [torch.zeros(a - s, dtype=torch.long, device=device)]
         offset = a - s
@@ -337,8 +407,9 @@ def pack_shared_prefix(batch: Dict[str, Any],
     positions = plain_positions.flatten(1)[:, source].masked_fill(is_padding, 0)
     inputs['position_ids'] = positions[0] if positions_2d else positions
     if pixel_values is not None:
-        inputs['pixel_values'] = torch.cat(row_pixels)
-        inputs['image_grid_thw'] = torch.cat(row_grids)
+        inputs['pixel_values'] = torch.cat([parts[0] for parts in row_images])
+        if images.meta_key:
+            inputs[images.meta_key] = torch.cat([parts[1] for parts in row_images])
 
     # Plain position t of sequence i predicts labels[i, t + 1]; the prompt's last position (shared) predicts
     # each answer's first token, position t inside the answer sits at answer_offset + (t - answer start).
@@ -354,4 +425,4 @@ def pack_shared_prefix(batch: Dict[str, Any],
         sequences.append(torch.full_like(rows[-1], i))
         targets.append(target[keep])
     tokens = AnswerTokens(torch.cat(rows), torch.cat(positions_in_row), torch.cat(sequences), torch.cat(targets))
-    return PackedBatch(inputs, tokens), ''
+    return PackedBatch(inputs, tokens, segments), ''

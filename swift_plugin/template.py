@@ -54,9 +54,15 @@ def describe_row(row: Dict[str, Any]) -> str:
 
 def _encode_or_none(template, inputs) -> Optional[Dict[str, Any]]:
     try:
-        return template._encode_truncated(inputs)
+        encoded = template._encode_truncated(inputs)
     except MaxLengthError:  # raised only under --truncation_strategy delete
         return None
+    types = encoded.get('mm_token_type_ids')
+    if types is not None and len(types) != len(encoded['input_ids']):
+        # ms-swift 4.6's glm4_5v template keeps the processor's mm_token_type_ids of the image placeholder text alone;
+        # the model reads them only to place positions, which the collator computes from input_ids instead.
+        encoded['mm_token_type_ids'] = template.create_mm_token_type_ids(encoded['input_ids'])
+    return encoded
 
 
 def _split_row(row: Dict[str, Any]) -> Tuple[RejectedAnswers, Dict[str, Any], List[Dict[str, Any]]]:

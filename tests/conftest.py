@@ -16,7 +16,11 @@ REPO = Path(__file__).resolve().parents[1]
 # (module constants of qwen_vl_utils, and IMAGE_MAX_TOKEN_NUM in the environment), so every in-process test
 # gets the tests' one budget, whichever test loads first.
 os.environ.setdefault('MAX_PIXELS', '3136')
+# The same budget of 4 image tokens for the patch-16 families (Qwen3-VL, Qwen3.5), whichever family loads first
+# (ms-swift derives IMAGE_MAX_TOKEN_NUM from MAX_PIXELS with the first family's patch size).
+os.environ.setdefault('IMAGE_MAX_TOKEN_NUM', '4')
 sys.path.insert(0, str(REPO / 'tools'))
+from tiny_models import build_model  # noqa: E402
 from tiny_qwen2_5_vl import build_tiny_moe_model, build_tiny_qwen2_5_vl, build_tiny_text_model  # noqa: E402
 
 # The installed ``swift`` script; in a checkout that is not pip-installed (scripts/gpu_check.sh on an image with its
@@ -43,6 +47,13 @@ def tiny_text_model(tmp_path_factory) -> str:
 @pytest.fixture(scope='session')
 def tiny_moe_model(tmp_path_factory) -> str:
     return str(build_tiny_moe_model(tmp_path_factory.mktemp('models') / 'tiny-qwen2-moe'))
+
+
+@pytest.fixture(scope='session')
+def family_model(tmp_path_factory):
+    """family name -> the directory of its tiny random model (tools/tiny_models.py), built once per session."""
+    root = tmp_path_factory.mktemp('families')
+    return lambda name: str(build_model(root / name, name))
 
 
 def mean_log_1_plus_k(ks: Sequence[int]) -> float:

@@ -1,12 +1,18 @@
-"""The findings reader measured on the two labelled suites (tests/data/reader_suite_{report,llm}.jsonl).
+"""The findings reader measured on the labelled suites: the first two (tests/data/reader_suite_{report,llm}.jsonl,
+written by the rule author before the rules) and the blind ones (tests/data/blind/*.{dev,heldout}.jsonl, written and
+labelled by helper sessions that saw only docs/readers.md's conventions, never the reader; the rule author reads
+only their dev halves).
 
 Each line: {"text", "labels": {observation: positive / uncertain / negative / "not mentioned"}, "split": dev or
 heldout}. The labels of a text are exhaustive: an observation it does not list is not mentioned, except No Finding,
 which is only checked where it is listed. A *call* is one (text, observation) pair that the suite labels or that
 the reader calls (a finding read where the suite has none is a wrong call). The suites were written from the
-CheXpert conventions (docs/readers.md) and committed before any rule; rules were written against "dev" only.
+CheXpert conventions (docs/readers.md) and committed before the rules they measure; rules were written against
+"dev" only.
 
-    python tests/reader_suites.py          # the table of both suites, both parts, per class
+    python tests/reader_suites.py                 # the table of every suite, both parts, per class
+    python tests/reader_suites.py --wrong dev     # and the dev parts' wrong calls (never print the held-out ones
+                                                  # to whoever writes rules)
 """
 import json
 import sys
@@ -17,9 +23,19 @@ from typing import Dict, List, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from clinical_text import CALLS, OBSERVATIONS, read_findings  # noqa: E402
+from clinical_text.stats import binary_kappa  # noqa: E402
 
 DATA = Path(__file__).parent / 'data'
-SUITES = {'report': DATA / 'reader_suite_report.jsonl', 'llm': DATA / 'reader_suite_llm.jsonl'}
+BLIND = DATA / 'blind'
+SUITES = {
+    'report': [DATA / 'reader_suite_report.jsonl'],
+    'llm': [DATA / 'reader_suite_llm.jsonl'],
+    'blind report': [BLIND / f'{name}.{split}.jsonl' for name in ('report_mimic', 'report_deid', 'report_intl')
+                     for split in ('dev', 'heldout')],
+    'blind llm': [BLIND / f'{name}.{split}.jsonl'
+                  for name in ('llm_structured', 'llm_prose', 'llm_teachers', 'llm_chat', 'llm_reasoning', 'llm_short')
+                  for split in ('dev', 'heldout')],
+}
 NOT_MENTIONED = 'not mentioned'
 CLASSES = (*CALLS, NOT_MENTIONED)
 PRESENT = ('positive', 'uncertain')     # present-vs-not: the drift report's reading (uncertain counts as present)
@@ -27,15 +43,17 @@ PRESENT = ('positive', 'uncertain')     # present-vs-not: the drift report's rea
 
 def load(style: str) -> List[Dict]:
     rows = []
-    with open(SUITES[style], encoding='utf-8') as f:
-        for line_no, line in enumerate(f, 1):
-            row = json.loads(line)
-            where = f'{SUITES[style].name} line {line_no}'
-            assert set(row) == {'text', 'labels', 'split'}, where
-            assert row['split'] in ('dev', 'heldout'), where
-            assert row['labels'] and set(row['labels']) <= set(OBSERVATIONS), where
-            assert set(row['labels'].values()) <= set(CLASSES), where
-            rows.append(row)
+    for path in SUITES[style]:
+        with open(path, encoding='utf-8') as f:
+            for line_no, line in enumerate(f, 1):
+                row = json.loads(line)
+                where = f'{path.name} line {line_no}'
+                assert set(row) == {'text', 'labels', 'split'}, where
+                assert row['split'] in ('dev', 'heldout'), where
+                assert path.parent != BLIND or path.name.endswith(f'.{row["split"]}.jsonl'), where
+                assert row['labels'] and set(row['labels']) <= set(OBSERVATIONS), where
+                assert set(row['labels'].values()) <= set(CLASSES), where
+                rows.append(row)
     return rows
 
 
@@ -55,17 +73,6 @@ def checks(rows: List[Dict]):
             yield row['text'], observation, expected, _class(calls[observation])
 
 
-def kappa(pairs) -> Optional[float]:
-    """Cohen's kappa of two binary raters, None when chance agreement is 1 (nothing to agree on)."""
-    n = len(pairs)
-    if not n:
-        return None
-    observed = sum(a == b for a, b in pairs) / n
-    pa, pb = sum(a for a, _ in pairs) / n, sum(b for _, b in pairs) / n
-    chance = pa * pb + (1 - pa) * (1 - pb)
-    return None if chance == 1 else (observed - chance) / (1 - chance)
-
-
 def measure(rows: List[Dict]) -> Dict:
     """4-class accuracy, present-vs-not accuracy, per-class accuracy and present-vs-not kappa macro."""
     found = list(checks(rows))
@@ -81,7 +88,7 @@ def measure(rows: List[Dict]) -> Dict:
                 continue
             expected = row['labels'].get(observation, NOT_MENTIONED)
             binary[observation].append((expected in PRESENT, calls[observation] in PRESENT))
-    kappas = {o: kappa(p) for o, p in binary.items() if any(e for e, _ in p)}
+    kappas = {o: binary_kappa(p) for o, p in binary.items() if any(e for e, _ in p)}
     defined = [k for k in kappas.values() if k is not None]
     return {
         'calls': len(found),
@@ -108,5 +115,16 @@ def table() -> str:
     return '\n'.join(lines)
 
 
+def wrong_calls(split: str = 'dev') -> str:
+    lines = []
+    for style in SUITES:
+        for text, observation, expected, read in measure([r for r in load(style) if r['split'] == split])['wrong']:
+            lines.append(f'[{style}] {observation}: expected {expected}, read {read}\n    {text!r}')
+    return '\n'.join(lines)
+
+
 if __name__ == '__main__':
     print(table())
+    if sys.argv[1:2] == ['--wrong']:
+        assert sys.argv[2:] == ['dev'], 'only the dev parts: the held-out parts stay unread by the rule author'
+        print(wrong_calls('dev'))

@@ -1,4 +1,4 @@
-"""benchmarks/bench_7b_cli.py's arithmetic and the 7B preset of tools/tiny_qwen2_5_vl.py (fast; no CLI run).
+"""benchmarks/bench_7b_cli.py's arithmetic and the presets of tools/tiny_models.py (fast; no CLI run).
 
 The benchmark itself runs end to end with ``python benchmarks/bench_7b_cli.py --scale tiny --device cpu --out DIR``.
 """
@@ -12,7 +12,7 @@ import torch
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / 'tools'))
-import tiny_qwen2_5_vl as tiny  # noqa: E402
+import tiny_models as tiny  # noqa: E402
 
 
 def _load_bench():
@@ -25,15 +25,35 @@ def _load_bench():
 bench = _load_bench()
 
 
-def test_7b_preset_has_the_published_parameter_count():
-    """Qwen2.5-VL-7B-Instruct's safetensors hold 8,292,166,656 parameters (built on the meta device)."""
-    from transformers import Qwen2_5_VLForConditionalGeneration
-    config = tiny._vl_config(tiny.QWEN2_5_VL_7B['text'], tiny.QWEN2_5_VL_7B['vision'], 'bfloat16')
+# The released checkpoints' parameter counts: Qwen2.5-VL-7B-Instruct's safetensors; Qwen3-VL-8B-Instruct's (8.77B on
+# its model card); Qwen3.5-9B's safetensors (19,306,216,416 bytes of bf16) hold a multi-token-prediction layer too,
+# which transformers does not build.
+RELEASED = {'qwen2.5-vl-7b': 8_292_166_656, 'qwen3-vl-8b': 8_767_123_696, 'qwen3.5-9b': 19_306_216_416 // 2}
+
+
+@pytest.mark.parametrize('name', list(tiny.PRESETS))
+def test_presets_have_the_released_parameter_counts(name):
+    """Each preset built on the meta device (no memory) has its released checkpoint's parameters."""
+    import transformers
+    preset = tiny.PRESETS[name]
+    config = tiny.family_config(preset.family, preset.overrides, dtype='bfloat16')
     with torch.device('meta'):
-        model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=torch.bfloat16)
-    assert sum(p.numel() for p in model.parameters()) == 8_292_166_656
-    assert model.lm_head.weight.shape == (152064, 3584) and not config.tie_word_embeddings
-    assert config.text_config.num_key_value_heads == 4 and config.vision_config.fullatt_block_indexes == [7, 15, 23, 31]
+        model = getattr(transformers, tiny.FAMILIES[preset.family].architecture)._from_config(config, dtype=torch.bfloat16)
+    count = sum(p.numel() for p in model.parameters())
+    text = config.text_config
+    assert count == preset.parameters and not config.tie_word_embeddings
+    assert model.lm_head.weight.shape == (text.vocab_size, text.hidden_size)
+    if name == 'qwen3.5-9b':
+        # the MTP layer: a full-attention decoder layer, its input projection (2h -> h) and norms (their exact
+        # layout aside: 3,840 parameters remain unaccounted for)
+        layer = model.model.language_model.layers[text.layer_types.index('full_attention')]
+        mtp = sum(p.numel() for p in layer.parameters()) + 2 * text.hidden_size**2 + 3 * text.hidden_size
+        assert count + mtp == pytest.approx(RELEASED[name], abs=1e4)
+        assert text.layer_types.count('linear_attention') == 24
+    else:
+        assert count == RELEASED[name]
+    if name == 'qwen2.5-vl-7b':
+        assert text.num_key_value_heads == 4 and config.vision_config.fullatt_block_indexes == [7, 15, 23, 31]
 
 
 def test_model_sizes_match_the_loaded_model(tiny_vl_model):

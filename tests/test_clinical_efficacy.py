@@ -175,7 +175,7 @@ def test_mcnemar_against_binomial_formula():
 
 
 def test_result_files_of_the_wrong_kind_are_refused_naming_the_file(tmp_path):
-    from data_prep.sources import DataError
+    from datafiles import DataError
     from evaluation.compare import load_gen_result
     from evaluation.scoring import RESULT_FORMAT
     from evaluation.table import load_result
@@ -190,3 +190,75 @@ def test_result_files_of_the_wrong_kind_are_refused_naming_the_file(tmp_path):
             path.write_text('{"id": 1}\n{"id": 2}\n')
         with pytest.raises(DataError, match=re.escape(f'{path}: ') + '.*' + re.escape(message.split(': ')[-1])):
             loader(str(path))
+
+
+def test_agreement_against_hand_computation():
+    from evaluation.clinical_efficacy import agreement
+    # 4 reference reports; the reader vs the given labels on Cardiomegaly: read +,+,-,None / given +,-,-,+
+    read = [_labels(Cardiomegaly='positive'), _labels(Cardiomegaly='positive'), _labels(Cardiomegaly='negative'),
+            _labels()]
+    given = [_labels(Cardiomegaly='positive'), _labels(Cardiomegaly='negative'), _labels(Cardiomegaly='negative'),
+             _labels(Cardiomegaly='uncertain')]
+    block = agreement(read, given)
+    row = block['observations']['Cardiomegaly']
+    # present-vs-not: (T,T) (T,F) (F,F) (F,T): observed 2/4; marginals 1/2 and 1/2, chance 1/2: kappa 0
+    assert row['present_agreement'] == pytest.approx(0.5) and row['kappa'] == pytest.approx(0.0)
+    assert row['four_class_agreement'] == pytest.approx(0.5) and row['given_present'] == 2
+    # observations the labels never hold present are left out of the means: only Cardiomegaly counts
+    assert block['macro'] == {'present_agreement': 0.5, 'kappa': 0.0, 'four_class_agreement': 0.5}
+    assert block['observations']['Edema']['kappa'] is None     # nobody says edema: nothing to agree on
+    assert 'four_class_agreement' not in agreement(read, given, binary_only=True)['observations']['Edema']
+
+
+@pytest.mark.parametrize('kind', ['csv', 'jsonl'])
+def test_report_gen_scores_against_given_reference_labels(tmp_path, capsys, kind):
+    # data_prep's rows carry study_id; MIMIC's CSV keys by study_id with or without the "s"
+    dataset = _write(tmp_path / 'eval.jsonl', [
+        {'messages': [{'role': 'user', 'content': 'Findings?'}, {'role': 'assistant', 'content': t}],
+         'study_id': f's5000000{n}', 'id': i} for n, (i, t) in enumerate(REPORTS)])
+    answers = _write(tmp_path / 'a.jsonl', [{'id': i, 'answer': t} for i, t in REPORTS])
+    # the hand labels say r2 has Cardiomegaly too (its report does not), and r4's atelectasis is uncertain
+    given = {'r1': {'Cardiomegaly': 1, 'Pleural Effusion': 1}, 'r2': {'Edema': 1, 'Pneumothorax': 0, 'Cardiomegaly': 1},
+             'r3': {'No Finding': 1}, 'r4': {'Atelectasis': -1}}
+    if kind == 'csv':
+        labels = tmp_path / 'mimic-cxr-2.0.0-chexpert.csv'
+        labels.write_text('subject_id,study_id,' + ','.join(OBSERVATIONS) + '\n' + ''.join(
+            f'10000032,5000000{n},' + ','.join(str(given[i].get(o, '')) for o in OBSERVATIONS) + '\n'
+            for n, (i, _) in enumerate(REPORTS)))
+    else:
+        labels = _write(tmp_path / 'labels.jsonl', [{'id': i, 'labels': given[i]} for i, _ in REPORTS])
+    assert main(['report-gen', '--answers', str(answers), '--dataset', str(dataset), '--out', str(tmp_path / 'gen'),
+                 '--name', 'm', '--no-clinical', '--n-boot', '0', '--reference-labels', str(labels)]) == 0
+    result = json.loads((tmp_path / 'gen' / 'm.gen.json').read_text())
+    ce = result['clinical_efficacy']['uncertain_as_positive']
+    # the generated reports are the references, read by the reader; against the given labels the only miss is r2's
+    # Cardiomegaly (FN); r4's uncertain atelectasis counts as present both ways round (the reader: positive)
+    assert ce['observations']['Cardiomegaly'] == {**ce['observations']['Cardiomegaly'], 'tp': 1, 'fn': 1, 'fp': 0}
+    tp = sum(row['tp'] for row in ce['observations'].values())
+    assert ce['14']['micro_recall']['value'] == pytest.approx(tp / (tp + 1))
+    assert result['clinical_efficacy']['labeller'].endswith('references by the given labels')
+    agreement = result['reference_agreement']['observations']['Cardiomegaly']
+    assert agreement['present_agreement'] == pytest.approx(3 / 4)     # the reader misses r2's
+    md = (tmp_path / 'gen' / 'm.gen.md').read_text()
+    assert 'The reader against the given reference labels' in md and '| Cardiomegaly | 2 | 0.750 |' in md
+    # a report without labels stops the run, naming the file and the report
+    _write(tmp_path / 'few.jsonl', [{'id': 'r1', 'labels': given['r1']}])
+    assert main(['report-gen', '--answers', str(answers), '--dataset', str(dataset), '--out', str(tmp_path / 'x'),
+                 '--name', 'm', '--no-clinical', '--reference-labels', str(tmp_path / 'few.jsonl')]) == 2
+    err = capsys.readouterr().err
+    assert 'few.jsonl: no labels for 3 of 4 reports' in err and not (tmp_path / 'x' / 'm.gen.json').exists()
+
+
+@pytest.mark.parametrize('content, message', [
+    ('{"id": "r1", "labels": {"Edema": 2}}\n', "line 1: field 'labels.Edema': expected 1, 0, -1 or blank, found 2"),
+    ('{"id": "r1", "labels": {"Edemma": 1}}\n', "line 1: field 'labels': ['Edemma'] are not CheXpert observations"),
+    ('{"labels": {"Edema": 1}}\n', "line 1: field 'id': missing"),
+    ('{"id": "r1"}\n{"id": "r1"}\n', "line 2: field 'id': r1 listed twice"),
+])
+def test_reference_labels_errors_name_file_line_field(tmp_path, content, message):
+    from clinical_text.labels import load_reference_labels
+    from datafiles import DataError
+    path = tmp_path / 'labels.jsonl'
+    path.write_text(content)
+    with pytest.raises(DataError, match=re.escape(f'{path} {message}')):
+        load_reference_labels(str(path))

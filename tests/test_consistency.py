@@ -4,7 +4,6 @@ import types
 
 import pytest
 
-from data_prep.sources import DataError
 from evaluation.cli import build_parser, consistency_infer_commands, main
 from evaluation.consistency import fleiss_kappa, majority_agreement, reasoning_verdict
 

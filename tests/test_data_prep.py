@@ -15,7 +15,7 @@ from cxr_data import (SAMPLE, SAMPLE_FILE, copy_images, infer_result_rows, per_s
                       write_jsonl, write_parquet)
 from data_prep.cli import main
 from data_prep.columns import ColumnMapping, detect
-from data_prep.sources import DataError
+from datafiles import DataError
 from data_prep.stages import split_of
 
 TEACHERS = ['GPT-5', 'Gemini-2.5', 'Sonnet-4', 'Grok-4', 'Qwen-VL-Max', 'GLM-4.5V', 'Moonshot']
@@ -518,7 +518,7 @@ def test_pending_shards_merge_and_resume(capsys, tmp_path):
 
 @pytest.mark.parametrize('umask, mode', [(0o077, 0o600), (0o022, 0o644), (0o002, 0o664)])
 def test_outputs_follow_the_umask(tmp_path, umask, mode):
-    from data_prep.outputs import output_set
+    from datafiles import output_set
     previous = os.umask(umask)
     try:
         with output_set() as outputs:

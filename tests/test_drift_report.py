@@ -7,11 +7,12 @@ import math
 import pytest
 
 from cxr_data import SAMPLE_FILE, infer_result_rows, write_jsonl
-from data_prep.chexpert import REQUIRED, load_labels_csv
+from clinical_text.labels import REQUIRED, load_labels_csv
 from data_prep.cli import main
 from data_prep.records import Study, StudyHead, Trace
-from data_prep.report import DriftReport, cohen_kappa, wilson
-from data_prep.sources import DataError
+from clinical_text.stats import binary_kappa, cohen_kappa
+from data_prep.report import DriftReport, wilson
+from datafiles import DataError
 from data_prep.text import OBSERVATIONS, content_words, jaccard
 
 
@@ -58,6 +59,9 @@ def test_cohen_kappa_by_hand():
     observed, chance = 30 / 45, (15 * 14 + 12 * 13 + 18 * 18) / 45 ** 2
     assert cohen_kappa([[10, 2, 3], [1, 8, 3], [3, 3, 12]]) == pytest.approx((observed - chance) / (1 - chance))
     assert cohen_kappa([[4, 0], [0, 0]]) is None and cohen_kappa([[0, 0], [0, 0]]) is None
+    # from paired calls: A says yes on 25 items (B agrees on 20), B says yes on 30
+    pairs = [(True, True)] * 20 + [(True, False)] * 5 + [(False, True)] * 10 + [(False, False)] * 15
+    assert binary_kappa(pairs) == pytest.approx(0.4) and binary_kappa([]) is None
 
 
 def test_label_accuracy_spread_and_kappa():

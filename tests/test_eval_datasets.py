@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from data_prep.sources import DataError
+from datafiles import DataError
 from evaluation.cli import main
 from evaluation.datasets import build_items, csv_kind, mimic_image
 
@@ -33,6 +33,9 @@ def _ms_cxr_t(tmp_path, rows=None):
 def test_mimic_layout():
     assert mimic_image('/r', '10000032', 's50000002', 'bbb') == 'files/p10/p10000032/s50000002/bbb.jpg'
     assert mimic_image('/r', '1', '2', 'files/p1/x.jpg') == 'files/p1/x.jpg'
+    # a path without the extension, as some MS-CXR-T releases write dicom_id, is the same image
+    assert mimic_image('/r', '10000032', '50000002', 'files/p10/p10000032/s50000002/bbb') == \
+        'files/p10/p10000032/s50000002/bbb.jpg'
 
 
 def test_ms_cxr_t_items(tmp_path):
@@ -44,6 +47,13 @@ def test_ms_cxr_t_items(tmp_path):
     assert items[0]['images'] == ['files/p10/p10000032/s50000001/aaa.jpg', 'files/p10/p10000032/s50000002/bbb.jpg']
     assert items[2]['images'][1] == 'files/p11/p11000001/s51000002/ddd.jpg'
     assert items[0]['observation'] == 'Pleural effusion' and report['missing'] == []
+
+
+def test_ms_cxr_t_dicom_path_without_extension_is_found(tmp_path):
+    csv, root = _ms_cxr_t(tmp_path, ['files/p11/p11000001/s51000002/ddd,ccc,s51000002,s51000001,11000001,improving,,,,\n'])
+    items, report = build_items(str(csv), str(root), 'ms-cxr-t')
+    assert report['missing'] == [] and [i['id'] for i in items] == ['ddd:consolidation']
+    assert items[0]['images'][1] == 'files/p11/p11000001/s51000002/ddd.jpg'
 
 
 @pytest.mark.parametrize('header, row, message', [

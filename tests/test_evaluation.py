@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from data_prep.sources import DataError
+from datafiles import DataError
 from evaluation.cli import main
 from evaluation.compare import compare
 from evaluation.items import read_items

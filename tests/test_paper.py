@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from evaluation.paper import load_config, plan
-from data_prep.sources import DataError
+from datafiles import DataError
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / 'sample_data'
@@ -181,3 +181,13 @@ def test_a_failing_step_names_itself_and_keeps_what_finished(tmp_path):
     assert 'evaluation paper: error: Table 1: B:' in proc.stderr and 'the step was: python -m evaluation classify' \
         in proc.stderr and str(bad) in proc.stderr
     assert (tmp_path / 'out' / 'table1' / 'A.json').exists() and not (tmp_path / 'out' / 'paper.md').exists()
+
+
+def test_report_generation_reference_labels_reach_report_gen(tmp_path):
+    text = (REPO / 'evaluation' / 'paper.example.yaml').read_text()
+    text = text.replace('  # reference_labels: mimic-cxr-2.0.0-chexpert.csv', '  reference_labels: labels.csv', 1)
+    path = tmp_path / 'paper.yaml'
+    path.write_text(text)
+    steps, _ = plan(load_config(str(path)), 'out')
+    gen = [s for s in steps if s.family == 'report_generation' and s.argv[0] == 'report-gen']
+    assert gen and all(s.argv[s.argv.index('--reference-labels') + 1] == 'labels.csv' for s in gen)

@@ -20,35 +20,41 @@ from evaluation.parser import parse_answer
 from reader_suites import CLASSES, load, measure, table
 
 REPO = Path(__file__).resolve().parents[1]
-# Bars on the held-out parts (issue 21); the dev parts must clear them too.
-BARS = {'llm': {'accuracy': 0.95, 'present_vs_not': 0.97}, 'report': {'kappa_macro': 0.85}}
+# Bars on the held-out parts (issue 21; the blind suites: issue 28's targets for text nobody here wrote, less a
+# margin for the suites' size); the dev parts must clear them too.
+BARS = {'llm': {'accuracy': 0.95, 'present_vs_not': 0.97}, 'report': {'kappa_macro': 0.85},
+        'blind report': {'accuracy': 0.95, 'present_vs_not': 0.98},
+        'blind llm': {'accuracy': 0.93, 'present_vs_not': 0.96}}
 
 
-def test_suites_are_large_enough_and_split():
-    for style in ('report', 'llm'):
-        rows = load(style)
-        assert len({r['text'] for r in rows}) == len(rows), style
-        calls = {split: sum(len(r['labels']) for r in rows if r['split'] == split) for split in ('dev', 'heldout')}
-        assert calls['dev'] + calls['heldout'] >= 300 and min(calls.values()) >= 130, (style, calls)
-        labelled = {c for r in rows for c in r['labels'].values()}
-        assert labelled >= {'positive', 'negative', 'uncertain'}, style
-        covered = {o for r in rows for o in r['labels']}
-        assert covered == set(OBSERVATIONS) if style == 'report' else len(covered) >= 12, (style, covered)
+@pytest.mark.parametrize('style', sorted(BARS))
+def test_suites_are_large_enough_and_split(style):
+    rows = load(style)
+    assert len({r['text'] for r in rows}) == len(rows), style
+    calls = {split: sum(len(r['labels']) for r in rows if r['split'] == split) for split in ('dev', 'heldout')}
+    least = 500 if style.startswith('blind') else 130
+    assert min(calls.values()) >= least, (style, calls)
+    labelled = {c for r in rows for c in r['labels'].values()}
+    assert labelled >= {'positive', 'negative', 'uncertain'}, style
+    covered = {o for r in rows for o in r['labels']}
+    assert covered == set(OBSERVATIONS) if 'report' in style else len(covered) >= 12, (style, covered)
 
 
-@pytest.mark.parametrize('style', ['report', 'llm'])
+@pytest.mark.parametrize('style', sorted(BARS))
 @pytest.mark.parametrize('split', ['dev', 'heldout'])
 def test_reader_on_the_suites(style, split):
     m = measure([r for r in load(style) if r['split'] == split])
     print(f'\n{style} {split}: {m["calls"]} calls, 4-class {m["accuracy"]:.3f}, present-vs-not '
           f'{m["present_vs_not"]:.3f}, kappa macro {m["kappa_macro"]:.3f}, per class {m["per_class"]}')
     for name, bar in BARS[style].items():
-        assert m[name] >= bar, (name, m[name], m['wrong'])
+        # the wrong calls of a held-out part are not printed: whoever writes rules must not read them
+        assert m[name] >= bar, (name, m[name], m['wrong'] if split == 'dev' else f'{len(m["wrong"])} wrong calls')
 
 
 def test_table_names_every_part_and_class():
     text = table()
-    for part in ('| report | dev |', '| report | heldout |', '| llm | dev |', '| llm | heldout |', *CLASSES):
+    for part in ('| report | dev |', '| report | heldout |', '| llm | dev |', '| llm | heldout |',
+                 '| blind report | heldout |', '| blind llm | heldout |', *CLASSES):
         assert part in text
 
 
@@ -159,10 +165,80 @@ CONVENTIONS = [
 ]
 
 
-@pytest.mark.parametrize('text, expected', CONVENTIONS)
+# The shapes issue 28 reported as misread on text nobody here wrote (new sentences of those shapes; all calls that
+# are not listed must be "not mentioned").
+ASSERTED_NOT_NAMED = [
+    # what the writer looked for, checked, was asked or offered as options
+    ('I reviewed both bases for an effusion and the angles are crisp, so there is none.',
+     {'Pleural Effusion': 'negative'}),
+    ('I looked at the left base for an effusion and there is a small one.', {'Pleural Effusion': 'positive'}),
+    ('Apices checked for a pneumothorax; none.', {'Pneumothorax': 'negative'}),
+    ('I checked both apices for a pneumothorax and went over the bases.', {}),
+    ('Reviewed and not present: edema (no Kerley lines), nodules (none seen), fractures.',
+     {'Edema': 'negative', 'Lung Lesion': 'negative', 'Fracture': 'negative'}),
+    ('Which is seen? A) Pneumothorax B) Consolidation C) Effusion - no\nAnswer: A',
+     {'Pneumothorax': 'positive', 'Pleural Effusion': 'negative'}),
+    ('All of the following are seen EXCEPT: A) Effusion B) Pneumothorax C) Atelectasis. Answer: B',
+     {'Pneumothorax': 'negative'}),
+    ('[{"finding": "edema", "status": "absent"}, {"finding": "pneumothorax", "status": "present"}]',
+     {'Edema': 'negative', 'Pneumothorax': 'positive'}),
+    ('No hardware.', {'Support Devices': 'negative'}),
+    ('_Tubes/lines._ None.', {'Support Devices': 'negative'}),
+    ('No pacer, catheters or drains are seen.', {'Support Devices': 'negative'}),
+    ('There is nothing to suggest air around the lung (pneumothorax).', {'Pneumothorax': 'negative'}),
+    ('IMPRESSION: Resolved right upper lobe pneumonia.', {'Pneumonia': 'negative'}),
+    # differentials and comparisons
+    ('Differential:\n1. Pneumonia - most likely, given the dense consolidation\n2. Atelectasis with mucus plugging\n'
+     '3. Edema - cannot be excluded', {'Pneumonia': 'uncertain', 'Consolidation': 'positive',
+                                       'Atelectasis': 'uncertain', 'Edema': 'uncertain'}),
+    ('Atelectasis vs pneumonia.', {'Atelectasis': 'uncertain', 'Pneumonia': 'uncertain'}),
+    ("I can't separate atelectasis from consolidation.", {'Atelectasis': 'uncertain', 'Consolidation': 'uncertain'}),
+    ('Bilateral opacities. I lean toward edema.', {'Lung Opacity': 'positive', 'Edema': 'uncertain'}),
+    ('This looks more like edema than pneumonia.', {'Edema': 'uncertain', 'Pneumonia': 'uncertain'}),
+    ('It favours pneumonia; atelectasis must also be considered.',
+     {'Pneumonia': 'uncertain', 'Atelectasis': 'uncertain'}),
+    ('A pattern commonly associated with pulmonary edema.', {'Edema': 'uncertain'}),
+    ('Effusion vs pleural thickening at the left base.',
+     {'Pleural Effusion': 'uncertain', 'Pleural Other': 'uncertain'}),
+    # negatives said of the heart, the mediastinum, the pleura
+    ('The heart does not appear big.', {'Cardiomegaly': 'negative'}),
+    ('The mediastinum is of normal width.', {'Enlarged Cardiomediastinum': 'negative'}),
+    ('Pleura not thickened.', {'Pleural Other': 'negative'}),
+    ('The heart, XXXX and lungs are unremarkable.', {'Cardiomegaly': 'negative'}),
+    ('Cardiac silhouette of normal size and shape.', {'Cardiomegaly': 'negative'}),
+    ('Normal heart contour.', {'Cardiomegaly': 'negative'}),
+    ('A lead projects over the heart.', {'Support Devices': 'positive'}),
+    # positives and hedges
+    ('Unchanged mediastinal silhouette.', {'Enlarged Cardiomediastinum': 'uncertain'}),
+    ('Prominence of the superior mediastinum.', {'Enlarged Cardiomediastinum': 'positive'}),
+    ('A left-sided catheter ending in the SVC.', {'Support Devices': 'positive'}),
+    ('Surgical clips in the left axilla.', {'Support Devices': 'positive'}),
+    ('Sternal wires are intact.', {'Support Devices': 'positive'}),
+    ('Spinal fusion hardware.', {'Support Devices': 'positive'}),
+    ('Findings consistent with congestive heart failure.', {'Edema': 'positive', 'Cardiomegaly': 'uncertain'}),
+    # a reasoning block decides what its conclusion does not name
+    ('<think>Heart normal. Maybe a small effusion?</think>\nNo pleural effusion.',
+     {'Cardiomegaly': 'negative', 'Pleural Effusion': 'negative'}),
+]
+
+
+@pytest.mark.parametrize('text, expected', CONVENTIONS + ASSERTED_NOT_NAMED)
 def test_conventions(text, expected):
     calls = read_findings(text)
     assert {o: c for o, c in calls.items() if c and o != 'No Finding'} == expected
+
+
+@pytest.mark.parametrize('text, call', [
+    ('Heart size is normal. Degenerative spurring of the thoracic spine.', 'negative'),
+    ('Lungs clear. Calcified aortic knob.', 'negative'),
+    ('Atherosclerotic change of the aorta. No effusion.', 'negative'),
+    ('Vertebral endplate change. Lungs are clear.', 'negative'),
+    ('Lungs are clear. ET tube in good position.', 'positive'),
+    ("I can't see the image, so I cannot tell you whether there is a pneumothorax.", None),
+    ('Images are not available for interpretation at this time.', None),
+])
+def test_no_finding_from_other_findings_and_texts_that_say_nothing(text, call):
+    assert read_findings(text)['No Finding'] == call
 
 
 @pytest.mark.parametrize('text, call', [
@@ -286,19 +362,31 @@ def test_reader_objects_are_independent():
     assert read_findings('Sans effusion.')['Pleural Effusion'] == 'positive'
 
 
-def _imports(package: str):
+def _imports(package: str, top_level_only: bool = False):
+    """(file name, [imported package or module]) per import statement; relative imports as '.module'."""
     for path in (REPO / package).glob('*.py'):
-        for node in ast.walk(ast.parse(path.read_text(encoding='utf-8'))):
+        tree = ast.parse(path.read_text(encoding='utf-8'))
+        for node in (tree.body if top_level_only else ast.walk(tree)):
             if isinstance(node, ast.Import):
                 yield path.name, [a.name.split('.')[0] for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                yield path.name, [node.module.split('.')[0]]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                yield path.name, ['.' + node.module if node.level else node.module.split('.')[0]]
 
 
 def test_dependencies_run_one_way():
-    for package, forbidden in (('clinical_text', {'data_prep', 'evaluation'}), ('data_prep', {'evaluation'})):
+    """datafiles (rows in and out) at the bottom, clinical_text on it, data_prep and evaluation siblings on both;
+    evaluation reaches data_prep only where it runs data_prep's own work (the drift report with students, the
+    teachers' dataset), inside those functions; the command line imports the modules, never the reverse."""
+    for package, forbidden in (('datafiles', {'clinical_text', 'data_prep', 'evaluation'}),
+                               ('clinical_text', {'data_prep', 'evaluation'}), ('data_prep', {'evaluation'})):
         for name, modules in _imports(package):
             assert not set(modules) & forbidden, f'{package}/{name} imports {set(modules) & forbidden}'
+    for name, modules in _imports('evaluation', top_level_only=True):
+        assert 'data_prep' not in modules, f'evaluation/{name} imports data_prep at module level'
+    lazy = {name for name, modules in _imports('evaluation') if 'data_prep' in modules}
+    assert lazy <= {'paper.py', 'cli.py'}, lazy
+    for name, modules in _imports('evaluation'):
+        assert name in ('cli.py', '__main__.py') or '.cli' not in modules, f'evaluation/{name} imports the CLI'
 
 
 def test_evaluation_classify_reads_answers_with_the_vocabulary(tmp_path):

@@ -10,7 +10,7 @@ from swift.template import get_template
 
 import swift_plugin  # noqa: F401  (arms the 'apo' template mode)
 from swift_plugin.answer_logps import FastPathOptions, compute_answer_logps
-from swift_plugin.shared_prefix import pack_shared_prefix
+from swift_plugin.shared_prefix import ImageRule, pack_shared_prefix
 from swift_plugin.template import NUM_REJECTED_KEY, SOURCES_KEY
 
 
@@ -78,7 +78,7 @@ def test_answers_with_their_own_images_get_their_own_log_probs(model_and_templat
     batch, labels, num_rejected = _apo_batch(template, rows)
 
     # The shared-prefix packing cannot share a prompt whose image differs by answer: the batch runs plain.
-    image_layout = {'image_token_id': model.config.image_token_id, 'image_merge_size': 2}
+    image_layout = {'images': ImageRule(model.config.image_token_id, 'grid', 4, 'image_grid_thw')}
     assert pack_shared_prefix(batch, labels, num_rejected, **image_layout) == (
         None, 'row 0: its sequences carry different images')
     assert pack_shared_prefix(*_apo_batch(template, rows[1:2]), **image_layout)[1].startswith(

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import REPO
 from cxr_data import SAMPLE_FILE
-from data_prep.stages import request_fingerprint
+from datafiles.swift_rows import request_fingerprint
 
 SHELLS = REPO / 'shells'
 LAUNCHERS = ['SFT-Qwen2.5.sh', 'merge-SFT.sh', 'consensus-Qwen2.5.sh', 'APO-Qwen2.5.sh', 'pipeline.sh', 'paper.sh']
@@ -58,7 +58,7 @@ def workdir(tmp_path):
 
 def test_sft_paper_defaults(workdir):
     env, command, flags, rest = dry_run('SFT-Qwen2.5.sh', workdir)
-    assert command == 'sft' and env == {'NPROC_PER_NODE': '4', 'NNODES': '1'}
+    assert command == 'sft' and env == {'NPROC_PER_NODE': '4', 'NNODES': '1', 'MAX_PIXELS': '12845056'}
     assert flags == {
         '--model': 'Qwen/Qwen2.5-VL-7B-Instruct', '--dataset': './data/sft.jsonl', '--split_dataset_ratio': '0',
         '--val_dataset': './data/sft.eval.jsonl', '--tuner_type': 'lora', '--lora_rank': '8', '--lora_alpha': '32',
@@ -75,7 +75,7 @@ def test_apo_paper_defaults_and_multi_node(workdir):
                                      MASTER_PORT='29501', NPROC_PER_NODE='8', CUDA_VISIBLE_DEVICES='0,1,2,3,4,5,6,7')
     assert command == 'rlhf'
     assert env == {'NPROC_PER_NODE': '8', 'NNODES': '2', 'NODE_RANK': '1', 'MASTER_ADDR': '10.0.0.1',
-                   'MASTER_PORT': '29501', 'CUDA_VISIBLE_DEVICES': '0,1,2,3,4,5,6,7'}
+                   'MASTER_PORT': '29501', 'CUDA_VISIBLE_DEVICES': '0,1,2,3,4,5,6,7', 'MAX_PIXELS': '12845056'}
     expected = {'--rlhf_type': 'apo', '--model': './output/sft-merged', '--dataset': './data/apo.jsonl',
                 '--val_dataset': './data/apo.eval.jsonl', '--beta': '0.1', '--learning_rate': '5e-7',
                 '--max_length': '4096', '--deepspeed': 'zero2', '--eval_steps': '100', '--save_steps': '100',
@@ -148,10 +148,10 @@ def test_consensus_lists_pending_requests_then_infers_then_merges(workdir):
     assert pending[1:] == ['-m', 'data_prep', 'pending', '--requests', './data/consensus_requests.jsonl',
                            '--results', './data/consensus.jsonl', '--parts', './data/consensus.parts',
                            '--out', './data/consensus.pending.jsonl', '--shards', '1']
-    assert infer[:4] == ['env', 'CUDA_VISIBLE_DEVICES=0', swift, 'infer']
+    assert infer[:5] == ['env', 'CUDA_VISIBLE_DEVICES=0', 'MAX_PIXELS=12845056', swift, 'infer']  # the paper's budget
     part = infer[infer.index('--result_path') + 1]
     assert part.startswith('./data/consensus.parts/') and part.endswith('-0.jsonl')
-    assert infer[4:] == ['--model', './output/sft-merged', '--val_dataset', './data/consensus.pending.shard0.jsonl',
+    assert infer[5:] == ['--model', './output/sft-merged', '--val_dataset', './data/consensus.pending.shard0.jsonl',
                          '--result_path', part, '--infer_backend', 'vllm', '--max_new_tokens', '2048',
                          '--temperature', '0', '--write_batch_size', '64', '--vllm_tensor_parallel_size', '1',
                          '--seed', '4']
@@ -312,7 +312,8 @@ def _rows(path):
 @pytest.fixture(scope='module')
 def demo(tmp_path_factory):
     work = tmp_path_factory.mktemp('demo')
-    env = {**CLEAN_ENV, 'WORK_DIR': str(work)}
+    # the model users pick today; the demo's default family (Qwen2.5-VL) runs the same script
+    env = {**CLEAN_ENV, 'WORK_DIR': str(work), 'DEMO_FAMILY': 'qwen3-vl'}
     proc = subprocess.run(['bash', str(REPO / 'scripts' / 'demo.sh')], env=env, capture_output=True, text=True,
                           timeout=1500)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
@@ -332,6 +333,10 @@ def test_demo_runs_every_stage(demo):
             for line in run.read_text().splitlines()]
     losses = [line['loss'] for line in logs if 'loss' in line]
     assert losses and all(0 < loss < 10 for loss in losses)
+    # ms-swift detected the family in every stage, with no --model_type / --template anywhere
+    for run in [work / 'output' / 'sft-merged', *(work / 'output' / 'apo').glob('v*')]:
+        assert {k: json.loads((run / 'args.json').read_text())[k] for k in ('model_type', 'template')} == {
+            'model_type': 'qwen3_vl', 'template': 'qwen3_vl'}
     assert f'APO run (checkpoints, logging.jsonl):               {work}/output/apo/' in stdout
     reports = work / 'reports' / 'eval'
     results = {name: json.loads((reports / f'{name}.json').read_text()) for name in ('SFT', 'APO')}
