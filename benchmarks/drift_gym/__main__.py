@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from data_prep.sources import DataError
+from datafiles import DataError
 
 from . import config as gym_config
 from .make import make

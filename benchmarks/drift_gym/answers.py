@@ -8,7 +8,7 @@ import json
 import os
 from typing import Dict, Iterable, List
 
-from data_prep.stages import request_fingerprint
+from datafiles.swift_rows import request_fingerprint
 
 
 def read_jsonl(path: str) -> List[Dict]:

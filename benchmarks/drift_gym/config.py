@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
-from data_prep.sources import DataError
+from datafiles import DataError
 
 # The five gym findings and how each is drawn (films.py): an opacity blob in a lung zone, a fluid level at a base,
 # an apical pleural line with no lung markings beyond it, a wide heart shadow, a bright tube or line.

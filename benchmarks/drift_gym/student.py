@@ -4,7 +4,8 @@ Qwen's tokenizer has 151,936 ids, and on a model of hidden size 128 its embeddin
 the rest of the network: on 2 CPU cores one step of 16 short sequences took 14.5 s with Qwen's vocabulary and
 0.6 s with 2,048 ids (measured for this gym, text part only). So the gym trains its own byte-level BPE (Qwen's
 pre-tokenizer, learned merges) on the gym's own texts and prompts, with Qwen's special tokens appended after the
-learned ids, and shrinks the embedding of a model built by ``tools/tiny_qwen2_5_vl.build_qwen2_5_vl`` to it.
+learned ids, and builds the tiny Qwen2.5-VL of ``tools/tiny_models.py`` (``family_config('qwen2.5-vl')``) with an
+embedding of that size.
 Because the special tokens are not at Qwen's ids, ms-swift's ``qwen2_5_vl`` template (which hard-codes
 ``<|image_pad|>`` = 151655) cannot be used; ``swift_template.py`` registers ``qwen2_5_vl_gym``, the same template
 reading the ids from the tokenizer, and every ``swift`` call of the gym loads it with ``--external_plugins``.
@@ -24,18 +25,15 @@ TEMPLATE = 'qwen2_5_vl_gym'
 SPECIAL_TOKENS = ('<|endoftext|>', '<|im_start|>', '<|im_end|>', '<|object_ref_start|>', '<|object_ref_end|>',
                   '<|box_start|>', '<|box_end|>', '<|quad_start|>', '<|quad_end|>', '<|vision_start|>',
                   '<|vision_end|>', '<|vision_pad|>', '<|image_pad|>', '<|video_pad|>')
-# Qwen's pre-tokenizer split (as in tools/tiny_qwen2_5_vl.py and Qwen's tokenizer.json)
-PRETOKENIZE_REGEX = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"""
-                     r"""\s*[\r\n]+|\s+(?!\S)|\s+""")
 
 
-def _tiny_builder():
+def _tiny_models():
     sys.path.insert(0, str(REPO / 'tools'))
     try:
-        import tiny_qwen2_5_vl
+        import tiny_models
     finally:
         sys.path.remove(str(REPO / 'tools'))
-    return tiny_qwen2_5_vl
+    return tiny_models
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int):
@@ -46,7 +44,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int):
     tokenizer = Tokenizer(BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
     tokenizer.normalizer = normalizers.NFC()
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior='isolated', invert=False),
+        pre_tokenizers.Split(Regex(_tiny_models().QWEN_PRETOKENIZE_REGEX), behavior='isolated', invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     tokenizer.decoder = decoders.ByteLevel()
@@ -84,21 +82,17 @@ def build_student(out_dir: str, data_dir: str, *, vocab_size: int, hidden_size: 
                   vision_depth: int, vision_hidden: int, image_size: int, seed: int) -> str:
     """A random Qwen2.5-VL with the gym tokenizer at ``out_dir`` (kept when already complete)."""
     import torch
-    from transformers import (AutoTokenizer, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor,
-                              Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
+    from transformers import (AutoTokenizer, GenerationConfig, Qwen2_5_VLForConditionalGeneration,
+                              Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
 
     out = Path(out_dir)
     if (out / 'gym_student.json').is_file():
         return str(out)
-    tiny = _tiny_builder()
+    tiny = _tiny_models()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', dir=str(out.parent)))
     try:
         pixels = image_size * image_size
-        base = tiny.build_qwen2_5_vl(
-            tmp / 'qwen-vocab', {'hidden_size': hidden_size, 'num_hidden_layers': num_layers},
-            {'depth': vision_depth, 'hidden_size': vision_hidden, 'intermediate_size': 2 * vision_hidden,
-             'num_heads': max(1, vision_hidden // 16)}, seed=seed, min_pixels=pixels, max_pixels=pixels)
         backend = train_tokenizer(tokenizer_corpus(data_dir), vocab_size)
         tok_dir = tmp / 'tokenizer'
         tok_dir.mkdir()
@@ -108,19 +102,23 @@ def build_student(out_dir: str, data_dir: str, *, vocab_size: int, hidden_size: 
         tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
         ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
         rows = -(-len(tokenizer) // 64) * 64
+        token_ids = {'bos_token_id': ids['<|endoftext|>'], 'pad_token_id': ids['<|endoftext|>'],
+                     'eos_token_id': ids['<|im_end|>']}
+        config = tiny.family_config(
+            'qwen2.5-vl', size={'hidden_size': hidden_size, 'num_layers': num_layers, 'vision_depth': vision_depth},
+            overrides={'text_config': {'vocab_size': rows, **token_ids},
+                       'vision_config': {'hidden_size': vision_hidden, 'intermediate_size': 2 * vision_hidden,
+                                         'num_heads': max(1, vision_hidden // 16)},
+                       'image_token_id': ids['<|image_pad|>'], 'video_token_id': ids['<|video_pad|>'],
+                       'vision_start_token_id': ids['<|vision_start|>'],
+                       'vision_end_token_id': ids['<|vision_end|>']})
         torch.manual_seed(seed)
-        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(base), dtype=torch.float32)
-        model.resize_token_embeddings(rows, mean_resizing=False)
-        config = model.config
-        for holder in (config, config.text_config):
-            holder.vocab_size = rows
-            holder.bos_token_id = holder.pad_token_id = ids['<|endoftext|>']
-            holder.eos_token_id = ids['<|im_end|>']
-        config.image_token_id, config.video_token_id = ids['<|image_pad|>'], ids['<|video_pad|>']
-        config.vision_start_token_id, config.vision_end_token_id = ids['<|vision_start|>'], ids['<|vision_end|>']
-        generation = model.generation_config
-        generation.bos_token_id = generation.pad_token_id = ids['<|endoftext|>']
-        generation.eos_token_id = [ids['<|im_end|>'], ids['<|endoftext|>']]
+        model = Qwen2_5_VLForConditionalGeneration(config).eval()
+        # tiny_models' Qwen2.5-VL sampling defaults (what swift infer falls back on), with the gym's ids
+        model.generation_config = GenerationConfig(
+            bos_token_id=ids['<|endoftext|>'], pad_token_id=ids['<|endoftext|>'],
+            eos_token_id=[ids['<|im_end|>'], ids['<|endoftext|>']], do_sample=True, repetition_penalty=1.05,
+            temperature=0.1, top_p=0.001, top_k=1)
         final = tmp / 'student'
         model.save_pretrained(str(final), safe_serialization=True)
         processor = Qwen2_5_VLProcessor(
