@@ -96,8 +96,9 @@ CI = GymConfig(
     stage2_steps=2, max_new_tokens=24, n_boot=200, max_length=768, consensus_temperature=1.0,
     compare_consensus=False)
 
+# 20 minutes on 2 CPU cores, 2 steps at a time (docs/drift-gym.md, Configurations: what each step costs there)
 SMALL = GymConfig(
-    name='small',
+    name='small', stage1_steps=300, stage2_steps=20, compare_consensus=False,
     sweeps={'beta': [0.03, 0.3], 'drift': [0.0, 0.5], 'teachers': [3, 5]},
     sweep_seeds=(0, 1), sweep_lrs=(1e-4, 3e-4), sweep_consensus='majority')
 
