@@ -147,7 +147,8 @@ def parse_args(argv=None):
 def image_budget(args) -> dict:
     """The environment that gives the benchmark's image its (side / factor)^2 tokens under ms-swift's Qwen-VL
     preprocessing, whatever the family's patch size (IMAGE_MAX_TOKEN_NUM would otherwise come from the caller)."""
-    return {'MAX_PIXELS': str(args.image_side**2), 'IMAGE_MAX_TOKEN_NUM': str((args.image_side // args.image_factor)**2)}
+    tokens = (args.image_side // args.image_factor)**2
+    return {'MAX_PIXELS': str(args.image_side**2), 'IMAGE_MAX_TOKEN_NUM': str(tokens)}
 
 
 def child_env(**extra):

@@ -53,7 +53,8 @@ _THINK_END = re.compile(r'</think>|◁/think▷', re.I)
 _THINK_START = re.compile(r'<think>|◁think▷', re.I)
 # (not '#': it marks a markdown heading, see _TOPIC)
 _EMPHASIS = (('*', ' '), ('_', ' '), ('`', ' '), ('\u2019', "'"), ('\u2018', "'"), ('\u201c', '"'), ('\u201d', '"'))
-_BULLET = re.compile(r'[ \t]*(?:[-*+•·▪◦>]|\d{1,2}[.)]|\([a-h]\))?[ \t]*')
+# A list mark, numbered steps included ("Step 2:", "Finding 3 -": what follows is the item, key and all).
+_BULLET = re.compile(r'[ \t]*(?:[-*+•·▪◦>]|\d{1,2}[.)]|\([a-h]\)|(?:step|finding|point|item)[ \t]*\d{1,2}[ \t]*[:.)–—-])?[ \t]*')
 # A line that is a heading and nothing else ("**Not seen**", "Possible findings:", "## Absent").
 _HEADING_LINE = re.compile(r'[#\s]*[\w][\w\s/&\'-]{0,50}:?')
 _CLAUSE_PART = re.compile(r'[,:]')
@@ -63,6 +64,7 @@ _NORMAL_STUDY = re.compile(r'\b(?:normal|unremarkable|negative)\s+'
                            r'\bno (?:other )?(?:acute )?(?:abnormalit|findings?\b)')
 _SHORT_SECTIONS = frozenset({'comparison', 'comparisons', 'technique', 'procedure', 'examination', 'exam'})
 _SENTENCE_END = re.compile(r'\.(?=\s)|\n')
+_INLINE_SENTENCE = re.compile(r'[.;!?][ \t]+(?=\S)')
 _SECTION_END = re.compile(r'\n[ \t]*(?:\n|[-*•]?[ \t]*[a-z][\w /&-]{0,30}:)')
 _QUESTION_MARK = re.compile(r'[ \t]*(?:\[\?\]|\?)(?=[ \t]+\w)')
 # A line that starts with a short key and a colon: "Effusion: costophrenic angles crisp; no effusion".
@@ -651,6 +653,7 @@ class FindingsReader:
                 forced += self._table_row(low, header, cells)
                 continue
             header = None
+            forced += self._inline_topic_keys(low, a, b)
             bullet = _BULLET.match(low, a, b)
             indent = b - a - len(low[a:b].lstrip())
             if differential and bullet.end() > a and bullet.group().strip() and (
@@ -731,6 +734,20 @@ class FindingsReader:
             if value and (label or i == 0):
                 return _Forced(at, b, value[0], (value[1][0], value[1][1], 'value under its topic'))
         return _Forced(at, b, None, (a, b, 'heading: a topic, not a statement')) if heading else None
+
+    def _inline_topic_keys(self, low: str, start: int, end: int) -> List[_Forced]:
+        """Topic keys that start a later sentence of the line ("Consolidation: none. Pleural effusion: no
+        effusion."); the line's first sentence is the line's own (see _structure)."""
+        if low.find(':', start, end) < 0:
+            return []
+        forced = []
+        bounds = [m.end() for m in _INLINE_SENTENCE.finditer(low, start, end)] + [end]
+        for s, e in zip(bounds, bounds[1:]):
+            colon = low.find(':', s, e)
+            topic = 0 < colon - s < 45 and self._topic_key(low, _BULLET.match(low, s, e).end(), e)
+            if topic:
+                forced.append(topic)
+        return forced
 
     def _topic_key(self, low: str, start: int, end: int) -> Optional[_Forced]:
         """A key that names what its line then says of it is a topic, no statement: "Effusion: angles crisp; no

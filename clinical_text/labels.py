@@ -5,7 +5,8 @@
   (with or without MIMIC's "s" prefix: 50414267 = s50414267) or ``id``, and a column per observation among the 14
   CheXpert observations (any of them; the ones absent are unlabelled); 1 positive, 0 negative, -1 uncertain, blank
   not mentioned (1.0 / 0.0 / -1.0, true / false and positive / negative / uncertain too).
-- JSONL (or JSON, parquet: any file ``datafiles.iter_rows`` reads): one object per text, ``{"id": ...}`` or ``{"study_id": ...}``, with the labels under ``"labels"``
+- JSONL (or JSON, parquet: any file ``datafiles.iter_rows`` reads): one object per text, ``{"id": ...}`` or
+  ``{"study_id": ...}``, with the labels under ``"labels"``
   (``{"Edema": 1, "Pneumothorax": 0}``) or as top-level observation keys; null for not mentioned.
 
 Every problem names the file, the line and the column or field.

@@ -173,6 +173,13 @@ ASSERTED_NOT_NAMED = [
      {'Pleural Effusion': 'negative'}),
     ('I looked at the left base for an effusion and there is a small one.', {'Pleural Effusion': 'positive'}),
     ('Apices checked for a pneumothorax; none.', {'Pneumothorax': 'negative'}),
+    # numbered steps lead keys like list marks: the key names its line's topic, the value decides
+    ('Step 1: consolidation: no focal consolidation.\nStep 2: cardiomegaly: the heart is enlarged.',
+     {'Consolidation': 'negative', 'Cardiomegaly': 'positive'}),
+    ('Step 1: consolidation: no focal consolidation. Step 2: pleural effusion: no effusion. Step 3: support '
+     'devices: no lines or tubes. Conclusion: cardiomegaly.',
+     {'Consolidation': 'negative', 'Pleural Effusion': 'negative', 'Support Devices': 'negative',
+      'Cardiomegaly': 'positive'}),
     ('I checked both apices for a pneumothorax and went over the bases.', {}),
     ('Reviewed and not present: edema (no Kerley lines), nodules (none seen), fractures.',
      {'Edema': 'negative', 'Lung Lesion': 'negative', 'Fracture': 'negative'}),
