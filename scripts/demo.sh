@@ -7,6 +7,8 @@
 # paper's run. Re-running skips the stages already done; remove WORK_DIR to start over.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# DEMO=gym: the drift gym instead (a student that learns: synthetic films, known truth; benchmarks/drift_gym/demo.sh)
+if [ "${DEMO:-}" = gym ]; then exec bash benchmarks/drift_gym/demo.sh; fi
 bash scripts/setup.sh
 # shellcheck disable=SC1091
 source "${VENV:-.venv}/bin/activate"
