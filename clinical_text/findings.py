@@ -54,7 +54,8 @@ _THINK_START = re.compile(r'<think>|◁think▷', re.I)
 # (not '#': it marks a markdown heading, see _TOPIC)
 _EMPHASIS = (('*', ' '), ('_', ' '), ('`', ' '), ('\u2019', "'"), ('\u2018', "'"), ('\u201c', '"'), ('\u201d', '"'))
 # A list mark, numbered steps included ("Step 2:", "Finding 3 -": what follows is the item, key and all).
-_BULLET = re.compile(r'[ \t]*(?:[-*+•·▪◦>]|\d{1,2}[.)]|\([a-h]\)|(?:step|finding|point|item)[ \t]*\d{1,2}[ \t]*[:.)–—-])?[ \t]*')
+_BULLET = re.compile(r'[ \t]*(?:[-*+•·▪◦>]|\d{1,2}[.)]|\([a-h]\)|'
+                     r'(?:step|finding|point|item)[ \t]*\d{1,2}[ \t]*[:.)–—-])?[ \t]*')
 # A line that is a heading and nothing else ("**Not seen**", "Possible findings:", "## Absent").
 _HEADING_LINE = re.compile(r'[#\s]*[\w][\w\s/&\'-]{0,50}:?')
 _CLAUSE_PART = re.compile(r'[,:]')

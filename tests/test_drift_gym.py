@@ -15,7 +15,7 @@ from benchmarks.drift_gym.answers import read_jsonl, study_answers
 from benchmarks.drift_gym.films import Finding, draw_film
 from benchmarks.drift_gym.make import make, truth_row
 from benchmarks.drift_gym.stats import outcome_array, paired_difference, study_resamples, summarise
-from benchmarks.drift_gym.steps import Runner, Step, StepFailed
+from benchmarks.drift_gym.steps import Runner, Step, StepFailed, code_digest
 from benchmarks.drift_gym.teachers import TEACHERS, Call, Trace, draw_calls, majority_calls
 
 REPO = Path(__file__).resolve().parents[1]
@@ -258,6 +258,19 @@ def test_steps_run_once_and_redo_when_their_command_changes(tmp_path):
     changed.add(step('two'))
     changed.run()
     assert ran == ['one', 'two'] and out.read_text() == 'two'
+    source = tmp_path / 'builder.py'
+    source.write_text('one')
+
+    def built():
+        return Step('write', [str(out)], action=lambda: (ran.append('built'), out.write_text('built')),
+                    signature='two', code=(str(source),))
+    for text in ('one', 'one', 'two'):     # a source file named in code: its change redoes the step
+        source.write_text(text)
+        code_digest.cache_clear()
+        rerun = Runner(str(tmp_path), log=lambda *_: None)
+        rerun.add(built())
+        rerun.run()
+    assert ran == ['one', 'two', 'built', 'built']
     failing = Runner(str(tmp_path), log=lambda *_: None)
     failing.add(Step('fails', [str(tmp_path / 'never')], command=[sys.executable, '-c', 'raise SystemExit(3)']))
     with pytest.raises(StepFailed, match='step fails failed \\(exit 3\\)'):

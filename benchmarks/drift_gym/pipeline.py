@@ -32,9 +32,11 @@ from .answers import read_jsonl, study_answers, teacher_answers, write_item_answ
 from .config import GymConfig
 from .make import make
 from .steps import Runner, Step, python_module
-from .student import TEMPLATE, TEMPLATE_PLUGIN, build_student
+from .student import REPO, TEMPLATE, TEMPLATE_PLUGIN, build_student
 
 SWIFT = str(Path(sys.executable).with_name('swift'))
+# A student is rebuilt when its builder changes (its signature names only its shape and seed).
+STUDENT_CODE = tuple(str(path) for path in (REPO / 'tools' / 'tiny_models.py', Path(__file__).with_name('student.py')))
 STAGE2 = {'a': 'sft', 'b': 'sft', 'c': 'sft', 'd': 'dpo', 'e': 'apo'}
 
 
@@ -154,7 +156,7 @@ class Pipeline:
         name = f'student-s{seed}-{_hash(self.data_name(config), shape, seed)}'
         out = self._dir(name)
         self.runner.add(Step(name, [out], needs=[self.data_name(config), f'sft-rows-{self.data_name(config)[5:]}'],
-                             action=lambda: build_student(out, paths.data, seed=seed, **shape),
+                             action=lambda: build_student(out, paths.data, seed=seed, **shape), code=STUDENT_CODE,
                              signature=f'student {json.dumps(shape)} seed {seed} tokenizer from {paths.data}'))
         return name, out
 

@@ -38,7 +38,8 @@ class Step:
     needs: List[str] = field(default_factory=list)
     env: Dict[str, str] = field(default_factory=dict)
     clean: Optional[List[str]] = None           # removed before it runs (default: its outputs)
-    code: Tuple[str, ...] = ()                  # source folders whose change redoes it (the readers of a score)
+    code: Tuple[str, ...] = ()                  # source folders or files whose change redoes it (the readers of
+                                                # a score, the student's builder)
 
     def key(self) -> str:
         key = shlex.join(self.command) if self.command is not None else self.signature
@@ -47,9 +48,13 @@ class Step:
 
 @functools.lru_cache(maxsize=None)
 def code_digest(folders: Tuple[str, ...]) -> str:
-    """A hash of the Python and YAML sources under ``folders``."""
+    """A hash of the Python and YAML sources under ``folders`` (a file stands for itself)."""
     digest = hashlib.sha256()
     for folder in folders:
+        if os.path.isfile(folder):
+            with open(folder, 'rb') as f:
+                digest.update(os.path.basename(folder).encode() + f.read())
+            continue
         for root, dirs, files in sorted(os.walk(folder)):
             dirs.sort()
             for name in sorted(files):
